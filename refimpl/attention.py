@@ -1,0 +1,144 @@
+"""Softmax and scaled dot-product attention: the NumPy reference, and the dispatch to Numba.
+
+Axis letters (one table for the whole project): M queries, N keys, Dh query/key
+width, Dv value width; the leading `...` are batch axes (batch, heads, ...).
+"""
+
+import numpy as np
+
+from . import _checks
+
+BACKENDS = ("numpy", "numba")
+
+
+def softmax(x, axis=-1, mask=None, *, dtype=np.float64):
+    """Numerically stable softmax along `axis`, with an optional mask.
+
+        softmax(x)_j = exp(x_j - m) / sum_k exp(x_k - m),   m = max_k x_k
+
+    The sums and the max run over the allowed entries only (mask True); masked entries
+    get exactly 0. Subtracting the max changes nothing mathematically (it cancels between
+    numerator and denominator) but keeps exp from overflowing: exp(1000) is inf in float64.
+
+    x: float array, any shape.   mask: bool, broadcastable to x.shape, True = allowed.
+    returns an array of x's shape in `dtype` whose slices along `axis` sum to 1.
+
+    Raises ValueError where a slice along `axis` has no allowed entry: the softmax of
+    nothing is undefined, and a silent NaN or uniform row would hide the bug.
+    """
+    dtype = _checks.compute_dtype(dtype)
+    x = _checks.float_array("x", x, dtype)
+    if mask is not None:
+        mask = _checks.bool_array("mask", mask, "True = allowed")
+        _checks.broadcasts_to("mask", mask, x.shape, "x.shape")
+        _check_rows_allowed(mask, x.shape, axis)
+    elif x.shape[axis] == 0:
+        raise ValueError(f"x has no entries along axis {axis}; the softmax of nothing is undefined")
+    return _softmax(x, axis, mask)
+
+
+def _softmax(x, axis, mask):
+    """The softmax on checked arguments: every slice along `axis` has an allowed entry."""
+    if mask is not None:
+        x = np.where(mask, x, -np.inf)
+    shifted = x - x.max(axis=axis, keepdims=True)  # <= 0, with 0 at the max: no overflow
+    e = np.exp(shifted)  # masked: exp(-inf) = 0 exactly
+    return e / e.sum(axis=axis, keepdims=True)  # the max contributes 1, so the sum is >= 1
+
+
+def _check_rows_allowed(mask, shape, axis):
+    """Raise ValueError if any slice of `mask` (broadcast to `shape`) along `axis` is all False."""
+    empty = ~np.broadcast_to(mask, shape).any(axis=axis)
+    if empty.any():
+        first = tuple(int(i) for i in np.argwhere(empty)[0])
+        raise ValueError(
+            f"mask allows no entry in {int(empty.sum())} row(s) (the first at index {first}); "
+            "every query needs at least one key it may attend to"
+        )
+
+
+def attention(q, k, v, *, mask=None, scale=None, backend="numpy", return_weights=False, dtype=np.float64):
+    """Scaled dot-product attention.
+
+        out = softmax(q k^T * scale, masked) v,      scale = Dh ** -0.5 by default
+
+    q: (..., M, Dh)   k: (..., N, Dh)   v: (..., N, Dv)
+    mask: bool, broadcastable to (..., M, N), True = query may attend to key.
+    The batch axes `...` of q, k and v broadcast against each other (as in `np.matmul`).
+    returns out (..., M, Dv), and the weights (..., M, N) too if `return_weights`.
+
+    Why the scale: for q and k with independent unit-variance entries, q.k is a sum of Dh
+    terms of variance 1, so its variance is Dh; multiplying by Dh ** -0.5 brings it back
+    to 1 and keeps the softmax out of its saturated, near one-hot regime.
+
+    backend="numpy" forms the (..., M, N) score matrix; backend="numba" streams over the
+    keys with an online softmax (refimpl.kernels) and never holds it. Both compute in
+    `dtype` (float64 by default, float32 to emulate float32 arithmetic).
+    """
+    check_backend(backend)
+    dtype = _checks.compute_dtype(dtype)
+    q = _checks.float_array("q", q, dtype)
+    k = _checks.float_array("k", k, dtype)
+    v = _checks.float_array("v", v, dtype)
+    _checks.ndim_at_least("q", q, 2, "(..., M, Dh)")
+    _checks.ndim_at_least("k", k, 2, "(..., N, Dh)")
+    _checks.ndim_at_least("v", v, 2, "(..., N, Dv)")
+    if q.shape[-1] == 0:
+        raise ValueError(f"q must have shape (..., M, Dh) with Dh >= 1; got {q.shape}")
+    if k.shape[-1] != q.shape[-1]:
+        raise ValueError(f"k must have shape (..., N, Dh) with Dh = q.shape[-1] = {q.shape[-1]}; got {k.shape}")
+    if v.shape[-2] != k.shape[-2]:
+        raise ValueError(f"v must have shape (..., N, Dv) with N = k.shape[-2] = {k.shape[-2]}; got {v.shape}")
+    try:
+        batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    except ValueError:
+        raise ValueError(
+            f"the batch axes of q {q.shape[:-2]}, k {k.shape[:-2]} and v {v.shape[:-2]} do not broadcast"
+        ) from None
+    scores_shape = batch + (q.shape[-2], k.shape[-2])
+    if mask is not None:
+        mask = _checks.bool_array("mask", mask, "True = may attend")
+        _checks.broadcasts_to("mask", mask, scores_shape, "(..., M, N)")
+        _check_rows_allowed(mask, scores_shape, -1)
+    elif k.shape[-2] == 0:
+        raise ValueError("k has N = 0 keys; every query needs at least one key it may attend to")
+    scale = q.shape[-1] ** -0.5 if scale is None else _checks.positive_number("scale", scale)
+
+    out, weights = _attention(q, k, v, mask, scale, backend, return_weights)
+    return (out, weights) if return_weights else out
+
+
+def _attention(q, k, v, mask, scale, backend="numpy", return_weights=True):
+    """Attention on checked arguments: out (..., M, Dv), and weights (..., M, N) or None.
+
+    The NumPy path always has the weights; the Numba kernel only keeps the softmax
+    statistics, from which the weights are recomputed if asked for.
+    """
+    if backend == "numba":
+        kernels = numba_kernels()
+        out, row_max, row_sum = kernels.attention(q, k, v, mask, scale)
+        if not return_weights:
+            return out, None
+        return out, kernels.weights_from_stats(q, k, mask, scale, row_max, row_sum)
+    scores = q @ np.swapaxes(k, -1, -2) * scale  # (..., M, N)
+    weights = _softmax(scores, -1, mask)  # (..., M, N), rows sum to 1
+    return weights @ v, weights  # (..., M, Dv), (..., M, N)
+
+
+def check_backend(backend):
+    """Check `backend`; "numba" needs Numba installed (refimpl itself needs only NumPy)."""
+    _checks.one_of("backend", backend, BACKENDS)
+    if backend == "numba":
+        numba_kernels()
+
+
+def numba_kernels():
+    """The module refimpl.kernels, or an ImportError that says how to get Numba."""
+    try:
+        from . import kernels
+    except ImportError as exc:
+        raise ImportError(
+            "backend='numba' needs the numba package, which could not be imported "
+            f"({exc}); install it (pip install numba) or use backend='numpy'"
+        ) from exc
+    return kernels

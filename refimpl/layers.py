@@ -1,0 +1,81 @@
+"""The pieces of a resampler layer besides attention: norms, activations, the feed-forward
+block. Every function here takes checked arrays (the public entry points check them).
+
+Weights are stored (in, out), so a projection is `x @ w`; torch's nn.Linear stores
+(out, in), so `w = linear.weight.T`. Axis letters: D model width, F feed-forward width.
+"""
+
+import functools
+import math
+
+import numpy as np
+
+
+def layer_norm(x, weight, bias, eps):
+    """LayerNorm over the last axis: (x - mean) / sqrt(var + eps) * weight + bias.
+
+    x (..., D), weight (D,), bias (D,); var is the biased variance (divide by D), as in torch.
+    """
+    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)  # (..., 1)
+    return (x - mean) / np.sqrt(var + eps) * weight + bias
+
+
+def rms_norm(x, weight, eps):
+    """RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * weight.   x (..., D), weight (D,)."""
+    return x / np.sqrt((x**2).mean(axis=-1, keepdims=True) + eps) * weight
+
+
+def norm(params, prefix, x, kind, eps):
+    """The configured norm with the parameters `prefix + "weight"` (and `"bias"`, LayerNorm only)."""
+    if kind == "layernorm":
+        return layer_norm(x, params[prefix + "weight"], params[prefix + "bias"], eps)
+    return rms_norm(x, params[prefix + "weight"], eps)
+
+
+def gelu(x):
+    """The exact GELU, x * Phi(x) = x/2 * (1 + erf(x / sqrt(2))) (torch's default, open_flamingo's)."""
+    return 0.5 * x * (1.0 + _erf()(x / np.sqrt(2.0, dtype=x.dtype)))
+
+
+@functools.cache
+def _erf():
+    """An elementwise erf (NumPy has none): C's erf compiled by Numba where it is installed,
+    else Python's math.erf (the same C function, in float64) called element by element, slowly."""
+    try:
+        from .kernels import erf
+    except ImportError:
+        return lambda x: np.vectorize(math.erf, otypes=[x.dtype])(x)
+    return erf
+
+
+def relu(x):
+    """max(x, 0) (HF IDEFICS)."""
+    return np.maximum(x, 0)
+
+
+def squared_relu(x):
+    """max(x, 0)^2 (the Flamingo paper)."""
+    return np.maximum(x, 0) ** 2
+
+
+def silu(x):
+    """x * sigmoid(x), with sigmoid(x) = (1 + tanh(x/2)) / 2, which cannot overflow."""
+    return x * (0.5 + 0.5 * np.tanh(0.5 * x))
+
+
+ACTIVATIONS = {"gelu": gelu, "relu": relu, "squared_relu": squared_relu}
+
+
+def feed_forward(params, prefix, x, activation, norm_kind, eps):
+    """Pre-norm MLP: x (..., D) -> (..., D), without the residual.
+
+        plain:   act(norm(x) @ w_in) @ w_out                       w_in (D, F), w_out (F, D)
+        swiglu:  (silu(h @ w_gate) * (h @ w_up)) @ w_down, h = norm(x)   (D, F), (D, F), (F, D)
+    """
+    h = norm(params, prefix + "norm.", x, norm_kind, eps)  # (..., D)
+    if activation == "swiglu":
+        hidden = silu(h @ params[prefix + "w_gate"]) * (h @ params[prefix + "w_up"])  # (..., F)
+        return hidden @ params[prefix + "w_down"]  # (..., D)
+    hidden = ACTIVATIONS[activation](h @ params[prefix + "w_in"])  # (..., F)
+    return hidden @ params[prefix + "w_out"]  # (..., D)

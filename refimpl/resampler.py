@@ -1,0 +1,131 @@
+"""The Perceiver Resampler (Flamingo, Alayrac et al. 2022, Fig. 5 and Appendix A.1.1).
+
+The paper's pseudo-code, which `perceiver_resampler` follows line by line:
+
+    def perceiver_resampler(
+        x_f,              # The [T, S, d] visual features (T=time, S=space)
+        time_embeddings,  # The [T, 1, d] time pos embeddings.
+        x,                # R learned latents of shape [R, d]
+        num_layers,       # Number of layers
+    ):
+        # Add the time position embeddings and flatten.
+        x_f = x_f + time_embeddings
+        x_f = flatten(x_f)  # [T, S, d] -> [T * S, d]
+        # Apply the Perceiver Resampler layers.
+        for i in range(num_layers):
+            # Attention.
+            x = x + attention_i(q=x, kv=concat([x_f, x]))
+            # Feed forward.
+            x = x + ffw_i(x)
+        return x
+
+As in every public implementation, the attention and feed-forward blocks normalise
+their inputs first (pre-norm) and the output gets a final norm.
+
+Axis letters: B... batch axes, T frames, S spatial tokens per frame, N = T*S media
+tokens, R latents, H heads, D width.
+"""
+
+import numpy as np
+
+from . import _checks
+from .attention import check_backend
+from .layers import feed_forward, norm
+from .multi_head import _multi_head_attention
+from .params import check_params, param_shapes
+
+
+def perceiver_resampler(params, x, config, *, mask=None, backend="numpy", return_attention=False, dtype=np.float64):
+    """Resample media features to R latent tokens.
+
+    x: (..., T, S, D) media features: any leading batch axes, T frames, S tokens per frame.
+    mask: bool (..., T, S), True = a real token, False = padding; None = all real. With a
+        mask, inputs of different sizes batch together, padded to a common T and S.
+    params: from `init_resampler(config)` (names and shapes in `refimpl.params`).
+    returns latents (..., R, D); with `return_attention`, also a list with one array per
+    layer of the attention weights (..., H, R, N [+ R]): N = T*S media tokens in
+    frame-major order (token t*S + s), then the R latents if config.latents_in_kv.
+
+    Computes in `dtype`: float64 (the reference) whatever the input's float dtype, or
+    float32 to emulate float32 arithmetic. params are cast, never modified.
+
+    Each layer:  latents += attn(q = norm(latents), kv = concat(norm(media), norm(latents)))
+                 latents += ffw(latents)
+    and at the end latents = norm(latents).
+    """
+    check_backend(backend)
+    dtype = _checks.compute_dtype(dtype)
+    x = _checks.float_array("x", x, dtype)
+    if x.ndim < 3 or x.shape[-1] != config.dim:
+        raise ValueError(f"x must have shape (..., T, S, D) with D = config.dim = {config.dim}; got {x.shape}")
+    *batch, n_frames, n_space, dim = x.shape
+    if config.num_time_embeds is not None and n_frames > config.num_time_embeds:
+        raise ValueError(
+            f"x has T = {n_frames} frames (shape {x.shape}) but config.num_time_embeds = "
+            f"{config.num_time_embeds}; the time-embedding table has no row for frame {config.num_time_embeds}"
+        )
+    if mask is not None:
+        mask = _checks.bool_array("mask", mask, "True = real token")
+        if mask.shape != x.shape[:-1]:
+            raise ValueError(f"mask must have shape (..., T, S) = x.shape[:-1] = {x.shape[:-1]}; got {mask.shape}")
+    if not config.latents_in_kv:
+        _check_every_item_has_tokens(x, mask)
+    params = check_params(params, param_shapes(config), dtype, f"the config {config}")
+
+    if config.num_time_embeds is not None:
+        x = x + params["time_embeds"][:n_frames, None, :]  # (..., T, S, D) + (T, 1, D)
+    media = x.reshape(*batch, n_frames * n_space, dim)  # (..., N, D), frame-major
+    media_mask = None if mask is None else mask.reshape(*batch, n_frames * n_space)  # (..., N)
+    latents = np.broadcast_to(params["latents"], (*batch, config.num_latents, dim))  # (..., R, D)
+    key_mask = media_mask
+    if config.latents_in_kv and media_mask is not None:  # the latents are always real
+        key_mask = np.concatenate([media_mask, np.ones((*batch, config.num_latents), dtype=bool)], axis=-1)
+
+    attention_maps = []
+    for i in range(config.depth):
+        attn_out, weights = _attention_block(params, f"layers.{i}.attn.", media, latents, key_mask, config, backend, return_attention)
+        latents = latents + attn_out  # (..., R, D)
+        latents = latents + feed_forward(params, f"layers.{i}.ff.", latents, config.activation, config.norm, config.norm_eps)
+        attention_maps.append(weights)
+    latents = norm(params, "norm.", latents, config.norm, config.norm_eps)  # (..., R, D)
+    return (latents, attention_maps) if return_attention else latents
+
+
+def _attention_block(params, prefix, media, latents, key_mask, config, backend, return_weights):
+    """attn(q = norm(latents), kv = concat(norm(media), norm(latents))) without the residual.
+
+    media (..., N, D), latents (..., R, D), key_mask (..., N [+ R]) or None.
+    returns (..., R, D) and the weights (..., H, R, N [+ R]) or None.
+    """
+    media = norm(params, prefix + "norm_media.", media, config.norm, config.norm_eps)  # (..., N, D)
+    latents = norm(params, prefix + "norm_latents.", latents, config.norm, config.norm_eps)  # (..., R, D)
+    context = np.concatenate([media, latents], axis=-2) if config.latents_in_kv else media  # (..., N [+ R], D)
+    return _multi_head_attention(
+        params,
+        prefix,
+        latents,
+        context,
+        heads=config.heads,
+        kv_heads=config.num_kv_heads,
+        mask=None if key_mask is None else key_mask[..., None, :],  # (..., 1, N [+ R])
+        qk_norm_eps=config.norm_eps if config.qk_norm else None,
+        backend=backend,
+        return_weights=return_weights,
+    )
+
+
+def _check_every_item_has_tokens(x, mask):
+    """Without the latents among the keys, every batch item needs a real media token."""
+    if x.shape[-3] * x.shape[-2] == 0:
+        raise ValueError(
+            f"x has no media tokens (T * S = 0, shape {x.shape}) and config.latents_in_kv is False: "
+            "the latents would have nothing to attend to"
+        )
+    if mask is not None:
+        empty = ~mask.any(axis=(-1, -2))
+        if empty.any():
+            first = tuple(int(i) for i in np.argwhere(empty)[0])
+            raise ValueError(
+                f"mask marks no real token in {int(empty.sum())} batch item(s) (the first at index {first}) "
+                "and config.latents_in_kv is False: the latents would have nothing to attend to"
+            )
