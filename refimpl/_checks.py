@@ -37,7 +37,8 @@ def float_array(name, value, dtype):
             f"{name} must be a real floating-point array (float16, float32 or float64); "
             f"got dtype {array.dtype}"
         )
-    array = array.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):  # an overflow to inf is reported just below
+        array = array.astype(dtype, copy=False)
     if not np.isfinite(array).all():
         bad = int(array.size - np.count_nonzero(np.isfinite(array)))
         raise ValueError(

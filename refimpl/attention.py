@@ -120,9 +120,10 @@ def _attention(q, k, v, mask, scale, backend="numpy", return_weights=True):
         if not return_weights:
             return out, None
         return out, kernels.weights_from_stats(q, k, mask, scale, row_max, row_sum)
-    scores = q @ np.swapaxes(k, -1, -2) * scale  # (..., M, N)
+    scores = q @ np.swapaxes(k, -1, -2) * scale  # (..., M, N), batch axes of q and k
     weights = _softmax(scores, -1, mask)  # (..., M, N), rows sum to 1
-    return weights @ v, weights  # (..., M, Dv), (..., M, N)
+    out = weights @ v  # (..., M, Dv), batch axes of q, k and v
+    return out, np.broadcast_to(weights, out.shape[:-1] + weights.shape[-1:])
 
 
 def check_backend(backend):

@@ -30,7 +30,7 @@ import numpy as np
 from . import _checks
 from .attention import check_backend
 from .layers import feed_forward, layer_norm
-from .multi_head import _multi_head_attention
+from .multi_head import _multi_head_attention, head_dim_from
 from .params import check_params
 
 
@@ -101,12 +101,13 @@ def gated_xattn_dense(params, hidden, visual, *, heads=8, mask=None, norm_eps=1e
     _checks.ndim_at_least("visual", visual, 2, "(..., Nv, Dv)")
     heads = _checks.positive_int("heads", heads)
     norm_eps = _checks.positive_number("norm_eps", norm_eps)
-    inner = np.shape(params["attn.wq"])[-1] if "attn.wq" in params else heads
-    if inner % heads:
-        raise ValueError(f"params['attn.wq'] must have H * Dh columns with H = heads = {heads}; got {inner}")
-    ff_dim = np.shape(params["ff.w_in"])[-1] if "ff.w_in" in params else 4 * hidden.shape[-1]
+    ff_dim = np.shape(params["ff.w_in"])[-1] if np.ndim(params.get("ff.w_in")) == 2 else 4 * hidden.shape[-1]
     expected = gated_xattn_dense_shapes(
-        hidden.shape[-1], visual.shape[-1], heads=heads, dim_head=inner // heads, ff_mult=ff_dim / hidden.shape[-1]
+        hidden.shape[-1],
+        visual.shape[-1],
+        heads=heads,
+        dim_head=head_dim_from(params, "attn.wq", heads),
+        ff_mult=ff_dim / hidden.shape[-1],
     )
     params = check_params(params, expected, dtype, f"hidden width Dt = {hidden.shape[-1]}, visual width Dv = {visual.shape[-1]}")
     try:
@@ -128,8 +129,10 @@ def gated_xattn_dense(params, hidden, visual, *, heads=8, mask=None, norm_eps=1e
     elif visual.shape[-2] == 0:
         raise ValueError("visual has Nv = 0 tokens; pass a mask to mark text tokens that see none")
 
-    normed = layer_norm(hidden, params["attn.norm.weight"], params["attn.norm.bias"], norm_eps)  # (..., L, Dt)
-    attended, _ = _multi_head_attention(params, "attn.", normed, visual, heads=heads, kv_heads=heads, mask=mask, backend=backend)
-    attended = np.where(sees_something[..., None], attended, 0.0)  # (..., L, Dt)
+    attended = np.zeros_like(hidden)  # (..., L, Dt); stays 0 for text that sees no visual token
+    if sees_something.any():
+        normed = layer_norm(hidden, params["attn.norm.weight"], params["attn.norm.bias"], norm_eps)  # (..., L, Dt)
+        attended, _ = _multi_head_attention(params, "attn.", normed, visual, heads=heads, kv_heads=heads, mask=mask, backend=backend)
+        attended = np.where(sees_something[..., None], attended, 0.0)
     hidden = hidden + np.tanh(params["attn_gate"]) * attended
     return hidden + np.tanh(params["ff_gate"]) * feed_forward(params, "ff.", hidden, "gelu", "layernorm", norm_eps)

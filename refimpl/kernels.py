@@ -141,9 +141,10 @@ def attention(q, k, v, mask, scale):
     n_batch = math.prod(batch)
     (n_queries, head_dim), n_keys, value_dim = q.shape[-2:], k.shape[-2], v.shape[-1]
     dtype = q.dtype
-    q_flat = np.broadcast_to(q, batch + q.shape[-2:]).reshape(n_batch, n_queries, head_dim)
-    k_flat = np.broadcast_to(k, batch + k.shape[-2:]).reshape(n_batch, n_keys, head_dim)
-    v_flat = np.broadcast_to(v, batch + v.shape[-2:]).reshape(n_batch, n_keys, value_dim)
+    # contiguous (B, ., .) arrays: one compiled version of the kernel per dtype, not per layout
+    q_flat = np.ascontiguousarray(np.broadcast_to(q, batch + q.shape[-2:]).reshape(n_batch, n_queries, head_dim))
+    k_flat = np.ascontiguousarray(np.broadcast_to(k, batch + k.shape[-2:]).reshape(n_batch, n_keys, head_dim))
+    v_flat = np.ascontiguousarray(np.broadcast_to(v, batch + v.shape[-2:]).reshape(n_batch, n_keys, value_dim))
     out = np.empty((n_batch, n_queries, value_dim), dtype)
     row_max = np.empty((n_batch, n_queries), dtype)
     row_sum = np.empty((n_batch, n_queries), dtype)
@@ -165,11 +166,10 @@ def _flat_mask(mask, batch, n_queries, n_keys):
     if mask is None:
         return np.ones((1, 1, 0), dtype=np.bool_)
     rows = n_queries if mask.ndim >= 2 and mask.shape[-2] > 1 else 1
-    if any(size > 1 for size in mask.shape[:-2]):
-        flat = np.broadcast_to(mask, batch + (rows, n_keys)).reshape(-1, rows, n_keys)
-    else:
-        flat = np.broadcast_to(mask, (rows, n_keys)).reshape(1, rows, n_keys)
-    return np.ascontiguousarray(flat)
+    flat = np.broadcast_to(mask, batch + (rows, n_keys))  # (..., 1|M, N), a view
+    if not any(size > 1 for size in mask.shape[:-2]):  # the same for every batch entry
+        flat = flat[(0,) * len(batch)][None] if math.prod(batch) else flat.reshape(0, rows, n_keys)
+    return np.ascontiguousarray(flat.reshape(-1, rows, n_keys))
 
 
 def weights_from_stats(q, k, mask, scale, row_max, row_sum):
@@ -187,6 +187,6 @@ def weights_from_stats(q, k, mask, scale, row_max, row_sum):
 
 
 @numba.vectorize(["float32(float32)", "float64(float64)"], cache=True)
-def erf(x):
-    """The error function elementwise (NumPy has none): C's erf, compiled (used by the exact GELU)."""
-    return math.erf(x)
+def erfc(x):
+    """The complementary error function elementwise (NumPy has none): C's erfc, compiled (for the exact GELU)."""
+    return math.erfc(x)

@@ -34,19 +34,24 @@ def norm(params, prefix, x, kind, eps):
 
 
 def gelu(x):
-    """The exact GELU, x * Phi(x) = x/2 * (1 + erf(x / sqrt(2))) (torch's default, open_flamingo's)."""
-    return 0.5 * x * (1.0 + _erf()(x / np.sqrt(2.0, dtype=x.dtype)))
+    """The exact GELU (torch's default, open_flamingo's):
+
+        x * Phi(x) = x/2 * (1 + erf(x / sqrt(2))) = x/2 * erfc(-x / sqrt(2))
+
+    The erfc form keeps its relative accuracy for large negative x, where 1 + erf cancels.
+    """
+    return 0.5 * x * _erfc()(-x / np.sqrt(2.0, dtype=x.dtype))
 
 
 @functools.cache
-def _erf():
-    """An elementwise erf (NumPy has none): C's erf compiled by Numba where it is installed,
-    else Python's math.erf (the same C function, in float64) called element by element, slowly."""
+def _erfc():
+    """An elementwise erfc (NumPy has none): C's erfc compiled by Numba where it is installed,
+    else Python's math.erfc (the same C function, in float64) called element by element, slowly."""
     try:
-        from .kernels import erf
+        from .kernels import erfc
     except ImportError:
-        return lambda x: np.vectorize(math.erf, otypes=[x.dtype])(x)
-    return erf
+        return lambda x: np.vectorize(math.erfc, otypes=[x.dtype])(x)
+    return erfc
 
 
 def relu(x):
@@ -60,8 +65,9 @@ def squared_relu(x):
 
 
 def silu(x):
-    """x * sigmoid(x), with sigmoid(x) = (1 + tanh(x/2)) / 2, which cannot overflow."""
-    return x * (0.5 + 0.5 * np.tanh(0.5 * x))
+    """x * sigmoid(x), with sigmoid(x) = exp(-log(1 + exp(-x))): no overflow, and no
+    cancellation for large negative x (where 1 + tanh(x/2) would lose every digit)."""
+    return x * np.exp(-np.logaddexp(0.0, -x))
 
 
 ACTIVATIONS = {"gelu": gelu, "relu": relu, "squared_relu": squared_relu}

@@ -44,10 +44,8 @@ def multi_head_attention(
     _checks.ndim_at_least("queries", queries, 2, "(..., R, D)")
     if context.ndim != queries.ndim or context.shape[:-2] != queries.shape[:-2]:
         raise ValueError(f"context must have shape (..., N, Dc) with ... = {queries.shape[:-2]}; got {context.shape}")
-    inner = np.shape(params["wq"])[-1] if "wq" in params else heads
-    if inner % heads:
-        raise ValueError(f"params['wq'] must have H * Dh columns with H = heads = {heads}; got {inner}")
-    head_dim = inner // heads
+    head_dim = head_dim_from(params, "wq", heads)
+    inner = heads * head_dim
     expected = {
         "wq": (queries.shape[-1], inner),
         "wk": (context.shape[-1], kv_heads * head_dim),
@@ -63,6 +61,7 @@ def multi_head_attention(
         mask = _checks.bool_array("mask", mask, "True = may attend")
         _checks.broadcasts_to("mask", mask, scores_shape, "(..., R, N)")
         _check_rows_allowed(mask, scores_shape, -1)
+        mask = mask.reshape((1,) * (2 - mask.ndim) + mask.shape)  # at least (R|1, N)
     elif context.shape[-2] == 0:
         raise ValueError("context has N = 0 tokens; every query needs at least one key it may attend to")
     out, weights = _multi_head_attention(
@@ -72,10 +71,14 @@ def multi_head_attention(
     return (out, weights) if return_weights else out
 
 
-def _check_rows_allowed(mask, scores_shape):
-    from .attention import _check_rows_allowed
-
-    _check_rows_allowed(mask, scores_shape, -1)
+def head_dim_from(params, name, heads):
+    """Dh, read off the projection params[name] of shape (D, H * Dh); ValueError if it cannot be."""
+    shape = np.shape(params[name]) if name in params else ()
+    if name not in params:  # check_params reports it with the other missing names
+        return 1
+    if len(shape) != 2 or shape[1] == 0 or shape[1] % heads:
+        raise ValueError(f"params[{name!r}] must have shape (D, H * Dh) with H = heads = {heads} and Dh >= 1; got {shape}")
+    return shape[1] // heads
 
 
 def split_heads(x, heads):
@@ -122,4 +125,4 @@ def _multi_head_attention(
     mask = None if mask is None else mask[..., None, None, :, :]  # (..., 1, 1, R|1, N)
     out, weights = _attention(q, k, v, mask, head_dim**-0.5, backend, return_weights)  # (..., Hkv, G, R, Dh)
     out = merge_heads(out.reshape(*batch, heads, n_queries, head_dim)) @ params[prefix + "wo"]  # (..., R, D)
-    return out, None if weights is None else weights.reshape(*batch, heads, n_queries, -1)
+    return out, None if weights is None else weights.reshape(*batch, heads, n_queries, k.shape[-2])
