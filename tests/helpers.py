@@ -1,0 +1,163 @@
+"""What the test modules share: the one comparison, and hypothesis strategies for inputs.
+
+Every numerical comparison in the suite goes through `assert_close`, which reads its bound
+from `refimpl.TOLERANCES` and measures with `refimpl.relative_error` (one table, one
+measure). The table's float64 entry bounds "the same float64 math in another order";
+that is what every float64 comparison here is (NumPy vs Numba, vs the naive loops of
+tests/naive.py, vs torch), so they all use it.
+
+Inputs are drawn as a seed plus a few small sizes; the arrays come from
+`np.random.default_rng(seed)`, which keeps the examples small to shrink and cheap to make.
+"""
+
+import numpy as np
+import refimpl
+from hypothesis import strategies as st
+
+FLOAT64 = ("float64", "numba vs numpy")  # float64, the same math in another order
+FLOAT32_VS_FLOAT64 = ("float32", "vs float64 reference")
+FLOAT32_BACKENDS = ("float32", "numba vs numpy")
+
+seeds = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+def assert_close(actual, reference, key=FLOAT64, what="result", scale=None):
+    """Assert relative_error(actual, reference, scale) <= TOLERANCES[key] (shapes must match exactly).
+
+    For attention outputs pass scale = max |v| (see refimpl/tolerances.py)."""
+    actual, reference = np.asarray(actual), np.asarray(reference)
+    assert actual.shape == reference.shape, f"{what}: shape {actual.shape}, expected {reference.shape}"
+    assert np.isfinite(actual).all(), f"{what}: not finite"
+    tolerance = refimpl.TOLERANCES[key]
+    error = refimpl.relative_error(actual, reference, scale)
+    assert error <= tolerance, f"{what}: relative error {error:.3g} > TOLERANCES[{key!r}] = {tolerance:g}"
+
+
+def batch_shapes(max_dims=2, max_side=3, min_dims=0, min_side=1):
+    """Leading batch axes: `min_dims` up to `max_dims` axes of sizes min_side..max_side."""
+    return st.lists(st.integers(min_side, max_side), min_size=min_dims, max_size=max_dims).map(tuple)
+
+
+def random_mask(rng, shape, axis=-1, p_true=0.7):
+    """A random boolean mask with at least one True along `axis` in every slice."""
+    mask = rng.random(shape) < p_true
+    if mask.size:
+        rows = np.moveaxis(mask, axis, -1)  # a view: the writes below reach `mask`
+        chosen = rng.integers(rows.shape[-1], size=rows.shape[:-1] + (1,))
+        np.put_along_axis(rows, chosen, True, axis=-1)
+    return mask
+
+
+def divisors(n):
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@st.composite
+def resampler_configs(draw, *, max_depth=2, time_embeds=None, latents_in_kv=None, activation=None, norm=None):
+    """A small ResamplerConfig with every switch drawn. Keyword arguments pin a switch
+    (time_embeds: True, False or None = either)."""
+    heads = draw(st.integers(1, 4))
+    dim = draw(st.integers(1, 12))
+    if time_embeds is None:
+        time_embeds = draw(st.booleans())
+    return refimpl.ResamplerConfig(
+        dim=dim,
+        depth=draw(st.integers(1, max_depth)),
+        heads=heads,
+        dim_head=draw(st.integers(1, 7)),
+        num_latents=draw(st.integers(1, 6)),
+        ff_mult=draw(st.sampled_from([1, 2, 3] + ([0.5, 1.5] if dim % 2 == 0 else []))),
+        num_time_embeds=draw(st.integers(4, 6)) if time_embeds else None,
+        kv_heads=draw(st.sampled_from([None] + divisors(heads))),
+        activation=activation or draw(st.sampled_from(["gelu", "squared_relu", "relu", "swiglu"])),
+        norm=norm or draw(st.sampled_from(["layernorm", "rmsnorm"])),
+        norm_eps=draw(st.sampled_from([1e-5, 1e-6, 0.1])),
+        qk_norm=draw(st.booleans()),
+        latents_in_kv=draw(st.booleans()) if latents_in_kv is None else latents_in_kv,
+    )
+
+
+@st.composite
+def resampler_cases(draw, *, configs=None, min_frames=0, max_frames=3, min_space=0, max_space=5, masked=None, batch=None):
+    """(config, params, x, mask): x (..., T, S, D) with T <= max_frames (and <= the time table),
+    mask (..., T, S) or None. Without latents in the keys every item keeps a real token."""
+    config = draw(configs if configs is not None else resampler_configs())
+    needs_tokens = not config.latents_in_kv
+    n_frames = draw(st.integers(max(min_frames, 1 if needs_tokens else 0), max_frames))
+    n_space = draw(st.integers(max(min_space, 1 if needs_tokens else 0), max_space))
+    batch_shape = draw(batch if batch is not None else batch_shapes())
+    rng = np.random.default_rng(draw(seeds))
+    params = refimpl.init_resampler(config, seed=int(rng.integers(2**31)))
+    x = rng.standard_normal(batch_shape + (n_frames, n_space, config.dim))
+    if masked is None:
+        masked = draw(st.booleans())
+    mask = None
+    if masked:
+        mask = rng.random(x.shape[:-1]) < 0.7
+        if needs_tokens:
+            mask[..., 0, 0] = True
+    return config, params, x, mask
+
+
+def broadcast_operand_batch(draw, batch):
+    """Batch axes that broadcast to `batch`: some leading axes dropped, some sizes set to 1."""
+    kept = batch[draw(st.integers(0, len(batch))) :]
+    return tuple(1 if draw(st.booleans()) else size for size in kept)
+
+
+@st.composite
+def attention_cases(draw, max_queries=7, min_keys=1, max_keys=9, max_width=12, masked=None, v_batch_like_k=False):
+    """(q, k, v, mask, scale) with batch axes that broadcast and a mask of one of several forms
+    (`v_batch_like_k`: v has k's batch axes, so the weights' batch is that of q and k)."""
+    batch = draw(batch_shapes())
+    m, n = draw(st.integers(1, max_queries)), draw(st.integers(min_keys, max_keys))
+    d, dv = draw(st.integers(1, max_width)), draw(st.integers(1, max_width))
+    rng = np.random.default_rng(draw(seeds))
+    q = rng.standard_normal(broadcast_operand_batch(draw, batch) + (m, d))
+    k = rng.standard_normal(broadcast_operand_batch(draw, batch) + (n, d))
+    v = rng.standard_normal((k.shape[:-2] if v_batch_like_k else broadcast_operand_batch(draw, batch)) + (n, dv))
+    scores_batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
+    if masked is None:
+        masked = draw(st.booleans())
+    mask = None
+    if masked:
+        form = draw(st.sampled_from(["full", "key padding", "keys only", "shared over batch"]))
+        mask_batch = broadcast_operand_batch(draw, scores_batch)
+        if form == "full":
+            mask = random_mask(rng, mask_batch + (m, n))
+        elif form == "key padding":
+            mask = random_mask(rng, mask_batch + (1, n))
+        elif form == "keys only":
+            mask = random_mask(rng, (n,))
+        else:
+            mask = random_mask(rng, (m, n))
+    scale = draw(st.sampled_from([None, 0.3, 2.0]))
+    return q, k, v, mask, scale
+
+
+@st.composite
+def multi_head_cases(draw, max_keys=9, masked=None):
+    """(params, queries, context, options): multi-head cross-attention with GQA and qk_norm drawn;
+    options holds heads, kv_heads, mask ((..., 1 or R, N) or None) and qk_norm_eps."""
+    heads = draw(st.integers(1, 4))
+    kv_heads = draw(st.sampled_from([h for h in range(1, heads + 1) if heads % h == 0]))
+    batch = draw(batch_shapes())
+    r, n = draw(st.integers(1, 9)), draw(st.integers(1, max_keys))
+    dim, dim_context, dim_head = draw(st.integers(1, 12)), draw(st.integers(1, 12)), draw(st.integers(1, 7))
+    rng = np.random.default_rng(draw(seeds))
+    params = {
+        "wq": rng.standard_normal((dim, heads * dim_head)),
+        "wk": rng.standard_normal((dim_context, kv_heads * dim_head)),
+        "wv": rng.standard_normal((dim_context, kv_heads * dim_head)),
+        "wo": rng.standard_normal((heads * dim_head, dim)),
+    }
+    qk_norm_eps = draw(st.sampled_from([None, 1e-5]))
+    if qk_norm_eps is not None:
+        for which in "qk":
+            params[f"{which}_norm.weight"] = rng.uniform(0.5, 1.5, dim_head)
+            params[f"{which}_norm.bias"] = rng.normal(0, 0.1, dim_head)
+    queries, context = rng.standard_normal(batch + (r, dim)), rng.standard_normal(batch + (n, dim_context))
+    if masked is None:
+        masked = draw(st.booleans())
+    mask = random_mask(rng, batch + (draw(st.sampled_from([1, r])), n)) if masked else None
+    return params, queries, context, dict(heads=heads, kv_heads=kv_heads, mask=mask, qk_norm_eps=qk_norm_eps)
