@@ -234,3 +234,17 @@ def test_numba_gated_xattn_dense_equals_numpy(seed, masked, n_visual, gate):
     mask = rng.random((2, 9, n_visual)) < 0.6 if masked else None
     expected, actual = both_backends(refimpl.gated_xattn_dense, params, hidden, visual, heads=3, mask=mask)
     assert_close(actual, expected)
+
+
+def test_float32_exp_is_within_a_few_ulps_of_exp_and_exactly_zero_below_the_normal_range():
+    from refimpl import kernels
+
+    x = np.concatenate([np.linspace(-86.99, 0.0, 100_001), [-np.inf, -1e4, -88.0, -87.0]]).astype(np.float32)
+    y = x.copy()
+    kernels._exp_float32(y, np.empty(x.size, dtype=np.int32))
+    exact = np.exp(x.astype(np.float64))
+    normal = x > -87.0
+    assert y.dtype == np.float32
+    assert (np.abs(y[normal] - exact[normal]) / exact[normal]).max() <= 4e-7  # a few float32 ulps (1.2e-7)
+    assert (y[~normal] == 0.0).all()
+    assert y[x == 0.0][0] == 1.0
