@@ -28,9 +28,16 @@ share each load.
 """
 
 import math
+import os
 
 import numba
 import numpy as np
+
+# Numba's own thread pool rather than OpenMP, unless the user chose: measured 10-25% faster
+# on this kernel, and it does not contend with torch's OpenMP threads in the same process.
+# (Numba fixes its threading layer at the first parallel launch in a process.)
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 KEY_BLOCK = 256  # keys per block; a multiple of 4
 _FASTMATH = {"reassoc", "contract", "nsz"}  # let sums be reordered for SIMD; no NaN/inf assumptions
