@@ -2,13 +2,16 @@
 
 The published resamplers differ in a handful of switches; each has a row here:
 
-| variant               | activation     | norm      | kv_heads | qk_norm | latents_in_kv |
-|-----------------------|----------------|-----------|----------|---------|---------------|
-| Flamingo (paper)      | "squared_relu" | layernorm | = heads  | no      | yes           |
-| open_flamingo         | "gelu"         | layernorm | = heads  | no      | yes           |
-| HF IDEFICS            | "relu"         | layernorm | = heads  | optional| yes           |
-| HF Idefics2           | "swiglu"       | rmsnorm   | < heads  | no      | yes           |
-| Perceiver / Qwen-VL   | any            | any       | any      | any     | no            |
+| variant               | activation     | norm      | kv_heads | qk_norm  | latents_in_kv | embeddings            |
+|-----------------------|----------------|-----------|----------|----------|---------------|-----------------------|
+| Flamingo (paper)      | "squared_relu" | layernorm | = heads  | no       | yes           | time                  |
+| flamingo-pytorch      | "gelu"         | layernorm | = heads  | no       | yes           | media                 |
+| open_flamingo         | "gelu"         | layernorm | = heads  | no       | yes           | time (frames), media  |
+| HF IDEFICS            | "relu"         | layernorm | = heads  | optional | yes           | none                  |
+| HF Idefics2           | "swiglu"       | rmsnorm * | < heads  | no       | yes           | none                  |
+| Perceiver / Qwen-VL   | any            | any       | any      | any      | no            | any                   |
+
+* normalising in float32 (norm_dtype="float32"), whatever the model's dtype.
 """
 
 from dataclasses import dataclass
@@ -30,11 +33,17 @@ class ResamplerConfig:
     ff_mult: feed-forward hidden width F = dim * ff_mult (must be a whole number).
     num_time_embeds: size of the learned time-embedding table (one row per frame), or
         None for no time embeddings (then the T*S tokens are an unordered set).
+    num_media_embeds: size of a learned table with one row per media item, or None. With
+        it, x is (..., I, T, S, D): I media items (images or videos), each resampled on its
+        own, row i added to every token of item i (flamingo-pytorch's media_pos_emb,
+        open_flamingo's media_time_embs; the Flamingo paper has no such table).
     kv_heads: Hkv key/value heads, dividing heads (grouped-query attention; query head h
         uses key/value head h // (H / Hkv)); None means Hkv = H.
     activation: "gelu" (exact, with erf), "squared_relu", "relu", or "swiglu"
         (gated SiLU: silu(x W_gate) * (x W_up)).
     norm: "layernorm" (scale and shift) or "rmsnorm" (scale only); norm_eps its epsilon.
+    norm_dtype: None, or "float32" to normalise in float32 whatever the compute dtype (the
+        learned scale is applied after, in the compute dtype), as Idefics2's RMSNorm does.
     qk_norm: a LayerNorm (over Dh, eps norm_eps) on each head's queries and keys.
     latents_in_kv: the latents join the keys and values (Flamingo) or not (Perceiver).
     """
@@ -46,17 +55,19 @@ class ResamplerConfig:
     num_latents: int = 64
     ff_mult: float = 4
     num_time_embeds: int | None = None
+    num_media_embeds: int | None = None
     kv_heads: int | None = None
     activation: str = "gelu"
     norm: str = "layernorm"
     norm_eps: float = 1e-5
+    norm_dtype: str | None = None
     qk_norm: bool = False
     latents_in_kv: bool = True
 
     def __post_init__(self):
         for name in ("dim", "depth", "heads", "dim_head", "num_latents"):
             positive_int(name, getattr(self, name))
-        for name in ("num_time_embeds", "kv_heads"):
+        for name in ("num_time_embeds", "num_media_embeds", "kv_heads"):
             if getattr(self, name) is not None:
                 positive_int(name, getattr(self, name))
         if self.kv_heads is not None and self.heads % self.kv_heads:
@@ -69,6 +80,8 @@ class ResamplerConfig:
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}; got {self.norm!r}")
         positive_number("norm_eps", self.norm_eps)
+        if self.norm_dtype not in (None, "float32"):
+            raise ValueError(f"norm_dtype must be None or 'float32'; got {self.norm_dtype!r}")
         for name in ("qk_norm", "latents_in_kv"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False; got {getattr(self, name)!r}")

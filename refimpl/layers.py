@@ -26,11 +26,20 @@ def rms_norm(x, weight, eps):
     return x / np.sqrt((x**2).mean(axis=-1, keepdims=True) + eps) * weight
 
 
-def norm(params, prefix, x, kind, eps):
-    """The configured norm with the parameters `prefix + "weight"` (and `"bias"`, LayerNorm only)."""
-    if kind == "layernorm":
-        return layer_norm(x, params[prefix + "weight"], params[prefix + "bias"], eps)
-    return rms_norm(x, params[prefix + "weight"], eps)
+def norm(params, prefix, x, kind, eps, norm_dtype=None):
+    """The configured norm with the parameters `prefix + "weight"` (and `"bias"`, LayerNorm only).
+
+    With norm_dtype="float32" the normalisation runs in float32 and the result is cast back
+    before the learned scale (and shift), as in Idefics2's RMSNorm.
+    """
+    weight = params[prefix + "weight"]
+    bias = params[prefix + "bias"] if kind == "layernorm" else np.zeros((), dtype=x.dtype)
+    if norm_dtype is None:
+        return layer_norm(x, weight, bias, eps) if kind == "layernorm" else rms_norm(x, weight, eps)
+    ones = np.ones((), dtype=norm_dtype)
+    low = x.astype(norm_dtype)
+    normalised = layer_norm(low, ones, np.zeros((), dtype=norm_dtype), eps) if kind == "layernorm" else rms_norm(low, ones, eps)
+    return normalised.astype(x.dtype) * weight + bias
 
 
 def gelu(x):
@@ -73,13 +82,13 @@ def silu(x):
 ACTIVATIONS = {"gelu": gelu, "relu": relu, "squared_relu": squared_relu}
 
 
-def feed_forward(params, prefix, x, activation, norm_kind, eps):
+def feed_forward(params, prefix, x, activation, norm_kind, eps, norm_dtype=None):
     """Pre-norm MLP: x (..., D) -> (..., D), without the residual.
 
         plain:   act(norm(x) @ w_in) @ w_out                       w_in (D, F), w_out (F, D)
         swiglu:  (silu(h @ w_gate) * (h @ w_up)) @ w_down, h = norm(x)   (D, F), (D, F), (F, D)
     """
-    h = norm(params, prefix + "norm.", x, norm_kind, eps)  # (..., D)
+    h = norm(params, prefix + "norm.", x, norm_kind, eps, norm_dtype)  # (..., D)
     if activation == "swiglu":
         hidden = silu(h @ params[prefix + "w_gate"]) * (h @ params[prefix + "w_up"])  # (..., F)
         return hidden @ params[prefix + "w_down"]  # (..., D)

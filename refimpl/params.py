@@ -2,12 +2,13 @@
 
 Parameters live in a flat dict[str, np.ndarray]. Names and shapes, for layer i in
 range(depth) (D = dim, R = num_latents, H = heads, Hkv = kv heads, Dh = dim_head,
-F = ff_dim, Tmax = num_time_embeds):
+F = ff_dim, Tmax = num_time_embeds, Imax = num_media_embeds):
 
 | name                                       | shape        | when                        |
 |--------------------------------------------|--------------|-----------------------------|
 | latents                                    | (R, D)       | always                      |
 | time_embeds                                | (Tmax, D)    | num_time_embeds is not None |
+| media_embeds                               | (Imax, D)    | num_media_embeds is not None|
 | layers.{i}.attn.norm_media.weight / .bias  | (D,)         | bias with layernorm only    |
 | layers.{i}.attn.norm_latents.weight / .bias| (D,)         | bias with layernorm only    |
 | layers.{i}.attn.wq                         | (D, H*Dh)    | always                      |
@@ -41,6 +42,8 @@ def param_shapes(config):
     shapes = {"latents": (config.num_latents, d)}
     if config.num_time_embeds is not None:
         shapes["time_embeds"] = (config.num_time_embeds, d)
+    if config.num_media_embeds is not None:
+        shapes["media_embeds"] = (config.num_media_embeds, d)
     for i in range(config.depth):
         attn, ff = f"layers.{i}.attn", f"layers.{i}.ff"
         shapes |= norm(f"{attn}.norm_media") | norm(f"{attn}.norm_latents")
@@ -63,7 +66,7 @@ def init_resampler(config, seed=0):
     a scale happened to be 1 or a shift 0:
       projections  N(0, 1 / fan_in)    (fan_in = the first axis)
       norm weights U(0.5, 1.5)          norm biases N(0, 0.1^2)
-      latents, time_embeds  N(0, 1)
+      latents, time_embeds, media_embeds  N(0, 1)
     """
     rng = np.random.default_rng(seed)
     params = {}
@@ -72,7 +75,7 @@ def init_resampler(config, seed=0):
             params[name] = rng.uniform(0.5, 1.5, shape)
         elif name.endswith(".bias"):
             params[name] = rng.normal(0.0, 0.1, shape)
-        elif name in ("latents", "time_embeds"):
+        elif name in ("latents", "time_embeds", "media_embeds"):
             params[name] = rng.standard_normal(shape)
         else:
             params[name] = rng.normal(0.0, shape[0] ** -0.5, shape)

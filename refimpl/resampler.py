@@ -23,7 +23,7 @@ As in every public implementation, the attention and feed-forward blocks normali
 their inputs first (pre-norm) and the output gets a final norm.
 
 Axis letters: B... batch axes, T frames, S spatial tokens per frame, N = T*S media
-tokens, R latents, H heads, D width.
+tokens, R latents, H heads, D width; I media items, where config.num_media_embeds is set.
 """
 
 import numpy as np
@@ -39,6 +39,8 @@ def perceiver_resampler(params, x, config, *, mask=None, backend="numpy", return
     """Resample media features to R latent tokens.
 
     x: (..., T, S, D) media features: any leading batch axes, T frames, S tokens per frame.
+        With config.num_media_embeds, (..., I, T, S, D): I media items resampled separately,
+        item i's tokens shifted by params["media_embeds"][i].
     mask: bool (..., T, S), True = a real token, False = padding; None = all real. With a
         mask, inputs of different sizes batch together, padded to a common T and S.
     params: from `init_resampler(config)` (names and shapes in `refimpl.params`).
@@ -64,6 +66,14 @@ def perceiver_resampler(params, x, config, *, mask=None, backend="numpy", return
             f"x has T = {n_frames} frames (shape {x.shape}) but config.num_time_embeds = "
             f"{config.num_time_embeds}; the time-embedding table has no row for frame {config.num_time_embeds}"
         )
+    if config.num_media_embeds is not None:
+        if x.ndim < 4:
+            raise ValueError(f"x must have shape (..., I, T, S, D) with config.num_media_embeds set; got {x.shape}")
+        if x.shape[-4] > config.num_media_embeds:
+            raise ValueError(
+                f"x has I = {x.shape[-4]} media items (shape {x.shape}) but config.num_media_embeds = "
+                f"{config.num_media_embeds}; the media-embedding table has no row for item {config.num_media_embeds}"
+            )
     if mask is not None:
         mask = _checks.bool_array("mask", mask, "True = real token")
         if mask.shape != x.shape[:-1]:
@@ -72,6 +82,8 @@ def perceiver_resampler(params, x, config, *, mask=None, backend="numpy", return
         _check_every_item_has_tokens(x, mask)
     params = check_params(params, param_shapes(config), dtype, f"the config {config}")
 
+    if config.num_media_embeds is not None:
+        x = x + params["media_embeds"][: x.shape[-4], None, None, :]  # (..., I, T, S, D) + (I, 1, 1, D)
     if config.num_time_embeds is not None:
         x = x + params["time_embeds"][:n_frames, None, :]  # (..., T, S, D) + (T, 1, D)
     media = x.reshape(*batch, n_frames * n_space, dim)  # (..., N, D), frame-major
@@ -85,9 +97,11 @@ def perceiver_resampler(params, x, config, *, mask=None, backend="numpy", return
     for i in range(config.depth):
         attn_out, weights = _attention_block(params, f"layers.{i}.attn.", media, latents, key_mask, config, backend, return_attention)
         latents = latents + attn_out  # (..., R, D)
-        latents = latents + feed_forward(params, f"layers.{i}.ff.", latents, config.activation, config.norm, config.norm_eps)
+        latents = latents + feed_forward(
+            params, f"layers.{i}.ff.", latents, config.activation, config.norm, config.norm_eps, config.norm_dtype
+        )
         attention_maps.append(weights)
-    latents = norm(params, "norm.", latents, config.norm, config.norm_eps)  # (..., R, D)
+    latents = norm(params, "norm.", latents, config.norm, config.norm_eps, config.norm_dtype)  # (..., R, D)
     return (latents, attention_maps) if return_attention else latents
 
 
@@ -97,8 +111,8 @@ def _attention_block(params, prefix, media, latents, key_mask, config, backend, 
     media (..., N, D), latents (..., R, D), key_mask (..., N [+ R]) or None.
     returns (..., R, D) and the weights (..., H, R, N [+ R]) or None.
     """
-    media = norm(params, prefix + "norm_media.", media, config.norm, config.norm_eps)  # (..., N, D)
-    latents = norm(params, prefix + "norm_latents.", latents, config.norm, config.norm_eps)  # (..., R, D)
+    media = norm(params, prefix + "norm_media.", media, config.norm, config.norm_eps, config.norm_dtype)  # (..., N, D)
+    latents = norm(params, prefix + "norm_latents.", latents, config.norm, config.norm_eps, config.norm_dtype)  # (..., R, D)
     context = np.concatenate([media, latents], axis=-2) if config.latents_in_kv else media  # (..., N [+ R], D)
     return _multi_head_attention(
         params,
