@@ -22,8 +22,11 @@ def layer_norm(x, weight, bias, eps):
 
 
 def rms_norm(x, weight, eps):
-    """RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * weight.   x (..., D), weight (D,)."""
-    return x / np.sqrt((x**2).mean(axis=-1, keepdims=True) + eps) * weight
+    """RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * weight.   x (..., D), weight (D,).
+
+    Computed as x * (1 / sqrt(...)), the rounding of torch's x * rsqrt(...) in Idefics2.
+    """
+    return x * (1.0 / np.sqrt((x**2).mean(axis=-1, keepdims=True) + eps)) * weight
 
 
 def norm(params, prefix, x, kind, eps, norm_dtype=None):

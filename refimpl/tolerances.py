@@ -23,6 +23,12 @@ TOLERANCES = {
     ("float32", "vs float64 reference"): 1e-4,
     # both backends in float32: each differs from float64 by rounding in its own order
     ("float32", "numba vs numpy"): 1e-5,
+    # refimpl.torch in float64 on the CPU against the NumPy reference
+    ("float64", "torch vs numpy"): 1e-12,
+    # refimpl.torch on a GPU (TF32 off) against the float64 reference
+    ("float32", "torch GPU vs float64 reference"): 1e-4,
+    # bfloat16 keeps 8 significant bits: unit roundoff 4e-3, amplified through the layers
+    ("bfloat16", "torch GPU vs float64 reference"): 2e-2,
 }
 
 

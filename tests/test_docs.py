@@ -21,7 +21,7 @@ def test_readme_python_examples_run():
 
 def test_readme_tolerance_table_matches_refimpl_tolerances():
     section = README.split("## Tolerances", 1)[1].split("\n## ", 1)[0]
-    rows = re.findall(r"^\| (float\d+) \| (.+?) \| ([0-9.e-]+) \|$", section, flags=re.MULTILINE)
+    rows = re.findall(r"^\| ((?:b?float)\d+) \| (.+?) \| ([0-9.e-]+) \|$", section, flags=re.MULTILINE)
     documented = sorted((dtype, float(bound)) for dtype, _, bound in rows)
     assert documented == sorted((dtype, bound) for (dtype, _), bound in refimpl.TOLERANCES.items())
 

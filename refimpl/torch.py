@@ -1,0 +1,293 @@
+"""refimpl.torch: the Perceiver Resampler as PyTorch modules, the same function as the NumPy
+reference, for the CPU and the GPU.
+
+    import refimpl.torch
+    module = refimpl.torch.PerceiverResampler.from_refimpl(config, params)   # float64, exact
+    module = module.to("cuda", torch.bfloat16)
+    latents = module(x, mask=mask)                                           # (..., R, D)
+
+Every `ResamplerConfig` works, with the conventions of `refimpl.perceiver_resampler`:
+x (..., T, S, D) (or (..., I, T, S, D) with config.num_media_embeds), mask (..., T, S),
+True = real token, output (..., R, D). The attention runs through
+`F.scaled_dot_product_attention`, so on a GPU it uses the flash or memory-efficient
+kernels; `return_attention=True` takes an explicit path that forms the weights.
+
+State-dict names are refimpl's parameter names; a projection `w*` becomes an nn.Linear
+whose `.weight` is the transpose of refimpl's (in, out) array: refimpl "layers.0.attn.wq"
+(D, H*Dh) is torch "layers.0.attn.wq.weight" (H*Dh, D). `from_refimpl` and `to_refimpl`
+move the weights both ways exactly.
+
+Axis letters: B batch (the leading axes, flattened), N = T*S media tokens, R latents,
+H heads, Hkv key/value heads, Dh head width, D width, F feed-forward width.
+"""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ResamplerConfig
+from .params import check_params, param_shapes
+
+
+class Norm(nn.Module):
+    """LayerNorm (scale and shift) or RMSNorm (scale), optionally normalising in float32."""
+
+    def __init__(self, dim, kind="layernorm", eps=1e-5, norm_dtype=None):
+        super().__init__()
+        self.kind, self.eps, self.norm_dtype = kind, eps, norm_dtype
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if kind == "layernorm" else None
+
+    def forward(self, x):
+        h = x.float() if self.norm_dtype == "float32" else x
+        if self.kind == "layernorm":
+            h = F.layer_norm(h, h.shape[-1:], eps=self.eps)
+        else:
+            h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        h = h.to(x.dtype) * self.weight
+        return h if self.bias is None else h + self.bias
+
+
+class CrossAttention(nn.Module):
+    """Multi-head cross-attention with projections (refimpl.multi_head_attention).
+
+    queries (B, R, D), context (B, N, Dc), mask bool (B, R|1, N) or None, True = may attend.
+    Returns (B, R, D) and, with return_weights, the weights (B, H, R, N).
+    """
+
+    def __init__(self, dim, dim_context, *, heads, kv_heads=None, dim_head=64, qk_norm_eps=None):
+        super().__init__()
+        self.heads, self.kv_heads, self.dim_head = heads, kv_heads or heads, dim_head
+        self.wq = nn.Linear(dim, heads * dim_head, bias=False)
+        self.wk = nn.Linear(dim_context, self.kv_heads * dim_head, bias=False)
+        self.wv = nn.Linear(dim_context, self.kv_heads * dim_head, bias=False)
+        self.wo = nn.Linear(heads * dim_head, dim, bias=False)
+        self.q_norm = self.k_norm = None
+        if qk_norm_eps is not None:
+            self.q_norm = nn.LayerNorm(dim_head, eps=qk_norm_eps)
+            self.k_norm = nn.LayerNorm(dim_head, eps=qk_norm_eps)
+
+    def forward(self, queries, context, mask=None, return_weights=False):
+        q = self.wq(queries).unflatten(-1, (self.heads, self.dim_head)).transpose(-2, -3)  # (B, H, R, Dh)
+        k = self.wk(context).unflatten(-1, (self.kv_heads, self.dim_head)).transpose(-2, -3)  # (B, Hkv, N, Dh)
+        v = self.wv(context).unflatten(-1, (self.kv_heads, self.dim_head)).transpose(-2, -3)  # (B, Hkv, N, Dh)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        mask = None if mask is None else mask.unsqueeze(-3)  # (B, 1, R|1, N), the same for every head
+        weights = None
+        if return_weights:
+            group = self.heads // self.kv_heads  # query head h reads key/value head h // group
+            k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)  # (B, H, N, Dh)
+            scores = q @ k.transpose(-1, -2) * self.dim_head**-0.5  # (B, H, R, N)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.softmax(dim=-1)
+            out = weights @ v  # (B, H, R, Dh)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.heads != self.kv_heads)
+        return self.wo(out.transpose(-2, -3).flatten(-2)), weights  # (B, R, D)
+
+
+class ResamplerAttention(CrossAttention):
+    """attn(q = norm(latents), kv = concat(norm(media), norm(latents))), without the residual."""
+
+    def __init__(self, config):
+        super().__init__(
+            config.dim,
+            config.dim,
+            heads=config.heads,
+            kv_heads=config.num_kv_heads,
+            dim_head=config.dim_head,
+            qk_norm_eps=config.norm_eps if config.qk_norm else None,
+        )
+        self.latents_in_kv = config.latents_in_kv
+        self.norm_media = Norm(config.dim, config.norm, config.norm_eps, config.norm_dtype)
+        self.norm_latents = Norm(config.dim, config.norm, config.norm_eps, config.norm_dtype)
+
+    def forward(self, media, latents, key_mask=None, return_weights=False):
+        """media (B, N, D), latents (B, R, D), key_mask (B, 1, N [+ R]) or None."""
+        media, latents = self.norm_media(media), self.norm_latents(latents)
+        context = torch.cat([media, latents], dim=-2) if self.latents_in_kv else media  # (B, N [+ R], D)
+        return super().forward(latents, context, key_mask, return_weights)
+
+
+class FeedForward(nn.Module):
+    """Pre-norm MLP without the residual: act(norm(x) @ w_in) @ w_out, or gated SiLU (swiglu)."""
+
+    def __init__(self, dim, ff_dim, activation="gelu", norm="layernorm", eps=1e-5, norm_dtype=None):
+        super().__init__()
+        self.activation = activation
+        self.norm = Norm(dim, norm, eps, norm_dtype)
+        if activation == "swiglu":
+            self.w_gate = nn.Linear(dim, ff_dim, bias=False)
+            self.w_up = nn.Linear(dim, ff_dim, bias=False)
+            self.w_down = nn.Linear(ff_dim, dim, bias=False)
+        else:
+            self.w_in = nn.Linear(dim, ff_dim, bias=False)
+            self.w_out = nn.Linear(ff_dim, dim, bias=False)
+
+    def forward(self, x):
+        h = self.norm(x)
+        if self.activation == "swiglu":
+            return self.w_down(F.silu(self.w_gate(h)) * self.w_up(h))
+        h = self.w_in(h)
+        if self.activation == "gelu":
+            h = F.gelu(h)
+        elif self.activation == "relu":
+            h = F.relu(h)
+        else:  # squared_relu
+            h = F.relu(h).square()
+        return self.w_out(h)
+
+
+class PerceiverResampler(nn.Module):
+    """The Perceiver Resampler for any `ResamplerConfig` (see refimpl.perceiver_resampler).
+
+    forward(x, mask=None, return_attention=False):
+      x (..., T, S, D), or (..., I, T, S, D) with config.num_media_embeds; mask bool (..., T, S)
+      (resp. (..., I, T, S)), True = real token. Returns (..., R, D) [and a list of the
+      per-layer attention weights (..., H, R, N [+ R])].
+    """
+
+    def __init__(self, config: ResamplerConfig):
+        super().__init__()
+        self.config = config
+        self.latents = nn.Parameter(torch.randn(config.num_latents, config.dim))
+        if config.num_time_embeds is not None:
+            self.time_embeds = nn.Parameter(torch.zeros(config.num_time_embeds, config.dim))
+        if config.num_media_embeds is not None:
+            self.media_embeds = nn.Parameter(torch.zeros(config.num_media_embeds, config.dim))
+        self.layers = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    "attn": ResamplerAttention(config),
+                    "ff": FeedForward(
+                        config.dim, config.ff_dim, config.activation, config.norm, config.norm_eps, config.norm_dtype
+                    ),
+                }
+            )
+            for _ in range(config.depth)
+        )
+        self.norm = Norm(config.dim, config.norm, config.norm_eps, config.norm_dtype)
+
+    def forward(self, x, mask=None, return_attention=False):
+        config = self.config
+        if x.ndim < 3 or x.shape[-1] != config.dim:
+            raise ValueError(f"x must have shape (..., T, S, D) with D = config.dim = {config.dim}; got {tuple(x.shape)}")
+        if mask is not None and mask.shape != x.shape[:-1]:
+            raise ValueError(f"mask must have shape x.shape[:-1] = {tuple(x.shape[:-1])}; got {tuple(mask.shape)}")
+        *batch, n_frames, n_space, dim = x.shape
+        if config.num_media_embeds is not None:
+            x = x + self.media_embeds[: x.shape[-4], None, None, :]  # (..., I, T, S, D)
+        if config.num_time_embeds is not None:
+            x = x + self.time_embeds[:n_frames, None, :]  # (..., T, S, D)
+        n_batch = math.prod(batch)
+        media = x.reshape(n_batch, n_frames * n_space, dim)  # (B, N, D)
+        latents = self.latents.expand(n_batch, -1, -1)  # (B, R, D)
+        key_mask = None
+        if mask is not None:
+            key_mask = mask.reshape(n_batch, n_frames * n_space)  # (B, N)
+            if config.latents_in_kv:
+                key_mask = torch.cat([key_mask, key_mask.new_ones(n_batch, config.num_latents)], dim=-1)
+            key_mask = key_mask[:, None, :]  # (B, 1, N [+ R])
+        maps = []
+        for layer in self.layers:
+            attended, weights = layer["attn"](media, latents, key_mask, return_attention)
+            latents = latents + attended
+            latents = latents + layer["ff"](latents)
+            maps.append(weights)
+        latents = self.norm(latents).reshape(*batch, config.num_latents, dim)  # (..., R, D)
+        if not return_attention:
+            return latents
+        return latents, [w.reshape(*batch, *w.shape[1:]) for w in maps]
+
+    @classmethod
+    def from_refimpl(cls, config, params, dtype=torch.float64, device=None):
+        """A module holding refimpl's `params` exactly (checked against `config`), in `dtype`."""
+        module = cls(config).to(dtype=dtype, device=device)
+        module.load_state_dict(to_state_dict(check_params(params, param_shapes(config), np.float64, f"the config {config}"), dtype, device))
+        return module
+
+    def to_refimpl(self):
+        """The parameters as refimpl's flat dict of float64 NumPy arrays."""
+        return from_state_dict(self.state_dict())
+
+
+class GatedXAttnDense(nn.Module):
+    """Flamingo's GATED XATTN-DENSE block (refimpl.gated_xattn_dense).
+
+    forward(hidden (..., L, Dt), visual (..., Nv, Dv), mask bool (..., L, Nv) or None).
+    A text token that may see no visual token gets no attention output.
+    """
+
+    def __init__(self, dim, dim_visual, *, heads=8, dim_head=64, ff_mult=4, norm_eps=1e-5):
+        super().__init__()
+        self.attn = CrossAttention(dim, dim_visual, heads=heads, dim_head=dim_head)
+        self.attn.norm = Norm(dim, "layernorm", norm_eps)
+        self.attn_gate = nn.Parameter(torch.zeros(()))
+        self.ff = FeedForward(dim, round(dim * ff_mult), "gelu", "layernorm", norm_eps)
+        self.ff_gate = nn.Parameter(torch.zeros(()))
+
+    def forward(self, hidden, visual, mask=None):
+        batch = torch.broadcast_shapes(hidden.shape[:-2], visual.shape[:-2])
+        queries = hidden.expand(*batch, *hidden.shape[-2:]).reshape(-1, *hidden.shape[-2:])  # (B, L, Dt)
+        context = visual.expand(*batch, *visual.shape[-2:]).reshape(-1, *visual.shape[-2:])  # (B, Nv, Dv)
+        sees = None
+        if mask is not None:
+            mask = mask.expand(*batch, hidden.shape[-2], visual.shape[-2]).reshape(queries.shape[0], -1, visual.shape[-2])
+            sees = mask.any(dim=-1, keepdim=True)  # (B, L, 1)
+            mask = mask | ~sees  # blind rows attend anywhere, then are zeroed
+        attended, _ = self.attn(self.attn.norm(queries), context, mask)
+        if sees is not None:
+            attended = attended * sees
+        out = queries + torch.tanh(self.attn_gate) * attended
+        out = out + torch.tanh(self.ff_gate) * self.ff(out)
+        return out.reshape(*batch, *hidden.shape[-2:])
+
+    @classmethod
+    def from_refimpl(cls, params, *, heads=8, norm_eps=1e-5, dtype=torch.float64, device=None):
+        """A block holding refimpl's gated_xattn_dense `params` exactly."""
+        dim, inner = np.shape(params["attn.wq"])
+        module = cls(
+            dim,
+            np.shape(params["attn.wk"])[0],
+            heads=heads,
+            dim_head=inner // heads,
+            ff_mult=np.shape(params["ff.w_in"])[1] / dim,
+            norm_eps=norm_eps,
+        ).to(dtype=dtype, device=device)
+        module.load_state_dict(to_state_dict(params, dtype, device))
+        return module
+
+    def to_refimpl(self):
+        return from_state_dict(self.state_dict())
+
+
+PROJECTIONS = ("wq", "wk", "wv", "wo", "w_in", "w_out", "w_gate", "w_up", "w_down")
+
+
+def _is_projection(name):
+    return name.rsplit(".", 1)[-1] in PROJECTIONS
+
+
+def to_state_dict(params, dtype=torch.float64, device=None):
+    """refimpl's flat dict -> this module family's state dict (projections transposed)."""
+    return {
+        (name + ".weight" if _is_projection(name) else name): torch.as_tensor(
+            np.asarray(value).T if _is_projection(name) else np.asarray(value), dtype=dtype, device=device
+        )
+        for name, value in params.items()
+    }
+
+
+def from_state_dict(state_dict):
+    """This module family's state dict -> refimpl's flat dict of float64 NumPy arrays."""
+    params = {}
+    for key, tensor in state_dict.items():
+        array = tensor.detach().to("cpu", torch.float64).numpy()
+        name = key.removesuffix(".weight") if _is_projection(key.removesuffix(".weight")) else key
+        params[name] = array.T if _is_projection(name) else array
+    return params

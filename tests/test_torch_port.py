@@ -1,0 +1,167 @@
+"""refimpl.torch is the same function as the NumPy reference: every variant, masks,
+attention maps, weights both ways; torch.compile; and, where CUDA exists, float32 and
+bfloat16 on the GPU against the float64 reference."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import assert_close, resampler_cases, resampler_configs, seeds
+from hypothesis import given
+
+import refimpl
+import refimpl.torch as rt
+
+TORCH_FLOAT64 = ("float64", "torch vs numpy")
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (run on a GPU machine: benchmarks/gpu_check.sh)")
+
+
+def run_torch(config, params, x, mask, dtype=torch.float64, device="cpu", **kwargs):
+    module = rt.PerceiverResampler.from_refimpl(config, params, dtype=dtype, device=device)
+    x = torch.as_tensor(x, dtype=dtype, device=device)
+    mask = None if mask is None else torch.as_tensor(mask, device=device)
+    with torch.no_grad():
+        return module(x, mask, **kwargs)
+
+
+@given(case=resampler_cases())
+def test_torch_module_equals_refimpl_in_float64(case):
+    config, params, x, mask = case
+    assert_close(run_torch(config, params, x, mask).numpy(), refimpl.perceiver_resampler(params, x, config, mask=mask), TORCH_FLOAT64)
+
+
+@given(case=resampler_cases())
+def test_torch_attention_maps_equal_refimpl(case):
+    config, params, x, mask = case
+    expected_out, expected_maps = refimpl.perceiver_resampler(params, x, config, mask=mask, return_attention=True)
+    out, maps = run_torch(config, params, x, mask, return_attention=True)
+    assert_close(out.numpy(), expected_out, TORCH_FLOAT64)
+    assert len(maps) == len(expected_maps) == config.depth
+    for layer, (ours, theirs) in enumerate(zip(maps, expected_maps)):
+        assert_close(ours.numpy(), theirs, TORCH_FLOAT64, what=f"layer {layer}")
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        dict(num_media_embeds=3, num_time_embeds=2),
+        dict(activation="swiglu", norm="rmsnorm", kv_heads=1, norm_dtype="float32"),
+        dict(norm_dtype="float32", qk_norm=True),
+    ],
+    ids=["media-and-time-embeddings", "idefics2-float32-norm", "layernorm-float32-norm"],
+)
+def test_torch_module_equals_refimpl_for_the_embedding_and_norm_switches(switches):
+    config = refimpl.ResamplerConfig(dim=12, depth=2, heads=4, dim_head=5, num_latents=3, **switches)
+    params = refimpl.init_resampler(config, seed=3)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 2, 5, 12) if config.num_media_embeds else (2, 2, 5, 12))
+    mask = rng.random(x.shape[:-1]) < 0.7
+    # float32 normalisation rounds differently in torch and NumPy (their float32 sums run in
+    # another order), so with norm_dtype the two agree to float32, not float64, precision
+    key = ("float32", "vs float64 reference") if config.norm_dtype else TORCH_FLOAT64
+    assert_close(run_torch(config, params, x, mask).numpy(), refimpl.perceiver_resampler(params, x, config, mask=mask), key)
+
+
+@given(config=resampler_configs(), seed=seeds)
+def test_weights_move_both_ways_exactly(config, seed):
+    params = refimpl.init_resampler(config, seed=seed)
+    back = rt.PerceiverResampler.from_refimpl(config, params).to_refimpl()
+    assert back.keys() == params.keys()
+    for name in params:
+        np.testing.assert_array_equal(back[name], params[name], err_msg=name)
+
+
+def test_state_dict_names_are_refimpl_names_with_projections_transposed():
+    config = refimpl.ResamplerConfig(dim=8, depth=1, heads=2, dim_head=3, num_latents=4, ff_mult=2)
+    params = refimpl.init_resampler(config)
+    state = rt.PerceiverResampler.from_refimpl(config, params).state_dict()
+    assert state["layers.0.attn.wq.weight"].shape == (6, 8)  # nn.Linear: (out, in)
+    np.testing.assert_array_equal(state["layers.0.attn.wq.weight"].numpy(), params["layers.0.attn.wq"].T)
+    np.testing.assert_array_equal(state["layers.0.attn.norm_media.weight"].numpy(), params["layers.0.attn.norm_media.weight"])
+
+
+def test_from_refimpl_rejects_params_that_do_not_fit_the_config():
+    config = refimpl.ResamplerConfig(dim=8, depth=1, heads=2, dim_head=3, num_latents=4)
+    params = refimpl.init_resampler(config)
+    del params["latents"]
+    with pytest.raises(ValueError, match="missing: latents"):
+        rt.PerceiverResampler.from_refimpl(config, params)
+
+
+def test_torch_module_names_a_wrong_input_shape():
+    config = refimpl.ResamplerConfig(dim=8, depth=1, heads=2, dim_head=3, num_latents=4)
+    module = rt.PerceiverResampler(config)
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., T, S, D\) with D = config.dim = 8; got \(2, 3, 5\)"):
+        module(torch.zeros(2, 3, 5))
+    with pytest.raises(ValueError, match=r"mask must have shape x.shape\[:-1\]"):
+        module(torch.zeros(2, 3, 8), torch.ones(2, 2, dtype=torch.bool))
+
+
+def test_float32_module_is_close_to_the_float64_reference():
+    config = refimpl.ResamplerConfig(dim=32, depth=3, heads=4, dim_head=8, num_latents=6, num_time_embeds=2)
+    params = refimpl.init_resampler(config, seed=5)
+    x = np.random.default_rng(5).standard_normal((3, 2, 9, 32))
+    mask = np.random.default_rng(6).random(x.shape[:-1]) < 0.8
+    out = run_torch(config, params, x, mask, dtype=torch.float32)
+    assert out.dtype == torch.float32
+    assert_close(out.numpy(), refimpl.perceiver_resampler(params, x, config, mask=mask), ("float32", "vs float64 reference"))
+
+
+def test_torch_compile_captures_the_whole_module_in_one_graph():
+    config = refimpl.ResamplerConfig(dim=16, depth=2, heads=2, dim_head=4, num_latents=3, num_time_embeds=2)
+    params = refimpl.init_resampler(config, seed=2)
+    module = rt.PerceiverResampler.from_refimpl(config, params)
+    x = torch.from_numpy(np.random.default_rng(2).standard_normal((2, 2, 5, 16)))
+    mask = torch.from_numpy(np.random.default_rng(3).random((2, 2, 5)) < 0.8)
+    compiled = torch.compile(module, backend="aot_eager", fullgraph=True)  # fullgraph: a graph break raises
+    with torch.no_grad():
+        assert_close(compiled(x, mask).numpy(), module(x, mask).numpy(), TORCH_FLOAT64)
+
+
+def test_gated_xattn_dense_module_equals_refimpl_and_passes_through_with_closed_gates():
+    rng = np.random.default_rng(4)
+    hidden, visual = rng.standard_normal((2, 5, 16)), rng.standard_normal((2, 6, 24))
+    mask = rng.random((2, 5, 6)) < 0.5
+    mask[:, 0] = False  # a text token that sees no visual token
+    for gate in (0.0, 0.7):
+        params = refimpl.init_gated_xattn_dense(16, 24, heads=2, dim_head=4, gate=gate, seed=4)
+        module = rt.GatedXAttnDense.from_refimpl(params, heads=2)
+        with torch.no_grad():
+            out = module(torch.from_numpy(hidden), torch.from_numpy(visual), torch.from_numpy(mask)).numpy()
+        assert_close(out, refimpl.gated_xattn_dense(params, hidden, visual, heads=2, mask=mask), TORCH_FLOAT64)
+        if gate == 0.0:
+            np.testing.assert_array_equal(out, hidden)
+        back = module.to_refimpl()
+        assert all(np.array_equal(back[name], params[name]) for name in params)
+
+
+@needs_cuda
+@pytest.mark.parametrize(("dtype", "key"), [(torch.float32, ("float32", "torch GPU vs float64 reference")), (torch.bfloat16, ("bfloat16", "torch GPU vs float64 reference"))])
+def test_gpu_module_is_close_to_the_float64_reference(dtype, key):
+    config = refimpl.ResamplerConfig(dim=256, depth=2, heads=4, dim_head=64, num_latents=16, num_time_embeds=2)
+    params = refimpl.init_resampler(config, seed=8)
+    x = np.random.default_rng(8).standard_normal((4, 2, 100, 256))
+    mask = np.random.default_rng(9).random(x.shape[:-1]) < 0.8
+    out = run_torch(config, params, x, mask, dtype=dtype, device="cuda")
+    assert_close(out.float().cpu().numpy(), refimpl.perceiver_resampler(params, x, config, mask=mask), key)
+
+
+@needs_cuda
+def test_gpu_module_replays_as_a_cuda_graph():
+    config = refimpl.ResamplerConfig(dim=64, depth=2, heads=4, dim_head=16, num_latents=8)
+    module = rt.PerceiverResampler.from_refimpl(config, refimpl.init_resampler(config), dtype=torch.float32, device="cuda")
+    x = torch.randn(2, 1, 50, 64, device="cuda")
+    with torch.no_grad():
+        expected = module(x)
+        static_x = x.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            module(static_x)  # warm up outside the graph
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = module(static_x)
+        graph.replay()
+        torch.cuda.synchronize()
+    torch.testing.assert_close(static_out, expected)
