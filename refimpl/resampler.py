@@ -55,6 +55,12 @@ def perceiver_resampler(params, x, config, *, mask=None, backend="numpy", return
                  latents += ffw(latents)
     and at the end latents = norm(latents).
     """
+    params, x, mask = _checked(params, x, config, mask, backend, dtype)
+    return _resample(params, x, config, mask, backend, return_attention)
+
+
+def _checked(params, x, config, mask, backend, dtype):
+    """perceiver_resampler's arguments checked: params and x cast to `dtype`, mask boolean."""
     check_backend(backend)
     dtype = _checks.compute_dtype(dtype)
     x = _checks.float_array("x", x, dtype)
@@ -80,8 +86,14 @@ def perceiver_resampler(params, x, config, *, mask=None, backend="numpy", return
             raise ValueError(f"mask must have shape (..., T, S) = x.shape[:-1] = {x.shape[:-1]}; got {mask.shape}")
     if not config.latents_in_kv:
         _check_every_item_has_tokens(x, mask)
-    params = check_params(params, param_shapes(config), dtype, f"the config {config}")
+    return check_params(params, param_shapes(config), dtype, f"the config {config}"), x, mask
 
+
+def _resample(params, x, config, mask, backend, return_attention, trace=None):
+    """The resampler on checked arguments. With a list `trace`, appends (block, layer, output)
+    for every block: ("attention", i, (..., R, D)) and ("feed-forward", i, (..., R, D)), the
+    block's output before the residual sum (refimpl.interop.compare reads them)."""
+    *batch, n_frames, n_space, dim = x.shape
     if config.num_media_embeds is not None:
         x = x + params["media_embeds"][: x.shape[-4], None, None, :]  # (..., I, T, S, D) + (I, 1, 1, D)
     if config.num_time_embeds is not None:
@@ -97,10 +109,11 @@ def perceiver_resampler(params, x, config, *, mask=None, backend="numpy", return
     for i in range(config.depth):
         attn_out, weights = _attention_block(params, f"layers.{i}.attn.", media, latents, key_mask, config, backend, return_attention)
         latents = latents + attn_out  # (..., R, D)
-        latents = latents + feed_forward(
-            params, f"layers.{i}.ff.", latents, config.activation, config.norm, config.norm_eps, config.norm_dtype
-        )
+        ff_out = feed_forward(params, f"layers.{i}.ff.", latents, config.activation, config.norm, config.norm_eps, config.norm_dtype)
+        latents = latents + ff_out  # (..., R, D)
         attention_maps.append(weights)
+        if trace is not None:
+            trace += [("attention", i, attn_out), ("feed-forward", i, ff_out)]
     latents = norm(params, "norm.", latents, config.norm, config.norm_eps, config.norm_dtype)  # (..., R, D)
     return (latents, attention_maps) if return_attention else latents
 
