@@ -2,7 +2,8 @@
 
 pyproject.toml names the direct dependencies (loose lower bounds),
 constraints.txt pins the tested set for pip, environment.yml pins the same
-direct packages for conda, README.md's quick start is what a student types,
+direct packages for conda (those conda-forge lacks in its `pip:` section, pinned
+with ==), README.md's quick start is what a student types,
 and .ci/run runs that quick start. These tests fail, saying what differs,
 when one of them drifts from the others.
 """
@@ -115,6 +116,31 @@ def conda_pins():
 
 
 @pytest.fixture(scope="module")
+def environment_pip_section():
+    """The entries of environment.yml's `pip:` section (packages conda-forge lacks, and `-e .`)."""
+    environment = yaml.safe_load((ROOT / "environment.yml").read_text())
+    sections = [spec["pip"] for spec in environment["dependencies"] if isinstance(spec, dict) and "pip" in spec]
+    assert len(sections) <= 1, "environment.yml has more than one pip: section"
+    return [str(entry).strip() for entry in (sections[0] if sections else [])]
+
+
+@pytest.fixture(scope="module")
+def pip_section_pins(environment_pip_section):
+    """{normalised PyPI name: version} from environment.yml's `pip:` section (every entry but
+    the project's own `-e .` must be an exact name==version pin)."""
+    pins = {}
+    for entry in environment_pip_section:
+        if entry == "-e .":
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", entry)
+        assert match, f"environment.yml pip: entry {entry!r} is not of the form name==version (or '-e .')"
+        name = normalise(match.group(1))
+        assert name not in pins, f"environment.yml's pip: section pins {name} twice"
+        pins[name] = match.group(2)
+    return pins
+
+
+@pytest.fixture(scope="module")
 def readme_commands():
     return quick_start_block((ROOT / "README.md").read_text())
 
@@ -127,11 +153,11 @@ def ci_script():
 # ---------------------------------------------------------------- pyproject -> pins
 
 
-def test_every_pyproject_dependency_is_in_environment_yml(pyproject_dependencies, conda_pins):
+def test_every_pyproject_dependency_is_in_environment_yml(pyproject_dependencies, conda_pins, pip_section_pins):
     missing = [
         f"{name} (as {PYPI_TO_CONDA[name]})" if name in PYPI_TO_CONDA else name
         for name in pyproject_dependencies
-        if PYPI_TO_CONDA.get(name, name) not in conda_pins
+        if PYPI_TO_CONDA.get(name, name) not in conda_pins and name not in pip_section_pins
     ]
     assert not missing, f"pyproject.toml dependencies missing from environment.yml: {', '.join(missing)}"
 
@@ -167,6 +193,25 @@ def test_environment_yml_pins_equal_constraints_pins(conda_pins, constraint_pins
                 f"{conda_name}: environment.yml pins {conda_version}, constraints.txt pins {pypi_name}=={pip_version}"
             )
     assert not differences, "environment.yml and constraints.txt disagree:\n  " + "\n  ".join(differences)
+
+
+def test_environment_yml_pip_section_pins_equal_constraints_pins(pip_section_pins, constraint_pins):
+    differences = [
+        f"{name}: environment.yml's pip: section pins {version}, constraints.txt "
+        + (f"pins {constraint_pins[name]}" if name in constraint_pins else "has no such package")
+        for name, version in sorted(pip_section_pins.items())
+        if constraint_pins.get(name) != version
+    ]
+    assert not differences, "environment.yml's pip: section and constraints.txt disagree:\n  " + "\n  ".join(differences)
+
+
+def test_environment_yml_names_each_package_once(conda_pins, pip_section_pins):
+    twice = sorted(name for name in pip_section_pins if PYPI_TO_CONDA.get(name, name) in conda_pins)
+    assert not twice, f"environment.yml installs these both from conda-forge and with pip: {', '.join(twice)}"
+
+
+def test_environment_yml_installs_the_project(environment_pip_section):
+    assert "-e ." in environment_pip_section, "environment.yml's pip: section must install the project itself ('-e .')"
 
 
 def test_torch_is_pinned_exactly_in_constraints(constraint_lines):

@@ -66,6 +66,19 @@ def test_import_refimpl_imports_neither_torch_nor_numba():
     assert loaded == {"torch": False, "numba": False}
 
 
+def test_refimpl_does_not_import_interop_and_interop_imports_no_torch():
+    # users write `from refimpl import interop`; only its to_* functions import torch
+    loaded = run_python("""
+        import json, sys
+        import refimpl
+        before = "refimpl.interop" in sys.modules
+        from refimpl import interop
+        from refimpl.interop import flamingo_pytorch, idefics, idefics2, open_flamingo
+        print(json.dumps({"interop before": before, "torch": "torch" in sys.modules, "numba": "numba" in sys.modules}))
+    """)
+    assert loaded == {"interop before": False, "torch": False, "numba": False}
+
+
 def test_the_numpy_backend_never_imports_torch():
     loaded = run_python("""
         import json, sys

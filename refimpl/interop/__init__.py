@@ -1,0 +1,55 @@
+"""Weights in and out of the published resamplers: one module per peer.
+
+    from refimpl import interop
+    config, params = interop.from_idefics2(module.state_dict(), heads=16)   # sizes read off the tensors
+    x, mask = context.numpy()[:, None], attention_mask.numpy()[:, None] == 1       # (B, 1, S, D), (B, 1, S)
+    expected = refimpl.perceiver_resampler(params, x, config, mask=mask)     # (B, R, D), float64
+    module.load_state_dict(interop.to_idefics2(config, params), strict=True)  # and back
+
+`from_<peer>(state_dict, *, heads, eps, prefix="")` returns `(config, params)`: every size
+(D, depth, R, Dh = q rows / H, Hkv, F, the embedding tables, qk_norm) is read off the
+tensors; you give only what shapes cannot tell, the head count and the norms' eps. torch
+tensors (any device or float dtype) and NumPy arrays both work; params come out float64,
+projections (in, out). A state dict that does not fit raises ValueError naming every
+missing, unexpected and mis-shaped key. `to_<peer>(config, params, *, dtype=None)` returns
+the state dict (torch tensors, float64 by default) that the peer's module loads with
+strict=True, and raises ValueError where the peer cannot express the config.
+
+How each peer's input maps onto refimpl's x (..., [I,] T, S, D) and mask, and the config
+switches each peer sets (T is refimpl's frames axis; open_flamingo's own T is media items):
+
+| peer (module here)                                  | its input                                   | refimpl x                               | refimpl mask                 | config switches the peer sets                                                   |
+|-----------------------------------------------------|---------------------------------------------|-----------------------------------------|------------------------------|---------------------------------------------------------------------------------|
+| open_flamingo PerceiverResampler (`open_flamingo`)  | x (b, T media, F frames, v, D)              | x as is: (B, I, T, S, D)                | none                         | gelu; layernorm, eps 1e-5; num_time_embeds = len(frame_embs), num_media_embeds = len(media_time_embs), each None where absent |
+| flamingo-pytorch PerceiverResampler (`flamingo_pytorch`) | x (b, times, n, D) or (b, n, D)        | x[:, :, None]: (B, I, 1, S, D); x[:, None, None] for (b, n, D) | none  | gelu; layernorm, eps 1e-5; num_media_embeds = len(media_pos_emb), always set     |
+| HF IDEFICS IdeficsPerceiverResampler (`idefics`)    | context (bsz, seq, D)                       | context[:, None]: (B, 1, S, D)          | none                         | relu; layernorm, eps 1e-5; qk_norm = qk_layer_norms_perceiver; ff_mult 4         |
+| HF Idefics2 Idefics2PerceiverResampler (`idefics2`) | context (bsz, seq, D), attention_mask (bsz, seq), 1 = real | context[:, None]: (B, 1, S, D) | attention_mask[:, None] == 1 | swiglu; rmsnorm, eps rms_norm_eps (1e-6), norm_dtype "float32"; kv_heads = num_key_value_heads (None where = heads); ff_mult 4 |
+
+Outputs: open_flamingo (b, T, R, D) and flamingo-pytorch (b, times, R, D) are refimpl's
+(B, I, R, D); IDEFICS and Idefics2 (bsz, R, D) are refimpl's (B, R, D). All four put the
+latents among the keys (latents_in_kv=True) and normalise before each block and at the end.
+
+`compare(module, x, mask=None)` runs one of these modules (or refimpl.torch's) and refimpl
+on the same input and prints, block by block, how far apart they are (refimpl.interop.compare).
+
+`import refimpl` does not import this package (`from refimpl import interop` does), and
+importing it imports no torch: only `to_<peer>` does, to build the tensors.
+"""
+
+from .compare import compare
+from .flamingo_pytorch import from_flamingo_pytorch, to_flamingo_pytorch
+from .idefics import from_idefics, to_idefics
+from .idefics2 import from_idefics2, to_idefics2
+from .open_flamingo import from_open_flamingo, to_open_flamingo
+
+__all__ = [
+    "compare",
+    "from_flamingo_pytorch",
+    "from_idefics",
+    "from_idefics2",
+    "from_open_flamingo",
+    "to_flamingo_pytorch",
+    "to_idefics",
+    "to_idefics2",
+    "to_open_flamingo",
+]

@@ -1,0 +1,244 @@
+"""State dicts in and out: what the import and export of every peer share.
+
+A peer's *layout* is a dict, in the peer module's own state-dict order,
+
+    peer key -> (kind, refimpl names)
+
+and `kind` says how the peer's tensor and refimpl's parameter(s) are laid out:
+
+| kind        | peer tensor                          | refimpl parameter(s)                              |
+|-------------|--------------------------------------|---------------------------------------------------|
+| "same"      | any shape                            | the same array                                    |
+| "linear"    | nn.Linear.weight (out, in)           | its transpose (in, out), so a projection is x @ w |
+| "fused_kv"  | to_kv.weight (2 * H*Dh, D)           | wk, wv (D, H*Dh): torch's chunk(2) order, the     |
+|             |                                      | first half keys, the second half values           |
+| "per_item"  | (I, 1, D), one row per media item    | (I, D)                                            |
+
+Import reads the sizes off the tensors (each peer module says from which keys), builds the
+ResamplerConfig, derives every key's expected shape from `refimpl.param_shapes(config)`
+through the layout, and reports every missing, unexpected and mis-shaped key at once.
+Export checks the parameters against the config and writes the layout's tensors.
+
+torch is imported only where a torch tensor is made (export); import recognises torch
+tensors without importing torch (a caller who has one has imported torch already).
+"""
+
+import re
+import sys
+from fractions import Fraction
+
+import numpy as np
+
+from .. import _checks
+from ..config import ResamplerConfig
+from ..params import check_params, param_shapes
+
+SAME, LINEAR, FUSED_KV, PER_ITEM = "same", "linear", "fused_kv", "per_item"
+
+
+# ---------------------------------------------------------------- reading a state dict
+
+
+def read(state_dict, prefix=""):
+    """{key without `prefix`: float64 ndarray (a copy)} for every key of `state_dict` that
+    starts with `prefix` (the others, e.g. the rest of a full model, are left out).
+
+    Values may be torch tensors (any device, any floating dtype; detached, moved to the CPU)
+    or anything np.asarray reads. Raises TypeError for a non-float or non-mapping value and
+    ValueError for NaN or inf.
+    """
+    if not hasattr(state_dict, "items"):
+        raise TypeError(f"state_dict must be a mapping of names to tensors or arrays; got {type(state_dict).__name__}")
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a str; got {type(prefix).__name__} {prefix!r}")
+    state = {}
+    for key, value in state_dict.items():
+        if not isinstance(key, str) or not key.startswith(prefix):
+            continue
+        value = _as_numpy(key, value)
+        state[key[len(prefix):]] = np.array(_checks.float_array(f"state_dict[{key!r}]", value, np.float64), copy=True)
+    return state
+
+
+def _as_numpy(key, value):
+    """A torch tensor as a float64 ndarray on the CPU; anything else unchanged."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        if not value.is_floating_point():
+            raise TypeError(f"state_dict[{key!r}] must be a floating-point tensor; got dtype {value.dtype}")
+        return value.detach().to(device="cpu", dtype=torch.float64).numpy()
+    return value
+
+
+def size(state, *sources, default=1):
+    """The length of axis `axis` of the first `(key, axis)` in `sources` that `state` has;
+    `default` where none has it (the keys are then missing, and reported as such)."""
+    for key, axis in sources:
+        if key in state and state[key].ndim > axis:
+            return state[key].shape[axis]
+    return default
+
+
+def depth(state, pattern):
+    """1 + the largest layer index i among the keys that match `pattern` (a regular
+    expression whose first group is i), or 1 if none does (its keys are then missing)."""
+    indices = [int(match.group(1)) for key in state if (match := re.match(pattern, key))]
+    return max(indices) + 1 if indices else 1
+
+
+def heads_divide(width, heads, key, what="H * Dh"):
+    """Dh = width / heads for the projection `key` whose output width is `what`; ValueError
+    naming `heads` where it does not divide."""
+    heads = _checks.positive_int("heads", heads)
+    if width == 0 or width % heads:
+        raise ValueError(f"heads = {heads} must divide the output width of {key} ({what}); got {width}")
+    return width // heads
+
+
+def ff_mult(ff_dim, dim):
+    """F / D as a number that ResamplerConfig turns back into F exactly: an int where D
+    divides F, else a float where dim * (F / D) == F, else a Fraction."""
+    if dim and ff_dim % dim == 0:
+        return ff_dim // dim
+    ratio = ff_dim / dim if dim else 0
+    return ratio if dim * ratio == ff_dim else Fraction(ff_dim, dim)
+
+
+def to_params(state, layout, config, what, prefix=""):
+    """refimpl's parameters (float64, (in, out) projections) from `state` (see `read`),
+    after checking it against the peer shapes that `layout` and `config` give.
+
+    Raises ValueError listing every missing, unexpected and mis-shaped key at once.
+    """
+    shapes = param_shapes(config)
+    expected = {key: peer_shape(kind, [shapes[name] for name in names]) for key, (kind, names) in layout.items()}
+    _check_fits(state, expected, f"{what} with the sizes read from it ({config})", prefix)
+    params = {}
+    for key, (kind, names) in layout.items():
+        params |= dict(zip(names, to_refimpl(kind, state[key])))
+    return {name: np.ascontiguousarray(params[name]) for name in shapes}  # refimpl's order
+
+
+def _check_fits(state, expected, what, prefix):
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    misshaped = [
+        f"{key}: expected {expected[key]}, got {state[key].shape}"
+        for key in expected
+        if key in state and state[key].shape != expected[key]
+    ]
+    if missing or unexpected or misshaped:
+        problems = []
+        if missing:
+            problems.append(f"missing: {', '.join(missing)}")
+        if unexpected:
+            problems.append(f"unexpected: {', '.join(unexpected)}")
+        if misshaped:
+            problems.append(f"mis-shaped: {'; '.join(misshaped)}")
+        where = f" (keys read after the prefix {prefix!r})" if prefix else ""
+        raise ValueError(f"state_dict does not fit {what}{where}:\n  " + "\n  ".join(problems))
+
+
+# ---------------------------------------------------------------- writing a state dict
+
+
+def check_expressible(config, peer, problems):
+    """Raise ValueError listing `problems` (lines saying what `peer` cannot express), if any."""
+    if problems:
+        raise ValueError(f"{peer} cannot express this config ({config}):\n  " + "\n  ".join(problems))
+
+
+def differences(config, wanted, peer):
+    """One line per switch where `config` differs from `wanted` (name -> the peer's value)."""
+    return [
+        f"{name} = {getattr(config, name)!r}; {peer} has {value!r}"
+        for name, value in wanted.items()
+        if getattr(config, name) != value
+    ]
+
+
+def check_config(config):
+    """TypeError unless `config` is a ResamplerConfig."""
+    if not isinstance(config, ResamplerConfig):
+        raise TypeError(f"config must be a refimpl.ResamplerConfig; got {type(config).__name__}")
+
+
+def to_state_dict(params, config, layout, dtype):
+    """{peer key: torch tensor of `dtype` (default torch.float64), a fresh contiguous copy}
+    in the layout's order, from refimpl's `params` (checked against `config`)."""
+    import torch
+
+    dtype = _torch_dtype(torch, dtype)
+    params = check_params(params, param_shapes(config), np.float64, f"the config {config}")
+    return {
+        key: torch.tensor(np.ascontiguousarray(to_peer(kind, [params[name] for name in names])), dtype=dtype)
+        for key, (kind, names) in layout.items()
+    }
+
+
+def _torch_dtype(torch, dtype):
+    """torch.float64 for None; a torch floating dtype as is; a NumPy float dtype's torch twin."""
+    if dtype is None:
+        return torch.float64
+    if isinstance(dtype, torch.dtype):
+        resolved = dtype
+    else:
+        try:
+            resolved = torch.from_numpy(np.zeros(0, dtype=np.dtype(dtype))).dtype
+        except TypeError:
+            raise TypeError(f"dtype must be a torch or NumPy floating dtype; got {dtype!r}") from None
+    if not resolved.is_floating_point:
+        raise ValueError(f"dtype must be a floating dtype; got {resolved}")
+    return resolved
+
+
+# ---------------------------------------------------------------- the kinds
+
+
+def norm(peer_prefix, refimpl_prefix, bias=True):
+    """The layout of a norm: weight (and bias, for a LayerNorm), each "same"."""
+    names = ("weight", "bias") if bias else ("weight",)
+    return {f"{peer_prefix}.{name}": (SAME, (f"{refimpl_prefix}.{name}",)) for name in names}
+
+
+def peer_shape(kind, shapes):
+    """The peer tensor's shape from the shapes of its refimpl parameter(s)."""
+    if kind == SAME:
+        return shapes[0]
+    if kind == LINEAR:
+        return shapes[0][::-1]  # (in, out) -> (out, in)
+    if kind == FUSED_KV:
+        (d, inner), _ = shapes
+        return (2 * inner, d)
+    if kind == PER_ITEM:
+        items, d = shapes[0]
+        return (items, 1, d)
+    raise AssertionError(f"unknown kind {kind!r}")
+
+
+def to_refimpl(kind, tensor):
+    """The refimpl parameter(s), as a tuple, from a peer tensor of the right shape."""
+    if kind == SAME:
+        return (tensor,)
+    if kind == LINEAR:
+        return (tensor.T,)  # (out, in) -> (in, out)
+    if kind == FUSED_KV:
+        keys, values = np.split(tensor, 2, axis=0)  # torch's to_kv(x).chunk(2, dim=-1)
+        return keys.T, values.T
+    if kind == PER_ITEM:
+        return (tensor[:, 0, :],)  # (I, 1, D) -> (I, D)
+    raise AssertionError(f"unknown kind {kind!r}")
+
+
+def to_peer(kind, arrays):
+    """The peer tensor from the refimpl parameter(s): the inverse of `to_refimpl`."""
+    if kind == SAME:
+        return arrays[0]
+    if kind == LINEAR:
+        return arrays[0].T
+    if kind == FUSED_KV:
+        wk, wv = arrays
+        return np.concatenate([wk.T, wv.T], axis=0)  # (2 * H*Dh, D): keys first
+    if kind == PER_ITEM:
+        return arrays[0][:, None, :]
+    raise AssertionError(f"unknown kind {kind!r}")

@@ -1,0 +1,80 @@
+"""open_flamingo's PerceiverResampler (mlfoundations/open_flamingo, open_flamingo/src/helpers.py)
+<-> refimpl.
+
+open_flamingo took flamingo-pytorch's resampler (same layer keys, same math: see
+refimpl.interop.flamingo_pytorch) and made both embedding tables optional:
+
+    frame_embs (F_max, D)          row f added to every token of frame f   (max_num_frames)
+    media_time_embs (T_max, 1, D)  row t added to every token of item t    (max_num_media)
+
+Its T is the number of media items (images or videos), its F the frames of each, v the
+tokens per frame. Its input x (b, T, F, v, D) is refimpl's x (B, I, T, S, D) as it stands
+(I = open_flamingo's T, refimpl's T = its F), and its output (b, T, R, D) is refimpl's
+(B, I, R, D):
+
+| open_flamingo                 | refimpl                                            |
+|-------------------------------|----------------------------------------------------|
+| frame_embs (F_max, D)         | time_embeds,  config.num_time_embeds = F_max       |
+| media_time_embs (T_max, 1, D) | media_embeds (T_max, D), num_media_embeds = T_max  |
+| layers.{i}.*, norm.*, latents | as in flamingo-pytorch                             |
+
+Without media_time_embs, refimpl's config has num_media_embeds = None and the same x works:
+I is then one more batch axis. Config switches: activation="gelu", norm="layernorm" with
+eps 1e-5, kv_heads None, no qk_norm, latents in the keys. Pass `heads` (default 8, the
+module's), which the shapes cannot tell.
+"""
+
+from . import _state_dict
+from ._state_dict import PER_ITEM, SAME
+from ..config import ResamplerConfig
+from .flamingo_pytorch import layer_layout, layer_problems, layer_sizes
+
+PEER = "open_flamingo's PerceiverResampler"
+
+
+def from_open_flamingo(state_dict, *, heads=8, eps=1e-5, prefix=""):
+    """(config, params) from the state dict of open_flamingo's PerceiverResampler.
+
+    state_dict: its `module.state_dict()` (torch tensors on any device, any float dtype) or
+        the same names mapped to NumPy arrays; with `prefix`, only keys that start with it
+        are read, the prefix stripped (e.g. "vision_encoder.perceiver." or "perceiver.").
+    heads: H, which the shapes cannot tell (to_q has H * Dh rows); eps: its LayerNorms' eps.
+    returns a ResamplerConfig with every size read off the tensors (num_time_embeds from
+    frame_embs, num_media_embeds from media_time_embs, None where absent) and refimpl's
+    params (float64 copies, projections (in, out)). Raises ValueError listing every
+    missing, unexpected and mis-shaped key.
+    """
+    state = _state_dict.read(state_dict, prefix)
+    config = ResamplerConfig(
+        **layer_sizes(state, heads),
+        num_time_embeds=_state_dict.size(state, ("frame_embs", 0)) if "frame_embs" in state else None,
+        num_media_embeds=_state_dict.size(state, ("media_time_embs", 0)) if "media_time_embs" in state else None,
+        activation="gelu",
+        norm="layernorm",
+        norm_eps=eps,
+    )
+    return config, _state_dict.to_params(state, _layout(config), config, PEER, prefix)
+
+
+def to_open_flamingo(config, params, *, dtype=None):
+    """The state dict (torch tensors of `dtype`, default torch.float64) that open_flamingo's
+    `PerceiverResampler(dim=D, depth=depth, dim_head=Dh, heads=H, num_latents=R,
+    max_num_media=config.num_media_embeds, max_num_frames=config.num_time_embeds,
+    ff_mult=ff_mult)` loads with strict=True.
+
+    Raises ValueError if open_flamingo cannot express `config` (see the module docstring).
+    """
+    _state_dict.check_config(config)
+    _state_dict.check_expressible(config, PEER, layer_problems(config, PEER))
+    return _state_dict.to_state_dict(params, config, _layout(config), dtype)
+
+
+def _layout(config):
+    layout = {"latents": (SAME, ("latents",))}
+    if config.num_time_embeds is not None:
+        layout["frame_embs"] = (SAME, ("time_embeds",))
+    if config.num_media_embeds is not None:
+        layout["media_time_embs"] = (PER_ITEM, ("media_embeds",))
+    for i in range(config.depth):
+        layout |= layer_layout(i)
+    return layout | _state_dict.norm("norm", "norm")
