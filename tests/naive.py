@@ -117,7 +117,7 @@ def rms_norm(x, weight, eps):
 
 
 def gelu(x):
-    return 0.5 * x * (1.0 + math.erf(x / math.sqrt(2.0)))
+    return 0.5 * x * math.erfc(-x / math.sqrt(2.0))  # = x/2 (1 + erf(x/sqrt 2)), without its cancellation
 
 
 def relu(x):
