@@ -41,9 +41,10 @@ def _softmax(x, axis, mask):
     """The softmax on checked arguments: every slice along `axis` has an allowed entry."""
     if mask is not None:
         x = np.where(mask, x, -np.inf)
-    shifted = x - x.max(axis=axis, keepdims=True)  # <= 0, with 0 at the max: no overflow
-    e = np.exp(shifted)  # masked: exp(-inf) = 0 exactly
-    return e / e.sum(axis=axis, keepdims=True)  # the max contributes 1, so the sum is >= 1
+    e = x - x.max(axis=axis, keepdims=True)  # <= 0, with 0 at the max: no overflow
+    np.exp(e, out=e)  # in place; masked: exp(-inf) = 0 exactly
+    e /= e.sum(axis=axis, keepdims=True)  # the max contributes 1, so the sum is >= 1
+    return e
 
 
 def _check_rows_allowed(mask, shape, axis):

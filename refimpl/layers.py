@@ -16,9 +16,12 @@ def layer_norm(x, weight, bias, eps):
 
     x (..., D), weight (D,), bias (D,); var is the biased variance (divide by D), as in torch.
     """
-    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)  # (..., 1)
-    return (x - mean) / np.sqrt(var + eps) * weight + bias
+    centered = x - x.mean(axis=-1, keepdims=True)  # (..., D), a new array: updated in place below
+    var = np.einsum("...d,...d->...", centered, centered)[..., None] / x.shape[-1]  # (..., 1), no (..., D) temporary
+    centered *= 1.0 / np.sqrt(var + eps)
+    centered *= weight
+    centered += bias
+    return centered
 
 
 def rms_norm(x, weight, eps):
@@ -26,7 +29,8 @@ def rms_norm(x, weight, eps):
 
     Computed as x * (1 / sqrt(...)), the rounding of torch's x * rsqrt(...) in Idefics2.
     """
-    return x * (1.0 / np.sqrt((x**2).mean(axis=-1, keepdims=True) + eps)) * weight
+    mean_square = np.einsum("...d,...d->...", x, x)[..., None] / x.shape[-1]  # (..., 1)
+    return x * (1.0 / np.sqrt(mean_square + eps)) * weight
 
 
 def norm(params, prefix, x, kind, eps, norm_dtype=None):
