@@ -95,3 +95,19 @@ def one_of(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
+
+
+def check_fits(subject, found, expected):
+    """Raise ValueError `subject` plus a list of every name of `expected` (name -> shape)
+    missing from `found` (name -> shape), every name of `found` not expected, and every
+    shape that differs, in the dicts' order; return quietly if everything fits."""
+    missing = [name for name in expected if name not in found]
+    unexpected = [name for name in found if name not in expected]
+    misshaped = [f"{name}: expected {shape}, got {found[name]}" for name, shape in expected.items() if name in found and found[name] != shape]
+    problems = [
+        f"{label}: {separator.join(items)}"
+        for label, items, separator in (("missing", missing, ", "), ("unexpected", unexpected, ", "), ("mis-shaped", misshaped, "; "))
+        if items
+    ]
+    if problems:
+        raise ValueError(f"{subject}:\n  " + "\n  ".join(problems))

@@ -91,20 +91,6 @@ def check_params(params, expected, dtype, what):
     """
     if not hasattr(params, "keys"):
         raise TypeError(f"params must be a dict of arrays (from init_resampler); got {type(params).__name__}")
-    missing = sorted(set(expected) - set(params))
-    unexpected = sorted(set(params) - set(expected))
-    misshaped = [
-        f"{name}: expected {expected[name]}, got {np.shape(params[name])}"
-        for name in expected
-        if name in params and np.shape(params[name]) != expected[name]
-    ]
-    if missing or unexpected or misshaped:
-        problems = []
-        if missing:
-            problems.append(f"missing: {', '.join(missing)}")
-        if unexpected:
-            problems.append(f"unexpected: {', '.join(unexpected)}")
-        if misshaped:
-            problems.append(f"mis-shaped: {'; '.join(misshaped)}")
-        raise ValueError(f"params do not fit {what}:\n  " + "\n  ".join(problems))
+    found = {name: np.shape(value) for name, value in sorted(params.items(), key=lambda item: str(item[0]))}
+    _checks.check_fits(f"params do not fit {what}", found, dict(sorted(expected.items())))
     return {name: _checks.float_array(f"params[{name!r}]", params[name], dtype) for name in expected}

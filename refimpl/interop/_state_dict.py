@@ -120,23 +120,8 @@ def to_params(state, layout, config, what, prefix=""):
 
 
 def _check_fits(state, expected, what, prefix):
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    misshaped = [
-        f"{key}: expected {expected[key]}, got {state[key].shape}"
-        for key in expected
-        if key in state and state[key].shape != expected[key]
-    ]
-    if missing or unexpected or misshaped:
-        problems = []
-        if missing:
-            problems.append(f"missing: {', '.join(missing)}")
-        if unexpected:
-            problems.append(f"unexpected: {', '.join(unexpected)}")
-        if misshaped:
-            problems.append(f"mis-shaped: {'; '.join(misshaped)}")
-        where = f" (keys read after the prefix {prefix!r})" if prefix else ""
-        raise ValueError(f"state_dict does not fit {what}{where}:\n  " + "\n  ".join(problems))
+    where = f" (keys read after the prefix {prefix!r})" if prefix else ""
+    _checks.check_fits(f"state_dict does not fit {what}{where}", {key: value.shape for key, value in state.items()}, expected)
 
 
 # ---------------------------------------------------------------- writing a state dict
