@@ -98,7 +98,7 @@ def _attend(q, k, v, mask, scale, out, row_max, row_sum):
                 _exp_float32(row, exponent_bits)
                 for j in range(KEY_BLOCK):
                     total += row[j]
-            else:  # float64: C's exp, correctly rounded to within an ulp, for the 1e-12 agreement
+            else:  # float64: C's exp, accurate to within an ulp, for the 1e-12 agreement
                 for j in range(KEY_BLOCK):
                     row[j] = math.exp(row[j] - row_max[i])
                     total += row[j]
