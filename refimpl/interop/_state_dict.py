@@ -133,6 +133,18 @@ def check_expressible(config, peer, problems):
         raise ValueError(f"{peer} cannot express this config ({config}):\n  " + "\n  ".join(problems))
 
 
+def mlp_and_table_problems(config, peer, ff_mult):
+    """What a peer whose MLP is ff_mult * D wide and which has no embedding tables (the
+    Hugging Face resamplers) cannot express in `config`."""
+    problems = []
+    if config.ff_dim != ff_mult * config.dim:
+        problems.append(f"ff_mult = {config.ff_mult}; {peer}'s MLP is {ff_mult} * D wide")
+    for name in ("num_time_embeds", "num_media_embeds"):
+        if getattr(config, name) is not None:
+            problems.append(f"{name} = {getattr(config, name)}; {peer} has no embedding table")
+    return problems
+
+
 def differences(config, wanted, peer):
     """One line per switch where `config` differs from `wanted` (name -> the peer's value)."""
     return [

@@ -84,11 +84,7 @@ def to_idefics(config, params, *, dtype=None):
     problems = _state_dict.differences(config, wanted, PEER)
     if config.num_kv_heads != config.heads:
         problems.append(f"kv_heads = {config.kv_heads} (grouped-query attention); {PEER} has one key/value head per query head")
-    if config.ff_dim != FF_MULT * config.dim:
-        problems.append(f"ff_mult = {config.ff_mult}; {PEER}'s MLP is {FF_MULT} * D wide")
-    for name in ("num_time_embeds", "num_media_embeds"):
-        if getattr(config, name) is not None:
-            problems.append(f"{name} = {getattr(config, name)}; {PEER} has no embedding table")
+    problems += _state_dict.mlp_and_table_problems(config, PEER, FF_MULT)
     _state_dict.check_expressible(config, PEER, problems)
     return _state_dict.to_state_dict(params, config, _layout(config), dtype)
 
