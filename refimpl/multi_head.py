@@ -73,9 +73,9 @@ def multi_head_attention(
 
 def head_dim_from(params, name, heads):
     """Dh, read off the projection params[name] of shape (D, H * Dh); ValueError if it cannot be."""
-    shape = np.shape(params[name]) if name in params else ()
     if name not in params:  # check_params reports it with the other missing names
         return 1
+    shape = np.shape(params[name])
     if len(shape) != 2 or shape[1] == 0 or shape[1] % heads:
         raise ValueError(f"params[{name!r}] must have shape (D, H * Dh) with H = heads = {heads} and Dh >= 1; got {shape}")
     return shape[1] // heads
