@@ -41,13 +41,21 @@ class Norm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if kind == "layernorm" else None
 
-    def forward(self, x):
+    def normalize(self, x):
+        """The normalisation alone, without scale and shift: (x - mean) / std or x / rms, in x's dtype."""
         h = x.float() if self.norm_dtype == "float32" else x
         if self.kind == "layernorm":
             h = F.layer_norm(h, h.shape[-1:], eps=self.eps)
         else:
             h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        h = h.to(x.dtype) * self.weight
+        return h.to(x.dtype)
+
+    def forward(self, x):
+        if self.norm_dtype is None:  # one fused kernel
+            if self.kind == "layernorm":
+                return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+            return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
+        h = self.normalize(x) * self.weight
         return h if self.bias is None else h + self.bias
 
 
@@ -71,9 +79,13 @@ class CrossAttention(nn.Module):
             self.k_norm = nn.LayerNorm(dim_head, eps=qk_norm_eps)
 
     def forward(self, queries, context, mask=None, return_weights=False):
-        q = self.wq(queries).unflatten(-1, (self.heads, self.dim_head)).transpose(-2, -3)  # (B, H, R, Dh)
-        k = self.wk(context).unflatten(-1, (self.kv_heads, self.dim_head)).transpose(-2, -3)  # (B, Hkv, N, Dh)
-        v = self.wv(context).unflatten(-1, (self.kv_heads, self.dim_head)).transpose(-2, -3)  # (B, Hkv, N, Dh)
+        return self.attend(self.wq(queries), self.wk(context), self.wv(context), mask, return_weights)
+
+    def attend(self, q, k, v, mask=None, return_weights=False):
+        """Attention from projected queries q (B, R, H*Dh), keys and values k, v (B, N, Hkv*Dh)."""
+        q = q.unflatten(-1, (self.heads, self.dim_head)).transpose(-2, -3)  # (B, H, R, Dh)
+        k = k.unflatten(-1, (self.kv_heads, self.dim_head)).transpose(-2, -3)  # (B, Hkv, N, Dh)
+        v = v.unflatten(-1, (self.kv_heads, self.dim_head)).transpose(-2, -3)  # (B, Hkv, N, Dh)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         mask = None if mask is None else mask.unsqueeze(-3)  # (B, 1, R|1, N), the same for every head
@@ -107,11 +119,14 @@ class ResamplerAttention(CrossAttention):
         self.norm_media = Norm(config.dim, config.norm, config.norm_eps, config.norm_dtype)
         self.norm_latents = Norm(config.dim, config.norm, config.norm_eps, config.norm_dtype)
 
-    def forward(self, media, latents, key_mask=None, return_weights=False):
-        """media (B, N, D), latents (B, R, D), key_mask (B, 1, N [+ R]) or None."""
-        media, latents = self.norm_media(media), self.norm_latents(latents)
-        context = torch.cat([media, latents], dim=-2) if self.latents_in_kv else media  # (B, N [+ R], D)
-        return super().forward(latents, context, key_mask, return_weights)
+    def forward(self, media_kv, latents, key_mask=None, return_weights=False):
+        """media_kv (B, N, 2*Hkv*Dh): this layer's keys then values of the normalised media
+        tokens (PerceiverResampler.media_keys_values); latents (B, R, D); key_mask (B, 1, N [+ R]) or None."""
+        latents = self.norm_latents(latents)
+        k, v = media_kv.chunk(2, dim=-1)  # (B, N, Hkv*Dh) each
+        if self.latents_in_kv:
+            k, v = torch.cat([k, self.wk(latents)], dim=-2), torch.cat([v, self.wv(latents)], dim=-2)  # (B, N + R, Hkv*Dh)
+        return self.attend(self.wq(latents), k, v, key_mask, return_weights)
 
 
 class FeedForward(nn.Module):
@@ -194,8 +209,8 @@ class PerceiverResampler(nn.Module):
                 key_mask = torch.cat([key_mask, key_mask.new_ones(n_batch, config.num_latents)], dim=-1)
             key_mask = key_mask[:, None, :]  # (B, 1, N [+ R])
         maps = []
-        for layer in self.layers:
-            attended, weights = layer["attn"](media, latents, key_mask, return_attention)
+        for layer, media_kv in zip(self.layers, self.media_keys_values(media), strict=True):
+            attended, weights = layer["attn"](media_kv, latents, key_mask, return_attention)
             latents = latents + attended
             latents = latents + layer["ff"](latents)
             maps.append(weights)
@@ -203,6 +218,29 @@ class PerceiverResampler(nn.Module):
         if not return_attention:
             return latents
         return latents, [w.reshape(*batch, *w.shape[1:]) for w in maps]
+
+    def media_keys_values(self, media):
+        """Every layer's keys and values of the media tokens, from one normalisation and one
+        matrix product: media (B, N, D) -> a tuple of depth tensors (B, N, 2*Hkv*Dh), keys then values.
+
+        The media tokens are the same in every layer; a layer only brings its own norm_media
+        scale g and shift b and its projections W = [Wk | Wv] (D, 2*Hkv*Dh). With xhat the
+        normalisation alone, norm(x) = xhat * g + b, so
+
+            norm(x) @ W = xhat @ (g[:, None] * W) + b @ W,
+
+        and xhat is computed once, for all layers, and multiplied by every layer's folded W at
+        once. The same function as normalising per layer, up to rounding; on a GPU it reads the
+        media once instead of depth times and runs one large matrix product instead of 2*depth.
+        """
+        attention = [layer["attn"] for layer in self.layers]
+        weight = [torch.cat([a.wk.weight, a.wv.weight]) for a in attention]  # depth x (2*Hkv*Dh, D)
+        folded = torch.cat([w * a.norm_media.weight for w, a in zip(weight, attention)])  # (depth*2*Hkv*Dh, D)
+        bias = None
+        if self.config.norm == "layernorm":
+            bias = torch.cat([w @ a.norm_media.bias for w, a in zip(weight, attention)])  # (depth*2*Hkv*Dh,)
+        xhat = attention[0].norm_media.normalize(media)  # every layer's norm has the same kind and eps
+        return F.linear(xhat, folded, bias).chunk(len(attention), dim=-1)  # (B, N, depth*2*Hkv*Dh) -> per layer
 
     @classmethod
     def from_refimpl(cls, config, params, dtype=torch.float64, device=None):

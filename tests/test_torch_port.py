@@ -135,15 +135,29 @@ def test_gated_xattn_dense_module_equals_refimpl_and_passes_through_with_closed_
         assert all(np.array_equal(back[name], params[name]) for name in params)
 
 
+GPU_CONFIGS = {
+    "Flamingo": refimpl.ResamplerConfig(dim=256, depth=2, heads=4, dim_head=64, num_latents=16, num_time_embeds=2),
+    "IDEFICS": refimpl.ResamplerConfig(dim=256, depth=2, heads=4, dim_head=64, num_latents=16, activation="relu", qk_norm=True),
+    "Idefics2": refimpl.ResamplerConfig(
+        dim=256, depth=2, heads=4, kv_heads=2, dim_head=64, num_latents=16, activation="swiglu", norm="rmsnorm", norm_dtype="float32"
+    ),
+}
+
+
 @needs_cuda
+@pytest.mark.parametrize("variant", GPU_CONFIGS)
 @pytest.mark.parametrize(("dtype", "key"), [(torch.float32, ("float32", "torch GPU vs float64 reference")), (torch.bfloat16, ("bfloat16", "torch GPU vs float64 reference"))])
-def test_gpu_module_is_close_to_the_float64_reference(dtype, key):
-    config = refimpl.ResamplerConfig(dim=256, depth=2, heads=4, dim_head=64, num_latents=16, num_time_embeds=2)
+def test_gpu_module_is_close_to_the_float64_reference(variant, dtype, key):
+    config = GPU_CONFIGS[variant]
     params = refimpl.init_resampler(config, seed=8)
     x = np.random.default_rng(8).standard_normal((4, 2, 100, 256))
     mask = np.random.default_rng(9).random(x.shape[:-1]) < 0.8
-    out = run_torch(config, params, x, mask, dtype=dtype, device="cuda")
-    assert_close(out.float().cpu().numpy(), refimpl.perceiver_resampler(params, x, config, mask=mask), key)
+    expected, expected_maps = refimpl.perceiver_resampler(params, x, config, mask=mask, return_attention=True)
+    assert_close(run_torch(config, params, x, mask, dtype=dtype, device="cuda").float().cpu().numpy(), expected, key)
+    out, maps = run_torch(config, params, x, mask, dtype=dtype, device="cuda", return_attention=True)
+    assert_close(out.float().cpu().numpy(), expected, key)
+    for ours, theirs in zip(maps, expected_maps, strict=True):
+        assert_close(ours.float().cpu().numpy(), theirs, key)
 
 
 @needs_cuda
