@@ -16,7 +16,8 @@ whole forward pass, which is what matters when the batch is small and the GPU wa
 the CPU's kernel launches). flamingo-pytorch runs eager, as its users run it. Where the
 two differ in work: refimpl.torch normalises the media tokens once and computes every
 layer's media keys and values in one matrix product (PerceiverResampler.media_keys_values),
-and its attention is F.scaled_dot_product_attention.
+writes the latents' keys and values in place instead of concatenating (without autograd,
+as here), and its attention is F.scaled_dot_product_attention.
 """
 
 import argparse
@@ -90,7 +91,7 @@ def as_cuda_graph(module, x):
     with torch.cuda.graph(graph):
         static_out = module(static_x)
 
-    def replay():
+    def replay(_input=static_x):  # the graph reads static_x's memory: keep it alive with the graph
         graph.replay()
         return static_out
 
@@ -124,9 +125,9 @@ def main():
         theirs = FlamingoPytorchResampler(
             dim=config.dim, depth=config.depth, dim_head=config.dim_head, heads=config.heads,
             num_latents=config.num_latents, num_media_embeds=1, ff_mult=config.ff_mult,
-        )
+        ).to(device=device, dtype=dtype)  # load_state_dict copies into the module's own dtype
         theirs.load_state_dict(interop.to_flamingo_pytorch(config, params, dtype=dtype))
-        theirs = theirs.to(device).eval()
+        theirs.eval()
         for batch, tokens in shapes:
             x64 = torch.randn(batch, 1, 1, tokens, config.dim, device=device, dtype=torch.float64, generator=torch.Generator(device).manual_seed(0))
             expected = reference_module(x64)  # (B, 1, R, D), float64

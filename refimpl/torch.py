@@ -119,14 +119,29 @@ class ResamplerAttention(CrossAttention):
         self.norm_media = Norm(config.dim, config.norm, config.norm_eps, config.norm_dtype)
         self.norm_latents = Norm(config.dim, config.norm, config.norm_eps, config.norm_dtype)
 
-    def forward(self, media_kv, latents, key_mask=None, return_weights=False):
-        """media_kv (B, N, 2*Hkv*Dh): this layer's keys then values of the normalised media
-        tokens (PerceiverResampler.media_keys_values); latents (B, R, D); key_mask (B, 1, N [+ R]) or None."""
+    def forward(self, kv, latents, key_mask=None, return_weights=False):
+        """kv (B, N [+ R], 2*Hkv*Dh): this layer's keys then values of the normalised media tokens,
+        with R rows left for the latents' when they join the keys (PerceiverResampler.media_keys_values);
+        latents (B, R, D); key_mask (B, 1, N [+ R]) or None."""
         latents = self.norm_latents(latents)
-        k, v = media_kv.chunk(2, dim=-1)  # (B, N, Hkv*Dh) each
         if self.latents_in_kv:
-            k, v = torch.cat([k, self.wk(latents)], dim=-2), torch.cat([v, self.wv(latents)], dim=-2)  # (B, N + R, Hkv*Dh)
+            kv = _replace_last_rows(kv, torch.cat([self.wk(latents), self.wv(latents)], dim=-1))  # (B, N + R, 2*Hkv*Dh)
+        k, v = kv.chunk(2, dim=-1)  # (B, N [+ R], Hkv*Dh) each
         return self.attend(self.wq(latents), k, v, key_mask, return_weights)
+
+
+def _replace_last_rows(kv, rows):
+    """kv (B, N + R, C) with its last R rows replaced by rows (B, R, C).
+
+    Without autograd the rows are written in place, and the media's keys and values are never
+    copied: on a GPU, copying them in every layer took as long as the largest matrix product.
+    With autograd that would overwrite a tensor an earlier layer saved for its backward pass,
+    so there a new tensor is built.
+    """
+    if torch.is_grad_enabled():
+        return torch.cat([kv[:, : -rows.shape[1]], rows], dim=1)
+    kv[:, -rows.shape[1] :] = rows
+    return kv
 
 
 class FeedForward(nn.Module):
@@ -209,8 +224,8 @@ class PerceiverResampler(nn.Module):
                 key_mask = torch.cat([key_mask, key_mask.new_ones(n_batch, config.num_latents)], dim=-1)
             key_mask = key_mask[:, None, :]  # (B, 1, N [+ R])
         maps = []
-        for layer, media_kv in zip(self.layers, self.media_keys_values(media), strict=True):
-            attended, weights = layer["attn"](media_kv, latents, key_mask, return_attention)
+        for layer, kv in zip(self.layers, self.media_keys_values(media), strict=True):
+            attended, weights = layer["attn"](kv, latents, key_mask, return_attention)
             latents = latents + attended
             latents = latents + layer["ff"](latents)
             maps.append(weights)
@@ -221,7 +236,8 @@ class PerceiverResampler(nn.Module):
 
     def media_keys_values(self, media):
         """Every layer's keys and values of the media tokens, from one normalisation and one
-        matrix product: media (B, N, D) -> a tuple of depth tensors (B, N, 2*Hkv*Dh), keys then values.
+        matrix product: media (B, N, D) -> a tuple of depth tensors (B, N [+ R], 2*Hkv*Dh), keys
+        then values; when the latents join the keys, R more rows per tensor wait for each layer's.
 
         The media tokens are the same in every layer; a layer only brings its own norm_media
         scale g and shift b and its projections W = [Wk | Wv] (D, 2*Hkv*Dh). With xhat the
@@ -240,7 +256,9 @@ class PerceiverResampler(nn.Module):
         if self.config.norm == "layernorm":
             bias = torch.cat([w @ a.norm_media.bias for w, a in zip(weight, attention)])  # (depth*2*Hkv*Dh,)
         xhat = attention[0].norm_media.normalize(media)  # every layer's norm has the same kind and eps
-        return F.linear(xhat, folded, bias).chunk(len(attention), dim=-1)  # (B, N, depth*2*Hkv*Dh) -> per layer
+        if self.config.latents_in_kv:
+            xhat = F.pad(xhat, (0, 0, 0, self.config.num_latents))  # (B, N + R, D), rows the layers overwrite
+        return F.linear(xhat, folded, bias).chunk(len(attention), dim=-1)  # (B, N [+ R], depth*2*Hkv*Dh) -> per layer
 
     @classmethod
     def from_refimpl(cls, config, params, dtype=torch.float64, device=None):
