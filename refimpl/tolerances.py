@@ -29,6 +29,10 @@ TOLERANCES = {
     ("float32", "torch GPU vs float64 reference"): 1e-4,
     # bfloat16 keeps 8 significant bits: unit roundoff 4e-3, amplified through the layers
     ("bfloat16", "torch GPU vs float64 reference"): 2e-2,
+    # its attention weights in bfloat16: a weight is exp(score - max) / sum, and a score s
+    # carries an absolute error of about |s| * 4e-3, which becomes that relative error in the
+    # weight; with q/k LayerNorms (IDEFICS) scores reach about sqrt(Dh) = 8 (2.2e-2 measured, H100)
+    ("bfloat16", "torch GPU attention weights vs float64 reference"): 5e-2,
     # another float64 implementation of the same math vs refimpl: a peer's torch module
     # (refimpl.interop: open_flamingo, flamingo-pytorch, IDEFICS, Idefics2 with its norms
     # patched to float64), or torch's multi-head attention, whose output projection can
