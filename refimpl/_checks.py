@@ -39,7 +39,8 @@ def float_array(name, value, dtype):
         )
     with np.errstate(over="ignore"):  # an overflow to inf is reported just below
         array = array.astype(dtype, copy=False)
-    if not np.isfinite(array).all():
+    # min and max propagate NaN and reach any inf, without allocating an array of flags
+    if array.size and not (np.isfinite(array.min()) and np.isfinite(array.max())):
         bad = int(array.size - np.count_nonzero(np.isfinite(array)))
         raise ValueError(
             f"{name} must be finite; got {bad} NaN or inf value(s)"
