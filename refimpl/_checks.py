@@ -62,6 +62,12 @@ def ndim_at_least(name, array, ndim, layout):
         raise ValueError(f"{name} must have shape {layout}; got {array.shape}")
 
 
+def has_shape(name, array, shape, layout):
+    """Check that `array` has exactly `shape`; `layout` names its axes (no broadcasting)."""
+    if array.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {layout} = {tuple(shape)}; got {array.shape}")
+
+
 def broadcasts_to(name, array, shape, layout):
     """Check that `array` broadcasts to `shape` without changing it (no silent growth)."""
     try:

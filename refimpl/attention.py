@@ -77,6 +77,15 @@ def attention(q, k, v, *, mask=None, scale=None, backend="numpy", return_weights
     `dtype` (float64 by default, float32 to emulate float32 arithmetic).
     """
     check_backend(backend)
+    q, k, v, mask, scale = _checked(q, k, v, mask, scale, dtype)
+    out, weights = _attention(q, k, v, mask, scale, backend, return_weights)
+    return (out, weights) if return_weights else out
+
+
+def _checked(q, k, v, mask, scale, dtype):
+    """attention's arguments checked: q, k, v as finite arrays of `dtype` whose batch axes
+    broadcast, mask boolean with an allowed key in every row, scale a positive number
+    (Dh ** -0.5 for None). Returns (q, k, v, mask, scale)."""
     dtype = _checks.compute_dtype(dtype)
     q = _checks.float_array("q", q, dtype)
     k = _checks.float_array("k", k, dtype)
@@ -104,9 +113,7 @@ def attention(q, k, v, *, mask=None, scale=None, backend="numpy", return_weights
     elif k.shape[-2] == 0:
         raise ValueError("k has N = 0 keys; every query needs at least one key it may attend to")
     scale = q.shape[-1] ** -0.5 if scale is None else _checks.positive_number("scale", scale)
-
-    out, weights = _attention(q, k, v, mask, scale, backend, return_weights)
-    return (out, weights) if return_weights else out
+    return q, k, v, mask, scale
 
 
 def _attention(q, k, v, mask, scale, backend="numpy", return_weights=True):

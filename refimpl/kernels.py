@@ -18,13 +18,15 @@ block per thread instead of (M, N); the threads split the flattened batch axes
 exp gives them exactly 0 and the max ignores them.
 
 The kernel returns m and l as well: with them the weights can be recomputed exactly
-later (`weights_from_stats`), which is what a flash-attention backward pass does.
+later (`weights_from_stats`), which is what a flash-attention backward pass does
+(refimpl/kernels_backward.py).
 
 Speed comes from memory layout, not cleverness: each key block is copied, transposed,
 into a small contiguous buffer (Dh, KEY_BLOCK), and its values into (KEY_BLOCK, Dv), so
 every inner loop runs over contiguous memory and compiles to SIMD instructions; the
-block stays in cache while all M queries use it, and four query rows (or four keys)
-share each load.
+block stays in cache while all M queries use it, and each pass of a product handles two
+rows and four terms at once (`_add_product`), so that each load feeds several
+multiplications. (refimpl/kernels_backward.py, the gradients, reuses these pieces.)
 """
 
 import math
@@ -58,7 +60,6 @@ def _attend(q, k, v, mask, scale, out, row_max, row_sum):
     """One batch entry: q (M, Dh), k (N, Dh), v (N, Dv), mask (1|M, N|0); an empty mask means none."""
     n_queries, head_dim = q.shape
     n_keys, value_dim = v.shape
-    has_mask = mask.shape[1] > 0
     zero = scale * 0  # 0 in the compute dtype, so that float32 arithmetic stays float32
     scaled_q = q * scale  # (M, Dh)
     k_block = np.zeros((head_dim, KEY_BLOCK), dtype=q.dtype)  # (Dh, KB) keys, transposed
@@ -70,18 +71,13 @@ def _attend(q, k, v, mask, scale, out, row_max, row_sum):
     row_sum[:] = zero
     for j0 in range(0, n_keys, KEY_BLOCK):
         n_valid = min(KEY_BLOCK, n_keys - j0)
-        for j in range(n_valid):  # copy the block into contiguous buffers
-            k_block[:, j] = k[j0 + j]
-            v_block[j] = v[j0 + j]
-        _block_scores(scaled_q, k_block, scores)  # (M, KB)
+        _transpose_into(k[j0 : j0 + n_valid], k_block[:, :n_valid])  # copy the block into contiguous buffers
+        v_block[:n_valid] = v[j0 : j0 + n_valid]
+        scores[:] = zero
+        _add_product(scaled_q, k_block, scores, KEY_BLOCK)  # (M, KB) scores
         for i in range(n_queries):
             row = scores[i]  # (KB,)
-            row[n_valid:] = -np.inf  # padding of the last block: exp gives exactly 0
-            if has_mask:
-                mask_row = mask[i % mask.shape[0]]  # (N,)
-                for j in range(n_valid):
-                    if not mask_row[j0 + j]:
-                        row[j] = -np.inf
+            _mask_scores(row, mask, i, j0, n_valid)
             block_max = row.max()
             if block_max == -np.inf:  # nothing allowed for query i in this block
                 row[:] = zero
@@ -91,21 +87,43 @@ def _attend(q, k, v, mask, scale, out, row_max, row_sum):
                 row_sum[i] *= correction
                 acc[i] *= correction
                 row_max[i] = block_max
+            _exp_shifted(row, row_max[i], exponent_bits)  # exp(s_ij - m_i)
             total = zero
-            if q.itemsize == 4:  # float32: a polynomial exp that compiles to SIMD instructions
-                for j in range(KEY_BLOCK):
-                    row[j] -= row_max[i]
-                _exp_float32(row, exponent_bits)
-                for j in range(KEY_BLOCK):
-                    total += row[j]
-            else:  # float64: C's exp, accurate to within an ulp, for the 1e-12 agreement
-                for j in range(KEY_BLOCK):
-                    row[j] = math.exp(row[j] - row_max[i])
-                    total += row[j]
+            for j in range(KEY_BLOCK):
+                total += row[j]
             row_sum[i] += total
-        _accumulate_values(scores, v_block, acc)  # acc += P @ V_block
+        _add_product(scores, v_block, acc, value_dim)  # (M, Dv) acc += P @ V_block
     for i in range(n_queries):
         out[i] = acc[i] / row_sum[i]
+
+
+@numba.njit(cache=True, inline="always")
+def _mask_scores(row, mask, i, j0, n_valid):
+    """Set to -inf, in query i's scores row (KB,) for keys j0.., those its mask forbids and
+    the padding past n_valid in the last block: exp gives them exactly 0 and the max ignores
+    them. mask (1|M, N|0); an empty mask means none."""
+    row[n_valid:] = -np.inf
+    if mask.shape[1] > 0:
+        mask_row = mask[i % mask.shape[0]]  # (N,)
+        for j in range(n_valid):
+            if not mask_row[j0 + j]:
+                row[j] = -np.inf
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _exp_shifted(row, shift, exponent_bits):
+    """row = exp(row - shift) in place, for row (KB,) <= shift; exponent_bits is int32 scratch (KB,).
+
+    float32: a polynomial exp that compiles to SIMD instructions (`_exp_float32`);
+    float64: C's exp, accurate to within an ulp, for the 1e-12 agreement.
+    """
+    if row.itemsize == 4:
+        for j in range(row.shape[0]):
+            row[j] -= shift
+        _exp_float32(row, exponent_bits)
+    else:
+        for j in range(row.shape[0]):
+            row[j] = math.exp(row[j] - shift)
 
 
 # Constants of _exp_float32, as float32 so that its arithmetic stays float32 (8 SIMD lanes).
@@ -143,41 +161,47 @@ def _exp_float32(x, exponent_bits):
         x[j] *= two_to_the_n[j]
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
-def _block_scores(scaled_q, k_block, scores):
-    """scores (M, KB) = scaled_q (M, Dh) @ k_block (Dh, KB); four query rows share each key load."""
-    n_queries, head_dim = scaled_q.shape
-    scores[:] = 0.0
-    i = 0
-    while i + 4 <= n_queries:
-        s0, s1, s2, s3 = scores[i], scores[i + 1], scores[i + 2], scores[i + 3]
-        for t in range(head_dim):
-            a0, a1, a2, a3 = scaled_q[i, t], scaled_q[i + 1, t], scaled_q[i + 2, t], scaled_q[i + 3, t]
-            keys_t = k_block[t]  # (KB,)
-            for j in range(KEY_BLOCK):
-                s0[j] += a0 * keys_t[j]
-                s1[j] += a1 * keys_t[j]
-                s2[j] += a2 * keys_t[j]
-                s3[j] += a3 * keys_t[j]
-        i += 4
-    for i in range(i, n_queries):  # the last M % 4 rows
-        for t in range(head_dim):
-            a = scaled_q[i, t]
-            keys_t = k_block[t]
-            for j in range(KEY_BLOCK):
-                scores[i, j] += a * keys_t[j]
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _add_product(a, b, out, n_cols):
+    """out (R, n_cols) += a (R, C) @ b (C, n_cols): the scores q k^T and the values P V.
+
+    Two rows of `a` and four of `b` per pass over two rows of out: each element of out is
+    loaded and stored once per four multiply-adds, and each element of b loaded serves both
+    rows, so the loop is bound by the arithmetic rather than by loads and stores. The row
+    past the last pair and the terms past the last multiple of 4 come one at a time at the end.
+
+    n_cols is b's and out's width, passed so that a call with the constant KEY_BLOCK gives
+    the compiler a fixed trip count (it unrolls the inner loop fully: 1.3-1.5x, measured).
+    """
+    n_rows, inner = a.shape
+    paired_rows, blocked_inner = n_rows - n_rows % 2, inner - inner % 4
+    for i in range(0, paired_rows, 2):
+        out0, out1 = out[i], out[i + 1]  # (n_cols,) each
+        for t in range(0, blocked_inner, 4):
+            b0, b1, b2, b3 = b[t], b[t + 1], b[t + 2], b[t + 3]  # (n_cols,) each
+            a00, a01, a02, a03 = a[i, t], a[i, t + 1], a[i, t + 2], a[i, t + 3]
+            a10, a11, a12, a13 = a[i + 1, t], a[i + 1, t + 1], a[i + 1, t + 2], a[i + 1, t + 3]
+            for j in range(n_cols):
+                out0[j] += a00 * b0[j] + a01 * b1[j] + a02 * b2[j] + a03 * b3[j]
+                out1[j] += a10 * b0[j] + a11 * b1[j] + a12 * b2[j] + a13 * b3[j]
+    for i in range(n_rows):  # the last row if R is odd, and every row's last C % 4 terms
+        out_i = out[i]
+        for t in range(blocked_inner if i < paired_rows else 0, inner):
+            a_it, b_t = a[i, t], b[t]
+            for j in range(n_cols):
+                out_i[j] += a_it * b_t[j]
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
-def _accumulate_values(weights, v_block, acc):
-    """acc (M, Dv) += weights (M, KB) @ v_block (KB, Dv); four keys per pass over an acc row."""
-    for i in range(weights.shape[0]):
-        p, acc_row = weights[i], acc[i]
-        for j in range(0, KEY_BLOCK, 4):
-            p0, p1, p2, p3 = p[j], p[j + 1], p[j + 2], p[j + 3]
-            v0, v1, v2, v3 = v_block[j], v_block[j + 1], v_block[j + 2], v_block[j + 3]
-            for t in range(acc_row.shape[0]):
-                acc_row[t] += p0 * v0[t] + p1 * v1[t] + p2 * v2[t] + p3 * v3[t]
+@numba.njit(cache=True, inline="always")
+def _transpose_into(src, dst):
+    """dst (C, R) = src (R, C)^T, a row of dst at a time: contiguous writes, strided reads.
+
+    Copying a block of keys in, 2-3x faster than writing a column of dst at a time (measured).
+    """
+    for t in range(dst.shape[0]):
+        dst_t = dst[t]  # (R,)
+        for j in range(dst.shape[1]):
+            dst_t[j] = src[j, t]
 
 
 def attention(q, k, v, mask, scale):
@@ -189,12 +213,9 @@ def attention(q, k, v, mask, scale):
     """
     batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     n_batch = math.prod(batch)
-    (n_queries, head_dim), n_keys, value_dim = q.shape[-2:], k.shape[-2], v.shape[-1]
+    n_queries, n_keys, value_dim = q.shape[-2], k.shape[-2], v.shape[-1]
     dtype = q.dtype
-    # contiguous (B, ., .) arrays: one compiled version of the kernel per dtype, not per layout
-    q_flat = np.ascontiguousarray(np.broadcast_to(q, batch + q.shape[-2:]).reshape(n_batch, n_queries, head_dim))
-    k_flat = np.ascontiguousarray(np.broadcast_to(k, batch + k.shape[-2:]).reshape(n_batch, n_keys, head_dim))
-    v_flat = np.ascontiguousarray(np.broadcast_to(v, batch + v.shape[-2:]).reshape(n_batch, n_keys, value_dim))
+    q_flat, k_flat, v_flat = (_flat_batch(x, batch) for x in (q, k, v))  # (B, M, Dh), (B, N, Dh), (B, N, Dv)
     out = np.empty((n_batch, n_queries, value_dim), dtype)
     row_max = np.empty((n_batch, n_queries), dtype)
     row_sum = np.empty((n_batch, n_queries), dtype)
@@ -205,6 +226,16 @@ def attention(q, k, v, mask, scale):
         row_max.reshape(batch + (n_queries,)),
         row_sum.reshape(batch + (n_queries,)),
     )
+
+
+def _flat_batch(array, batch, core_ndim=2):
+    """`array` (..., *core) broadcast to batch + core and flattened to a contiguous (B, *core) array.
+
+    Contiguous (B, ., .) arrays give one compiled version of a kernel per dtype, not one per
+    layout; core is the last `core_ndim` axes (2 for matrices, 1 for per-row statistics).
+    """
+    core = array.shape[array.ndim - core_ndim :]
+    return np.ascontiguousarray(np.broadcast_to(array, batch + core).reshape((math.prod(batch),) + core))
 
 
 def _flat_mask(mask, batch, n_queries, n_keys):

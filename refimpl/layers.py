@@ -16,12 +16,24 @@ def layer_norm(x, weight, bias, eps):
 
     x (..., D), weight (D,), bias (D,); var is the biased variance (divide by D), as in torch.
     """
+    normalised, _ = layer_normalize(x, eps)  # (..., D), a new array: updated in place below
+    normalised *= weight
+    normalised += bias
+    return normalised
+
+
+def layer_normalize(x, eps):
+    """LayerNorm's normalisation alone, and the inverse standard deviation it divides by:
+
+        xhat = (x - mean) * inv_std,   inv_std = 1 / sqrt(var + eps)
+
+    x (..., D) -> xhat (..., D) (a new array), inv_std (..., 1). The backward pass needs both.
+    """
     centered = x - x.mean(axis=-1, keepdims=True)  # (..., D), a new array: updated in place below
     var = np.einsum("...d,...d->...", centered, centered)[..., None] / x.shape[-1]  # (..., 1), no (..., D) temporary
-    centered *= 1.0 / np.sqrt(var + eps)
-    centered *= weight
-    centered += bias
-    return centered
+    inv_std = 1.0 / np.sqrt(var + eps)  # (..., 1)
+    centered *= inv_std
+    return centered, inv_std
 
 
 def rms_norm(x, weight, eps):
@@ -29,8 +41,20 @@ def rms_norm(x, weight, eps):
 
     Computed as x * (1 / sqrt(...)), the rounding of torch's x * rsqrt(...) in Idefics2.
     """
+    normalised, _ = rms_normalize(x, eps)  # (..., D)
+    return normalised * weight
+
+
+def rms_normalize(x, eps):
+    """RMSNorm's normalisation alone, and the inverse root mean square it multiplies by:
+
+        xhat = x * inv_rms,   inv_rms = 1 / sqrt(mean(x^2) + eps)
+
+    x (..., D) -> xhat (..., D), inv_rms (..., 1). The backward pass needs both.
+    """
     mean_square = np.einsum("...d,...d->...", x, x)[..., None] / x.shape[-1]  # (..., 1)
-    return x * (1.0 / np.sqrt(mean_square + eps)) * weight
+    inv_rms = 1.0 / np.sqrt(mean_square + eps)  # (..., 1)
+    return x * inv_rms, inv_rms
 
 
 def norm(params, prefix, x, kind, eps, norm_dtype=None):
@@ -43,10 +67,11 @@ def norm(params, prefix, x, kind, eps, norm_dtype=None):
     bias = params[prefix + "bias"] if kind == "layernorm" else np.zeros((), dtype=x.dtype)
     if norm_dtype is None:
         return layer_norm(x, weight, bias, eps) if kind == "layernorm" else rms_norm(x, weight, eps)
-    ones = np.ones((), dtype=norm_dtype)
-    low = x.astype(norm_dtype)
-    normalised = layer_norm(low, ones, np.zeros((), dtype=norm_dtype), eps) if kind == "layernorm" else rms_norm(low, ones, eps)
+    normalised, _ = NORMALIZERS[kind](x.astype(norm_dtype), eps)
     return normalised.astype(x.dtype) * weight + bias
+
+
+NORMALIZERS = {"layernorm": layer_normalize, "rmsnorm": rms_normalize}
 
 
 def gelu(x):
@@ -81,9 +106,14 @@ def squared_relu(x):
 
 
 def silu(x):
-    """x * sigmoid(x), with sigmoid(x) = exp(-log(1 + exp(-x))): no overflow, and no
+    """x * sigmoid(x)."""
+    return x * sigmoid(x)
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)), computed as exp(-log(1 + exp(-x))): no overflow, and no
     cancellation for large negative x (where 1 + tanh(x/2) would lose every digit)."""
-    return x * np.exp(-np.logaddexp(0.0, -x))
+    return np.exp(-np.logaddexp(0.0, -x))
 
 
 ACTIVATIONS = {"gelu": gelu, "relu": relu, "squared_relu": squared_relu}

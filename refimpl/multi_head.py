@@ -34,6 +34,22 @@ def multi_head_attention(
     returns out (..., R, D), and the weights (..., H, R, N) if `return_weights`.
     """
     check_backend(backend)
+    params, queries, context, heads, kv_heads, mask, qk_norm_eps = _checked(
+        params, queries, context, heads, kv_heads, mask, qk_norm_eps, dtype
+    )
+    out, weights = _multi_head_attention(
+        params, "", queries, context, heads=heads, kv_heads=kv_heads, mask=mask, qk_norm_eps=qk_norm_eps,
+        backend=backend, return_weights=return_weights,
+    )
+    return (out, weights) if return_weights else out
+
+
+def _checked(params, queries, context, heads, kv_heads, mask, qk_norm_eps, dtype):
+    """multi_head_attention's arguments checked: params checked against the shapes that
+    queries, context, heads and kv_heads call for and cast to `dtype`, as are queries and
+    context; kv_heads = heads for None; mask boolean with an allowed key in every row,
+    reshaped to at least (R|1, N). Returns (params, queries, context, heads, kv_heads,
+    mask, qk_norm_eps)."""
     dtype = _checks.compute_dtype(dtype)
     heads = _checks.positive_int("heads", heads)
     kv_heads = heads if kv_heads is None else _checks.positive_int("kv_heads", kv_heads)
@@ -64,11 +80,7 @@ def multi_head_attention(
         mask = mask.reshape((1,) * (2 - mask.ndim) + mask.shape)  # at least (R|1, N)
     elif context.shape[-2] == 0:
         raise ValueError("context has N = 0 tokens; every query needs at least one key it may attend to")
-    out, weights = _multi_head_attention(
-        params, "", queries, context, heads=heads, kv_heads=kv_heads, mask=mask, qk_norm_eps=qk_norm_eps,
-        backend=backend, return_weights=return_weights,
-    )
-    return (out, weights) if return_weights else out
+    return params, queries, context, heads, kv_heads, mask, qk_norm_eps
 
 
 def head_dim_from(params, name, heads):

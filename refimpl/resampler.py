@@ -93,18 +93,7 @@ def _resample(params, x, config, mask, backend, return_attention, trace=None):
     """The resampler on checked arguments. With a list `trace`, appends (block, layer, output)
     for every block: ("attention", i, (..., R, D)) and ("feed-forward", i, (..., R, D)), the
     block's output before the residual sum (refimpl.interop.compare reads them)."""
-    *batch, n_frames, n_space, dim = x.shape
-    if config.num_media_embeds is not None:
-        x = x + params["media_embeds"][: x.shape[-4], None, None, :]  # (..., I, T, S, D) + (I, 1, 1, D)
-    if config.num_time_embeds is not None:
-        x = x + params["time_embeds"][:n_frames, None, :]  # (..., T, S, D) + (T, 1, D)
-    media = x.reshape(*batch, n_frames * n_space, dim)  # (..., N, D), frame-major
-    media_mask = None if mask is None else mask.reshape(*batch, n_frames * n_space)  # (..., N)
-    latents = np.broadcast_to(params["latents"], (*batch, config.num_latents, dim))  # (..., R, D)
-    key_mask = media_mask
-    if config.latents_in_kv and media_mask is not None:  # the latents are always real
-        key_mask = np.concatenate([media_mask, np.ones((*batch, config.num_latents), dtype=bool)], axis=-1)
-
+    media, key_mask, latents = _tokens(params, x, config, mask)
     attention_maps = []
     for i in range(config.depth):
         attn_out, weights = _attention_block(params, f"layers.{i}.attn.", media, latents, key_mask, config, backend, return_attention)
@@ -116,6 +105,27 @@ def _resample(params, x, config, mask, backend, return_attention, trace=None):
             trace += [("attention", i, attn_out), ("feed-forward", i, ff_out)]
     latents = norm(params, "norm.", latents, config.norm, config.norm_eps, config.norm_dtype)  # (..., R, D)
     return (latents, attention_maps) if return_attention else latents
+
+
+def _tokens(params, x, config, mask):
+    """The first layer's inputs: the media tokens with their embeddings added, flattened
+    frame-major; the keys' mask; the latents, one copy per batch entry (a view).
+
+    x (..., T, S, D), mask (..., T, S) or None -> media (..., N, D), key_mask (..., N [+ R])
+    or None, latents (..., R, D).
+    """
+    *batch, n_frames, n_space, dim = x.shape
+    if config.num_media_embeds is not None:
+        x = x + params["media_embeds"][: x.shape[-4], None, None, :]  # (..., I, T, S, D) + (I, 1, 1, D)
+    if config.num_time_embeds is not None:
+        x = x + params["time_embeds"][:n_frames, None, :]  # (..., T, S, D) + (T, 1, D)
+    media = x.reshape(*batch, n_frames * n_space, dim)  # (..., N, D), frame-major
+    media_mask = None if mask is None else mask.reshape(*batch, n_frames * n_space)  # (..., N)
+    latents = np.broadcast_to(params["latents"], (*batch, config.num_latents, dim))  # (..., R, D)
+    key_mask = media_mask
+    if config.latents_in_kv and media_mask is not None:  # the latents are always real
+        key_mask = np.concatenate([media_mask, np.ones((*batch, config.num_latents), dtype=bool)], axis=-1)
+    return media, key_mask, latents
 
 
 def _attention_block(params, prefix, media, latents, key_mask, config, backend, return_weights):
