@@ -9,8 +9,10 @@ as an accelerator. Readable first; usable as a numerical oracle for other implem
     (2, 5, 32)
 
 Importing refimpl needs only NumPy: Numba is imported when backend="numba" is asked for.
+The backward pass (gradients for x and every parameter) is in refimpl.grad.
 """
 
+from . import grad
 from .attention import attention, softmax
 from .config import ResamplerConfig
 from .gated_xattn import gated_xattn_dense, gated_xattn_dense_shapes, init_gated_xattn_dense

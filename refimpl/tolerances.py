@@ -45,6 +45,18 @@ TOLERANCES = {
     # a peer's torch module in float32 vs the float64 reference on the same (float32)
     # weights and inputs, small configs (depth 2, D = 12)
     ("float32", "peer module vs float64 reference"): 1e-5,
+    # refimpl.grad's gradients, as directional derivatives along random directions u (one per
+    # input), vs central finite differences in float64 at steps 1e-6 and 5e-7, Richardson-
+    # extrapolated, relative to the size of the terms they sum (scale = sum |gradient * u|):
+    # their truncation (step^4) and rounding (1e-16 / step) errors are about 1e-10 of that
+    # (at most 6e-8 measured); a kink (relu's) is kept out of their reach, and so are norms
+    # over 1 or 2 entries (their output hardly depends on their input, and is too steep)
+    ("float64", "gradient vs central finite differences"): 1e-6,
+    # refimpl.grad's gradients vs torch's autograd through refimpl.torch in float64, each
+    # gradient norm-relative to its own size (or to 1% of the largest, for one that is 0 in
+    # exact arithmetic and rounding noise on both sides): the same math in another order,
+    # through a backward pass that sums over batch entries, tokens and layers
+    ("float64", "gradient vs torch autograd"): 1e-10,
 }
 
 

@@ -10,6 +10,8 @@ Inputs are drawn as a seed plus a few small sizes; the arrays come from
 `np.random.default_rng(seed)`, which keeps the examples small to shrink and cheap to make.
 """
 
+import dataclasses
+
 import numpy as np
 import refimpl
 from hypothesis import strategies as st
@@ -161,3 +163,86 @@ def multi_head_cases(draw, max_keys=9, masked=None):
         masked = draw(st.booleans())
     mask = random_mask(rng, batch + (draw(st.sampled_from([1, r])), n)) if masked else None
     return params, queries, context, dict(heads=heads, kv_heads=kv_heads, mask=mask, qk_norm_eps=qk_norm_eps)
+
+
+# --- gradients (refimpl.grad) ---
+
+GRADIENT_VS_FINITE_DIFFERENCES = ("float64", "gradient vs central finite differences")
+GRADIENT_VS_TORCH = ("float64", "gradient vs torch autograd")
+
+
+@st.composite
+def resampler_variant_cases(draw, *, activations=("gelu", "squared_relu", "relu", "swiglu"), norm_dtypes=(None, "float32"), masked=None):
+    """(config, params, x, mask) as from resampler_cases, with the two switches that
+    resampler_configs leaves at their defaults drawn too: num_media_embeds (then x is
+    (..., I, T, S, D), I <= the table's rows) and norm_dtype (from `norm_dtypes`); the
+    activation from `activations`."""
+    config = draw(resampler_configs(activation=draw(st.sampled_from(activations))))
+    media_embeds = draw(st.sampled_from([None, 1, 2, 3]))
+    config = dataclasses.replace(config, num_media_embeds=media_embeds, norm_dtype=draw(st.sampled_from(norm_dtypes)))
+    batch = batch_shapes() if media_embeds is None else batch_shapes(min_dims=1, max_side=media_embeds)  # (..., I)
+    return draw(resampler_cases(configs=st.just(config), batch=batch, masked=masked))
+
+
+def norms_resolve_their_inputs(config):
+    """False where a norm of `config` hardly depends on its input: a LayerNorm over 1 entry
+    outputs its bias whatever the input, over 2 entries about +-weight + bias, an RMSNorm
+    over 1 entry about +-weight. The gradient through such a norm is 0 or nearly, in any
+    implementation rounding noise amplified by up to 1/sqrt(eps), and so steep near a tie
+    that a finite-difference step of 1e-6 is not small: gradient comparisons leave them out
+    (test_grad_resampler checks the exact zeros of width 1)."""
+    layer_norm_widths = [config.dim] * (config.norm == "layernorm") + [config.dim_head] * config.qk_norm
+    return config.dim >= 2 and min(layer_norm_widths, default=3) >= 3
+
+
+def assert_gradients_close(actual, reference, key=GRADIENT_VS_TORCH, floor=1e-2):
+    """assert_close for every name of two dicts of gradients (the same names), each measured
+    against its own size, or against `floor` times the largest gradient of all where its own
+    is smaller. A gradient that is 0 in exact arithmetic (a key norm's bias: adding one
+    vector to every key shifts each query's scores by a constant, which the softmax ignores;
+    the queries' with a single key) is rounding noise on both sides, the size of the terms
+    that cancel in it, which are as large as the other gradients: only its size can be checked."""
+    assert actual.keys() == reference.keys(), f"names: {sorted(actual)} != {sorted(reference)}"
+    largest = max(np.abs(np.asarray(value)).max(initial=0.0) for value in reference.values())
+    for name in reference:
+        scale = max(np.abs(np.asarray(reference[name])).max(initial=0.0), floor * largest)
+        assert_close(actual[name], reference[name], key, what=f"gradient for {name}", scale=scale)
+
+
+def assert_matches_finite_differences(function, inputs, gradients, dout, seed, step=1e-6):
+    """Check `gradients` (name -> dL/d inputs[name]) of L = sum(dout * function(inputs))
+    against central finite differences, one random direction per input.
+
+    For each name a direction u (standard normal, the input's shape) moves that input
+    alone; the gradient's directional derivative <gradients[name], u> is compared with the
+    central difference D(h) = (L(input + h u) - L(input - h u)) / (2 h), taken at h = step
+    and step / 2 and combined by Richardson extrapolation, (4 D(step / 2) - D(step)) / 3,
+    which cancels D's O(h^2) error term: where a norm's input has a variance near its eps,
+    the curvature is so large that the h^2 term alone reached 5e-5. What remains is the
+    O(h^4) term and the rounding, O(eps * |L| / step), about 1e-10 of the terms at step 1e-6.
+
+    The derivatives of all names form one vector, compared by relative_error under
+    TOLERANCES[GRADIENT_VS_FINITE_DIFFERENCES] with the scale of the terms they sum,
+    max over the names of sum |gradients[name] * u|: a derivative that cancels to near 0
+    by chance (terms of +-0.06 summing to 2e-5) is not measured against its own small size,
+    which the finite difference's rounding error, relative to the terms, would exceed.
+    """
+    rng = np.random.default_rng(seed)
+
+    def loss(changed):
+        return float(np.sum(dout * function(changed)))
+
+    analytic, numeric, terms = [], [], []
+    for name, value in inputs.items():
+        direction = rng.standard_normal(np.shape(value))
+        analytic.append(np.sum(gradients[name] * direction))
+        terms.append(np.sum(np.abs(gradients[name] * direction)))
+
+        def central_difference(h):
+            return (loss({**inputs, name: value + h * direction}) - loss({**inputs, name: value - h * direction})) / (2 * h)
+
+        numeric.append((4 * central_difference(step / 2) - central_difference(step)) / 3)
+    assert_close(
+        np.array(analytic), np.array(numeric), GRADIENT_VS_FINITE_DIFFERENCES, what=f"directional derivatives along {list(inputs)}",
+        scale=max(terms),
+    )

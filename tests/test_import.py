@@ -66,6 +66,16 @@ def test_import_refimpl_imports_neither_torch_nor_numba():
     assert loaded == {"torch": False, "numba": False}
 
 
+def test_import_refimpl_grad_imports_neither_torch_nor_numba():
+    loaded = run_python("""
+        import json, sys
+        import refimpl.grad
+        from refimpl.grad import layers, perceiver_resampler_backward, value_and_grad
+        print(json.dumps({name: name in sys.modules for name in ("torch", "numba")}))
+    """)
+    assert loaded == {"torch": False, "numba": False}
+
+
 def test_refimpl_does_not_import_interop_and_interop_imports_no_torch():
     # users write `from refimpl import interop`; only its to_* functions import torch
     loaded = run_python("""
@@ -87,6 +97,7 @@ def test_the_numpy_backend_never_imports_torch():
         for activation in ("gelu", "squared_relu", "relu", "swiglu"):
             config = refimpl.ResamplerConfig(dim=6, depth=1, heads=2, dim_head=3, num_latents=4, activation=activation)
             refimpl.perceiver_resampler(refimpl.init_resampler(config), np.ones((2, 3, 6)), config)
+            refimpl.grad.perceiver_resampler_backward(refimpl.init_resampler(config), np.ones((2, 3, 6)), config, np.ones((4, 6)))
         print(json.dumps({"torch": "torch" in sys.modules}))
     """)
     assert loaded == {"torch": False}
@@ -131,6 +142,10 @@ def test_without_numba_backend_numba_raises_an_import_error_naming_numba(blocker
         calls = {{
             "attention": lambda: refimpl.attention(q, q, q, backend="numba"),
             "perceiver_resampler": lambda: refimpl.perceiver_resampler(params, x, config, backend="numba"),
+            "grad.attention_backward": lambda: refimpl.grad.attention_backward(q, q, q, q, backend="numba"),
+            "grad.perceiver_resampler_backward": lambda: refimpl.grad.perceiver_resampler_backward(
+                params, x, config, np.ones((2, 5, 7)), backend="numba"
+            ),
         }}
         messages = {{}}
         for name, call in calls.items():
