@@ -31,12 +31,15 @@ latents among the keys (latents_in_kv=True) and normalise before each block and 
 
 `compare(module, x, mask=None)` runs one of these modules (or refimpl.torch's) and refimpl
 on the same input and prints, block by block, how far apart they are (refimpl.interop.compare).
+`compare_grads(module, x, mask=None)` does the same for the gradients, parameter by parameter
+in backward order, against refimpl.grad (refimpl.interop.compare_grads).
 
 `import refimpl` does not import this package (`from refimpl import interop` does), and
 importing it imports no torch: only `to_<peer>` does, to build the tensors.
 """
 
 from .compare import compare
+from .compare_grads import compare_grads
 from .flamingo_pytorch import from_flamingo_pytorch, to_flamingo_pytorch
 from .idefics import from_idefics, to_idefics
 from .idefics2 import from_idefics2, to_idefics2
@@ -44,6 +47,7 @@ from .open_flamingo import from_open_flamingo, to_open_flamingo
 
 __all__ = [
     "compare",
+    "compare_grads",
     "from_flamingo_pytorch",
     "from_idefics",
     "from_idefics2",

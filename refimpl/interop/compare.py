@@ -19,6 +19,7 @@ relative error = max |module - refimpl| / max |refimpl| (refimpl.relative_error)
 block shows as the first row whose error jumps; every later row inherits it.
 """
 
+import functools
 import sys
 from dataclasses import dataclass
 
@@ -38,6 +39,8 @@ class _Adapter:
     mask: np.ndarray | None  # refimpl's mask
     blocks: list  # [(block name, layer, submodule)]
     run: object  # () -> the module's output
+    module_x: object  # the tensor the module runs on (compare_grads differentiates with respect to it)
+    read: object  # a state dict in the module's names and layout -> (config, refimpl's params); gradients too
 
 
 def compare(module, x, *, mask=None, out=sys.stdout):
@@ -107,34 +110,37 @@ def _adapter(module, x, mask):
         tmask = None if mask is None else torch.as_tensor(mask, device=parameter.device)
         blocks = [(name, i, layer[key]) for i, layer in enumerate(module.layers) for name, key in (("attention", "attn"), ("feed-forward", "ff"))]
         mask = None if mask is None else _numpy(mask).astype(bool)
-        return _Adapter(module.config, module.to_refimpl(), x, mask, blocks, lambda: module(tx, tmask))
+        def read(state_dict):
+            return module.config, rt.from_state_dict(state_dict)
+
+        return _Adapter(*read(module.state_dict()), x, mask, blocks, lambda: module(tx, tmask), tx, read)
     if kind.startswith("flamingo_pytorch.") or (type(module).__name__ == "PerceiverResampler" and hasattr(module, "frame_embs")):
         blocks = [(name, i, layer[j]) for i, layer in enumerate(module.layers) for j, name in enumerate(("attention", "feed-forward"))]
         heads, eps = module.layers[0][0].heads, module.norm.eps
         if hasattr(module, "frame_embs"):  # open_flamingo: x (b, T, F, v, D) is refimpl's (B, I, T, S, D)
             from .open_flamingo import from_open_flamingo
 
-            config, params = from_open_flamingo(module.state_dict(), heads=heads, eps=eps)
-            return _Adapter(config, params, x, None, blocks, lambda: module(tx))
+            read = functools.partial(from_open_flamingo, heads=heads, eps=eps)
+            return _Adapter(*read(module.state_dict()), x, None, blocks, lambda: module(tx), tx, read)
         from .flamingo_pytorch import from_flamingo_pytorch
 
-        config, params = from_flamingo_pytorch(module.state_dict(), heads=heads, eps=eps)
+        read = functools.partial(from_flamingo_pytorch, heads=heads, eps=eps)
         ours = x[:, :, None] if x.ndim == 4 else x[:, None, None]  # (b, times, n, D) -> (B, I, T=1, S, D)
-        return _Adapter(config, params, ours, None, blocks, lambda: module(tx))
+        return _Adapter(*read(module.state_dict()), ours, None, blocks, lambda: module(tx), tx, read)
     if type(module).__name__ == "IdeficsPerceiverResampler":
         from .idefics import from_idefics
 
         blocks = [(name, i, block[j]) for i, block in enumerate(module.blocks) for j, name in enumerate(("attention", "feed-forward"))]
-        config, params = from_idefics(module.state_dict(), heads=module.n_heads, eps=module.layer_norm.eps)
-        return _Adapter(config, params, x[:, None], None, blocks, lambda: module(tx))
+        read = functools.partial(from_idefics, heads=module.n_heads, eps=module.layer_norm.eps)
+        return _Adapter(*read(module.state_dict()), x[:, None], None, blocks, lambda: module(tx), tx, read)
     if type(module).__name__ == "Idefics2PerceiverResampler":
         from .idefics2 import from_idefics2
 
         blocks = [(name, i, getattr(layer, key)) for i, layer in enumerate(module.layers) for name, key in (("attention", "self_attn"), ("feed-forward", "mlp"))]
-        config, params = from_idefics2(module.state_dict(), heads=module.config.resampler_n_heads, eps=module.rms_norm_eps)
+        read = functools.partial(from_idefics2, heads=module.config.resampler_n_heads, eps=module.rms_norm_eps)
         attention_mask = torch.ones(tx.shape[:2], dtype=torch.long, device=tx.device) if mask is None else torch.as_tensor(mask, device=tx.device)
         ours_mask = attention_mask.cpu().numpy().astype(bool)[:, None]  # (b, seq) -> (B, T=1, S)
-        return _Adapter(config, params, x[:, None], ours_mask, blocks, lambda: module(tx, attention_mask))
+        return _Adapter(*read(module.state_dict()), x[:, None], ours_mask, blocks, lambda: module(tx, attention_mask), tx, read)
     raise TypeError(
         "compare knows refimpl.torch.PerceiverResampler, flamingo-pytorch's and open_flamingo's PerceiverResampler, "
         f"IdeficsPerceiverResampler and Idefics2PerceiverResampler; got {kind}"
