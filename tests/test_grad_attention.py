@@ -2,7 +2,6 @@
 central finite differences and torch's autograd, with masks, broadcast batch axes,
 grouped-query attention and qk_norm; the Numba backend against NumPy; bad arguments."""
 
-import importlib.util
 
 import numpy as np
 import pytest
@@ -24,11 +23,6 @@ from hypothesis import strategies as st
 import refimpl
 import refimpl.torch as rt
 from refimpl.grad import attention_backward, multi_head_attention_backward, softmax_backward
-
-needs_backward_kernel = pytest.mark.skipif(
-    importlib.util.find_spec("numba") is None or importlib.util.find_spec("refimpl.kernels_backward") is None,
-    reason="backend='numba' needs numba and refimpl.kernels_backward (the Numba backward kernel)",
-)
 
 
 @given(case=attention_cases(), axis=st.sampled_from([-1, -2]), seed=seeds)
@@ -155,7 +149,6 @@ def test_multi_head_attention_backward_matches_torch_autograd(case, seed):
     assert_gradients_close({"queries": dqueries, "context": dcontext} | dparams, theirs)
 
 
-@needs_backward_kernel
 @given(case=attention_cases(), seed=seeds)
 def test_attention_backward_numba_matches_numpy(case, seed):
     # dq = scale * dS k and dk = scale * dS^T q, with dS = P * (dP - sum_j P dP) (NumPy) or
@@ -173,7 +166,6 @@ def test_attention_backward_numba_matches_numpy(case, seed):
         assert_close(ours, reference, FLOAT64, what=f"d{name}", scale=scales[name])
 
 
-@needs_backward_kernel
 @given(case=MULTI_HEAD_CASES, seed=seeds)
 def test_multi_head_attention_backward_numba_matches_numpy(case, seed):
     params, queries, context, options = case

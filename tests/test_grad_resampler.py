@@ -5,7 +5,6 @@ media tokens at all), against central finite differences and torch's autograd th
 refimpl.torch; padding, batch axes and unused embedding rows; bad arguments."""
 
 import dataclasses
-import importlib.util
 
 import numpy as np
 import pytest
@@ -27,11 +26,6 @@ from hypothesis import given
 import refimpl
 import refimpl.torch as rt
 from refimpl.grad import mean_squared_error, perceiver_resampler_backward, value_and_grad
-
-needs_backward_kernel = pytest.mark.skipif(
-    importlib.util.find_spec("numba") is None or importlib.util.find_spec("refimpl.kernels_backward") is None,
-    reason="backend='numba' needs numba and refimpl.kernels_backward (the Numba backward kernel)",
-)
 
 # every variant, without norms over too few entries to resolve their input (see helpers)
 CASES = resampler_variant_cases().filter(lambda case: norms_resolve_their_inputs(case[0]))
@@ -188,7 +182,6 @@ def test_value_and_grad_matches_finite_differences_of_the_loss(case, seed):
     assert_matches_finite_differences(lambda inputs: loss(resampled(inputs))[0], {"x": x} | params, {"x": dx} | dparams, 1.0, seed)
 
 
-@needs_backward_kernel
 @given(case=CASES, seed=seeds)
 def test_resampler_backward_numba_matches_numpy(case, seed):
     config, params, x, mask = case
