@@ -10,7 +10,7 @@ not a multiple of 4.
 import numpy as np
 import pytest
 import refimpl
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from helpers import (
@@ -20,6 +20,7 @@ from helpers import (
     attention_cases,
     batch_shapes,
     multi_head_cases,
+    norms_resolve_their_inputs,
     random_mask,
     resampler_cases,
     resampler_configs,
@@ -219,6 +220,9 @@ def test_numba_resampler_attention_maps_equal_numpy(case):
 @given(case=resampler_cases())
 def test_numba_resampler_in_float32_equals_numpy_in_float32(case):
     config, params, x, mask = case
+    # a LayerNorm over 1 or 2 entries amplifies rounding by up to 1/sqrt(eps) near a tie, so two
+    # float32 orders of summation can differ by more than the bound there (found: D = 2, 1.05e-5)
+    assume(norms_resolve_their_inputs(config))
     expected, actual = both_backends(refimpl.perceiver_resampler, params, x, config, mask=mask, dtype=np.float32)
     assert_close(actual, expected, FLOAT32_BACKENDS)
 
