@@ -18,7 +18,7 @@ from .config import ResamplerConfig
 from .gated_xattn import gated_xattn_dense, gated_xattn_dense_shapes, init_gated_xattn_dense
 from .multi_head import multi_head_attention
 from .params import init_resampler, param_shapes
-from .resampler import perceiver_resampler
+from .resampler import interpolate_time_embeds, perceiver_resampler
 from .tolerances import TOLERANCES, relative_error
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "gated_xattn_dense_shapes",
     "init_gated_xattn_dense",
     "init_resampler",
+    "interpolate_time_embeds",
     "multi_head_attention",
     "param_shapes",
     "perceiver_resampler",

@@ -1,10 +1,13 @@
-"""Command line: `python -m refimpl selfcheck`.
+"""Command line: `python -m refimpl selfcheck` and `python -m refimpl demo --out FILE.png`.
 
 selfcheck: is this installation working? It prints the versions, which backends exist
 (NumPy, Numba, torch on the CPU, CUDA and its device), and how closely each agrees with
 the float64 NumPy reference on one random resampler; it exits with status 1 if any
 backend is further off than refimpl.TOLERANCES allows. Students run it at the start of
 a class to confirm their set-up.
+
+demo: the trained tiny model on a generated scene (or --image PATH, any size): the token
+shapes, its answers, and a figure of what each latent attends to (refimpl.demo).
 """
 
 import argparse
@@ -101,10 +104,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m refimpl", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("selfcheck", help="check every installed backend against the float64 reference")
+    demo = commands.add_parser("demo", help="run the shipped tiny model and draw what each latent attends to")
+    demo.add_argument("--image", help="an image file of any size (default: a generated scene)")
+    demo.add_argument("--seed", type=int, default=0, help="the generated scene's seed (default 0)")
+    demo.add_argument("--out", required=True, help="where to write the figure, e.g. latents.png")
     args = parser.parse_args(argv)
     if args.command == "selfcheck":
         return selfcheck()
-    return 2
+    from .demo import demo as run_demo
+
+    try:
+        run_demo(args.out, args.image, args.seed)
+    except ValueError as error:
+        parser.error(str(error))
+    return 0
 
 
 if __name__ == "__main__":

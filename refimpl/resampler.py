@@ -166,3 +166,27 @@ def _check_every_item_has_tokens(x, mask):
                 f"mask marks no real token in {int(empty.sum())} batch item(s) (the first at index {first}) "
                 "and config.latents_in_kv is False: the latents would have nothing to attend to"
             )
+
+
+def interpolate_time_embeds(time_embeds, frames):
+    """A time-embedding table stretched to `frames` rows by linear interpolation.
+
+    Flamingo's video models train on 8 frames and, at inference, take 30 (3 frames a second)
+    by linearly interpolating the learned time embeddings of the resampler (the Flamingo
+    paper's appendix on video inputs, paraphrased). The first and last rows are kept and row
+    j of the result is read at position j * (Tmax - 1) / (frames - 1) of the old table, so the
+    clip's start and end keep their embeddings and the frames between spread evenly.
+
+    time_embeds: (Tmax, D), Tmax >= 2. frames: the new number of rows, >= 2 (fewer rows than
+    Tmax shrink the table the same way). Returns (frames, D) float64.
+    """
+    time_embeds = _checks.float_array("time_embeds", time_embeds, np.float64)
+    frames = _checks.positive_int("frames", frames)
+    if time_embeds.ndim != 2 or len(time_embeds) < 2:
+        raise ValueError(f"time_embeds must have shape (Tmax, D) with Tmax >= 2; got {time_embeds.shape}")
+    if frames < 2:
+        raise ValueError(f"frames must be at least 2 (a first and a last frame); got {frames}")
+    where = np.linspace(0, len(time_embeds) - 1, frames)  # (frames,) positions in the old table
+    below = np.minimum(np.floor(where).astype(int), len(time_embeds) - 2)
+    above = where - below  # (frames,) in [0, 1]: the share of the next row
+    return time_embeds[below] * (1 - above[:, None]) + time_embeds[below + 1] * above[:, None]  # (frames, D)

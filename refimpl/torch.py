@@ -322,6 +322,15 @@ class GatedXAttnDense(nn.Module):
         return from_state_dict(self.state_dict())
 
 
+def interpolate_time_embeds(time_embeds, frames):
+    """refimpl.interpolate_time_embeds in torch: time_embeds (Tmax, D) -> (frames, D), linearly
+    interpolated with the first and last rows kept (differentiable)."""
+    if time_embeds.ndim != 2 or len(time_embeds) < 2 or frames < 2:
+        raise ValueError(f"time_embeds must be (Tmax, D) with Tmax >= 2 and frames >= 2; got {tuple(time_embeds.shape)}, {frames}")
+    stretched = F.interpolate(time_embeds.T[None], size=frames, mode="linear", align_corners=True)  # (1, D, frames)
+    return stretched[0].T
+
+
 PROJECTIONS = ("wq", "wk", "wv", "wo", "w_in", "w_out", "w_gate", "w_up", "w_down")
 
 

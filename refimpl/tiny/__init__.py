@@ -1,0 +1,1 @@
+"""The tiny model of the course: refimpl.tiny.model (NumPy), refimpl.tiny.torch (PyTorch)."""
