@@ -60,13 +60,16 @@ class TinyModel(nn.Module):
 
     forward(images, return_attention=False) -> logits (B, Q) [, per-layer attention
     weights (B, H, R, T*S + R), grid (h, w)].
+
+    pooler: another module in the resampler's place, taking tokens (B, T, S, D) to R tokens
+    (B, R, D) (notebook 8's ablation); return_attention needs the resampler.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, pooler=None):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
-        self.resampler = PerceiverResampler(config.resampler)
+        self.resampler = PerceiverResampler(config.resampler) if pooler is None else pooler
         self.head = Head(config.num_latents * config.dim, config.outputs)
 
     def forward(self, images, return_attention=False):
