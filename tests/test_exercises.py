@@ -8,7 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-MODULES = ["attention", "cross_attention", "online_softmax", "resampler", "torch_module"]  # notebooks 1-5
+MODULES = [  # notebooks 1-10
+    "attention",
+    "cross_attention",
+    "online_softmax",
+    "resampler",
+    "torch_module",
+    "training",
+    "latents",
+    "ablation",
+    "gated_xattn",
+    "gradients",
+]
 
 
 def exercises():

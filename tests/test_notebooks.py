@@ -11,7 +11,19 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ["00_overview", "01_attention", "02_cross_attention", "03_numba", "04_resampler", "05_pytorch"]
+NOTEBOOKS = [
+    "00_overview",
+    "01_attention",
+    "02_cross_attention",
+    "03_numba",
+    "04_resampler",
+    "05_pytorch",
+    "06_training",
+    "07_latents",
+    "08_ablation",
+    "09_gated_xattn",
+    "10_gradients",
+]
 
 
 def _sync_tool():
