@@ -39,8 +39,6 @@ def demo(out, image_path=None, seed=0, log=print):
     import matplotlib
 
     matplotlib.use("Agg")  # a file, never a window
-    from . import viz
-
     config, params = load_pretrained()
     if image_path is None:
         image = make_scenes(1, 96, 128, seed=seed).images[0]
@@ -59,10 +57,29 @@ def demo(out, image_path=None, seed=0, log=print):
     log(f"answers: {', '.join(answers) if answers else 'no coloured shape in any quadrant'}")
 
     weights = maps[-1][0].mean(axis=0)  # last layer, batch item 0, mean over heads: (R, S + R)
-    figure = viz.latent_maps(
-        weights, grid, image, suptitle=f"What each of the {config.num_latents} latents attends to (last layer, mean over heads)"
-    )
+    figure = _figure(image, weights, grid, answers, source)
     out = Path(out)
-    figure.savefig(out, dpi=110)
+    figure.savefig(out, dpi=110, bbox_inches="tight")
     log(f"figure:  {out}")
     return out
+
+
+def _figure(image, weights, grid, answers, source):
+    """The image and its answers on the left; each latent's attention (R, S + R) on the right."""
+    import matplotlib.pyplot as plt
+
+    from . import viz
+
+    cols = 8
+    rows = -(-len(weights) // cols)
+    figure = plt.figure(figsize=(2.0 * cols + 4.5, 2.0 * rows + 0.6), layout="constrained")
+    left, right = figure.subfigures(1, 2, width_ratios=(4.5, 2.0 * cols))
+    ax = left.subplots()
+    ax.imshow(image)
+    ax.set_title(source, fontsize=9)
+    ax.set_xlabel("the model answers: " + ("\n".join(answers) if answers else "nothing"), fontsize=9)
+    ax.set_xticks([]), ax.set_yticks([])
+    for latent, panel in enumerate(right.subplots(rows, cols).flat):
+        viz.attention_map(weights[latent], grid, image, ax=panel, title=f"latent {latent}")
+    right.suptitle(f"What each of the {len(weights)} latents attends to (last layer, mean over heads)")
+    return figure

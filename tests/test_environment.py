@@ -29,6 +29,7 @@ TORCH_PIN = "==2.13.0"  # the CPU wheel on disk; anything looser pulls a CUDA bu
 
 QUICK_START_HEADING = "## Quick start"
 SETUP_PREFIX = "python -m pip install "
+DEMO_COMMAND = "python -m refimpl demo --out latents.png"
 JUPYTER_COMMAND = "jupyter lab notebooks/"
 TEST_COMMAND = "python -m pytest"
 
@@ -225,15 +226,16 @@ def test_torch_is_pinned_exactly_in_constraints(constraint_lines):
 # ---------------------------------------------------------------- README.md and .ci/run
 
 
-def test_readme_quick_start_is_setup_jupyter_and_pytest(readme_commands):
-    assert len(readme_commands) == 3, (
-        f"README.md's quick-start block must have exactly 3 lines (set-up, {JUPYTER_COMMAND!r}, "
-        f"{TEST_COMMAND!r}); found {len(readme_commands)}: {readme_commands}"
+def test_readme_quick_start_is_setup_demo_jupyter_and_pytest(readme_commands):
+    assert len(readme_commands) == 4, (
+        f"README.md's quick-start block must have exactly 4 lines (set-up, {DEMO_COMMAND!r}, "
+        f"{JUPYTER_COMMAND!r}, {TEST_COMMAND!r}); found {len(readme_commands)}: {readme_commands}"
     )
-    setup, jupyter, test = readme_commands
+    setup, demo, jupyter, test = readme_commands
     assert setup.startswith(SETUP_PREFIX), f"quick-start line 1 must start with {SETUP_PREFIX!r}; got {setup!r}"
-    assert jupyter == JUPYTER_COMMAND, f"quick-start line 2 must be {JUPYTER_COMMAND!r}; got {jupyter!r}"
-    assert test == TEST_COMMAND, f"quick-start line 3 must be {TEST_COMMAND!r}; got {test!r}"
+    assert demo == DEMO_COMMAND, f"quick-start line 2 must be {DEMO_COMMAND!r}; got {demo!r}"
+    assert jupyter == JUPYTER_COMMAND, f"quick-start line 3 must be {JUPYTER_COMMAND!r}; got {jupyter!r}"
+    assert test == TEST_COMMAND, f"quick-start line 4 must be {TEST_COMMAND!r}; got {test!r}"
 
 
 def test_readme_setup_command_uses_constraints(readme_commands):
