@@ -229,17 +229,16 @@ def attention(q, k, v, mask, scale):
 
 
 def _flat_batch(array, batch, core_ndim=2):
-    """`array` (..., *core) broadcast to batch + core and flattened to a contiguous (B, *core) array.
-
-    Contiguous (B, ., .) arrays give one compiled version of a kernel per dtype, not one per
-    layout; core is the last `core_ndim` axes (2 for matrices, 1 for per-row statistics).
-    """
+    """`array` (..., *core) broadcast to batch + core and flattened to a (B, *core) kernel array;
+    core is the last `core_ndim` axes (2 for matrices, 1 for per-row statistics)."""
     core = array.shape[array.ndim - core_ndim :]
-    return np.ascontiguousarray(np.broadcast_to(array, batch + core).reshape((math.prod(batch),) + core))
+    if array.shape != batch + core:
+        array = np.broadcast_to(array, batch + core)
+    return _kernel_array(array.reshape((math.prod(batch),) + core))
 
 
 def _flat_mask(mask, batch, n_queries, n_keys):
-    """The mask as a contiguous (1|B, 1|M, N) array; (1, 1, 0) for no mask.
+    """The mask as a (1|B, 1|M, N) kernel array; (1, 1, 0) for no mask.
 
     A mask that does not vary along an axis keeps that axis at size 1, so a key-padding
     mask (..., 1, N) costs B*N bytes, never B*M*N.
@@ -250,7 +249,20 @@ def _flat_mask(mask, batch, n_queries, n_keys):
     flat = np.broadcast_to(mask, batch + (rows, n_keys))  # (..., 1|M, N), a view
     if not any(size > 1 for size in mask.shape[:-2]):  # the same for every batch entry
         flat = flat[(0,) * len(batch)][None] if math.prod(batch) else flat.reshape(0, rows, n_keys)
-    return np.ascontiguousarray(flat.reshape(-1, rows, n_keys))
+    return _kernel_array(flat.reshape(-1, rows, n_keys))
+
+
+def _kernel_array(array):
+    """`array` as the kernels take every array: C-contiguous and writable (copied if not).
+
+    Numba compiles a kernel once per combination of its arguments' types, and an array's
+    type includes its layout and whether it is read-only (as np.broadcast_to's views are).
+    Passing only contiguous, writable arrays keeps that to one compiled version per dtype,
+    instead of one for every mix of flags, each taking seconds to compile.
+    """
+    if array.flags.c_contiguous and array.flags.writeable:
+        return array
+    return np.array(array, order="C")
 
 
 def weights_from_stats(q, k, mask, scale, row_max, row_sum):
