@@ -140,13 +140,19 @@ def positions(grid, frequencies):
     return np.concatenate(features, axis=-1)  # (S, 4 * frequencies)
 
 
-def encode(params, images, config):
-    """images (B, [T,] height, width, 3) -> tokens (B, T, S, D) and the patch grid (h, w)."""
+def encoder_inputs(images, config):
+    """images (B, [T,] height, width, 3) -> the encoder's inputs (B, T, S, P + 4 * frequencies),
+    each patch's pixels then its position features, and the patch grid (h, w)."""
     pixels, grid = patchify(images, config.patch)  # (B, [T,] S, P)
     if config.frames is None:
         pixels = pixels[:, None]  # (B, 1, S, P): an image is a clip of one frame
     pos = np.broadcast_to(positions(grid, config.frequencies), (*pixels.shape[:-1], 4 * config.frequencies))
-    inputs = np.concatenate([pixels, pos], axis=-1)  # (B, T, S, P + 4 * frequencies)
+    return np.concatenate([pixels, pos], axis=-1), grid
+
+
+def encode(params, images, config):
+    """images (B, [T,] height, width, 3) -> tokens (B, T, S, D) and the patch grid (h, w)."""
+    inputs, grid = encoder_inputs(images, config)  # (B, T, S, P + 4 * frequencies)
     hidden = gelu(inputs @ params["encoder.w_in"] + params["encoder.b_in"])  # (B, T, S, D)
     return hidden @ params["encoder.w_out"] + params["encoder.b_out"], grid
 
@@ -159,11 +165,7 @@ def tiny_model(params, images, config, *, return_attention=False):
     interpolate_time_embeds). With `return_attention`, also the resampler's attention
     weights, one (B, H, R, T*S + R) array per layer, and the patch grid (h, w).
     """
-    images = _checks.float_array("images", images, np.float64)
-    ndim = 4 if config.frames is None else 5
-    if images.ndim != ndim:
-        layout = "(B, height, width, 3)" if config.frames is None else "(B, T, height, width, 3) (config.frames is set)"
-        raise ValueError(f"images must have shape {layout}; got {images.shape}")
+    images = checked_images(images, config)
     params = check_params(params, tiny_param_shapes(config), np.float64, f"the tiny model {config}")
     tokens, grid = encode(params, images, config)  # (B, T, S, D)
     latents = perceiver_resampler(resampler_params(params), tokens, config.resampler, return_attention=return_attention)
@@ -171,6 +173,16 @@ def tiny_model(params, images, config, *, return_attention=False):
         latents, maps = latents
     logits = latents.reshape(len(latents), -1) @ params["head.w_out"] + params["head.b_out"]  # (B, Q)
     return (logits, maps, grid) if return_attention else logits
+
+
+def checked_images(images, config):
+    """images as float64, checked to be (B, height, width, 3), or (B, T, height, width, 3) with
+    config.frames set (the sides are checked by patchify)."""
+    images = _checks.float_array("images", images, np.float64)
+    if images.ndim != (4 if config.frames is None else 5):
+        layout = "(B, height, width, 3)" if config.frames is None else "(B, T, height, width, 3) (config.frames is set)"
+        raise ValueError(f"images must have shape {layout}; got {images.shape}")
+    return images
 
 
 def resampler_params(params):
