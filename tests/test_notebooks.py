@@ -117,3 +117,16 @@ def test_notebook_has_exercises_each_followed_by_its_check(name):
         function = re.search(r"def (\w+)\(", cells[i].source).group(1)
         following = "\n".join(cell.source for cell in cells[i + 1 : i + 3])
         assert re.search(rf"ex\.check_\w+\({function}\)", following), f"exercise {function} has no check cell after it"
+
+
+def test_readme_ablation_table_is_notebook_8s():
+    """The README quotes notebook 8's ablation table as the notebook last computed it."""
+    table_cells = [
+        "".join(output["data"]["text/markdown"]).strip()
+        for cell in code_cells(read("08_ablation"))
+        for output in cell.get("outputs", [])
+        if "text/markdown" in output.get("data", {}) and "Flamingo-3B, as reported" in "".join(output["data"]["text/markdown"])
+    ]
+    assert len(table_cells) == 1, f"notebook 8 shows {len(table_cells)} ablation tables"
+    readme = (ROOT / "README.md").read_text()
+    assert table_cells[0] in readme, "README.md's ablation table differs from notebook 8's output: copy it over"
