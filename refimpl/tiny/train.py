@@ -82,6 +82,7 @@ def predict(model, images, batch_size=256):
     """model's yes/no answers (B, Q) bool for images (a NumPy array), logit > 0 = yes."""
     model.eval()
     dtype = next(model.parameters()).dtype
+    images = np.ascontiguousarray(images)  # torch takes no negative strides (a clip reversed with [:, ::-1])
     answers = [model(torch.as_tensor(images[i : i + batch_size], dtype=dtype)) > 0 for i in range(0, len(images), batch_size)]
     return torch.cat(answers).numpy()
 
