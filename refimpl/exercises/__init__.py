@@ -37,11 +37,29 @@ def check(name, student, solution, test):
     print(f"{name}: correct, {verdict}")
 
 
-def agree(what, actual, expected, bound, scale=None):
-    """Assert relative_error(actual, expected, scale) <= bound with a message naming `what`; return the error."""
+def agree(what, actual, expected, bound, scale=None, hint=None):
+    """Assert relative_error(actual, expected, scale) <= bound with a message naming `what`
+    (and ending with `hint`, a pointer for the student, if given); return the error."""
     actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}"
-    assert np.isfinite(actual).all(), f"{what}: contains NaN or inf"
+    tail = f". {hint}" if hint else ""
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape}, expected {expected.shape}{tail}"
+    assert np.isfinite(actual).all(), f"{what}: contains NaN or inf{tail}"
     error = relative_error(actual, expected, scale)
-    assert error <= bound, f"{what}: relative error {error:.2g} > {bound:g}"
+    assert error <= bound, f"{what}: relative error {error:.2g} > {bound:g}{tail}"
     return error
+
+
+def call(what, hint, fn, *args, **kwargs):
+    """A student's fn(*args, **kwargs), on copies of the array arguments (so an answer that
+    writes into its inputs cannot spoil the reference), with floating-point warnings silenced
+    (a naive answer's overflow or log(0) shows in the comparison instead). An exception other
+    than the stub's NotImplementedError becomes an AssertionError naming the case, with `hint`."""
+    args = [np.array(a) if isinstance(a, np.ndarray) else a for a in args]
+    kwargs = {key: np.array(a) if isinstance(a, np.ndarray) else a for key, a in kwargs.items()}
+    try:
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+    except NotImplementedError:
+        raise
+    except Exception as exc:
+        raise AssertionError(f"case '{what}': raised {type(exc).__name__}: {exc}. {hint}") from exc

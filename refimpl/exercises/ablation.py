@@ -28,7 +28,7 @@ from ..tiny.poolers import make_pooler
 from ..tiny.torch import TinyModel
 from ..tolerances import TOLERANCES
 from ..torch import FeedForward, PerceiverResampler
-from . import agree, check
+from . import agree, call, check
 
 BOUND = TOLERANCES["float64", "torch vs numpy"]  # float64 means summed in another order: 1e-12
 
@@ -87,16 +87,6 @@ def check_width_for_budget(fn):
     return check("width_for_budget", fn, width_for_budget, _test_width_for_budget)
 
 
-def _call(what, hint, fn, *args):
-    """fn(*args); an error other than the stub's names the case."""
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        raise AssertionError(f"case '{what}': raised {type(exc).__name__}: {exc}. {hint}") from exc
-
-
 def _as_int(what, value, hint):
     value = value.item() if isinstance(value, torch.Tensor | np.ndarray) else value
     assert float(value) == int(value), f"case '{what}': expected a whole number; got {value!r}. {hint}"
@@ -125,7 +115,7 @@ def _test_count_parameters(fn):
     }
     hint = "sum p.numel() over module.parameters(): it counts a shared parameter once and leaves out buffers (state_dict() has both)"
     for what, (module, expected) in cases.items():
-        got = _as_int(what, _call(what, hint, fn, module), hint)
+        got = _as_int(what, call(what, hint, fn, module), hint)
         assert got == expected, f"case '{what}': counted {got}, expected {expected}. {hint}"
     return f"{len(cases)} cases, every count exact (the tiny model's resampler: {resampler:,})"
 
@@ -153,11 +143,8 @@ def _test_pooling_matrix(fn):
     )
     errors = []
     for what, (grid, cells) in cases.items():
-        got = np.asarray(_call(what, hint, fn, grid, cells), dtype=np.float64)
-        try:
-            errors.append(agree(f"case '{what}'", got, _reference_pooling(grid, cells), BOUND))
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}. {hint}") from None
+        got = np.asarray(call(what, hint, fn, grid, cells), dtype=np.float64)
+        errors.append(agree(f"case '{what}'", got, _reference_pooling(grid, cells), BOUND, hint=hint))
     return f"{len(cases)} cases, max error {max(errors):.0e} <= {BOUND:g}"
 
 
@@ -178,7 +165,7 @@ def _test_width_for_budget(fn):
     hint = "count at two widths: count(F) = a + b F; solve a + b F = budget for F and round to the nearest whole F >= 1"
     found = []
     for what, (make, budget) in cases.items():
-        width = _as_int(what, _call(what, hint, fn, make, budget), hint)
+        width = _as_int(what, call(what, hint, fn, make, budget), hint)
         assert width >= 1, f"case '{what}': F = {width}; a width is at least 1. {hint}"
         miss = {f: abs(sum(p.numel() for p in make(f).parameters()) - budget) for f in (width - 1, width, width + 1) if f >= 1}
         closer = [f for f in miss if miss[f] < miss[width]]

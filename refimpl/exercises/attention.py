@@ -14,7 +14,7 @@ import numpy as np
 from ..attention import attention as reference_attention
 from ..attention import softmax as reference_softmax
 from ..tolerances import TOLERANCES
-from . import agree, check
+from . import agree, call, check
 
 # the same float64 math as refimpl in another order: the bound of the Numba kernel against
 # the NumPy path (about 1e-16 is typical; a 10% mistake is 1e11 times larger)
@@ -74,27 +74,6 @@ def check_attention(fn):
     return check("attention", fn, attention, _test_attention)
 
 
-def _call(what, hint, fn, *args, **kwargs):
-    """fn(*args, **kwargs) on copies of the arrays; an error other than the stub's names the case."""
-    args = [np.array(a) if isinstance(a, np.ndarray) else a for a in args]
-    kwargs = {key: np.array(a) if isinstance(a, np.ndarray) else a for key, a in kwargs.items()}
-    try:
-        with np.errstate(all="ignore"):  # a naive exp overflows here: the comparison reports it
-            return fn(*args, **kwargs)
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        raise AssertionError(f"case '{what}': raised {type(exc).__name__}: {exc}. {hint}") from exc
-
-
-def _agree(what, actual, expected, hint, scale=None):
-    """agree(...) with a hint for the student appended to the message of a failure."""
-    try:
-        return agree(what, actual, expected, BOUND, scale)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}. {hint}") from None
-
-
 def _rows_allowed(rng, shape, p=0.6):
     """A random boolean mask of `shape` with at least one True in every row (last axis)."""
     mask = rng.random(shape) < p
@@ -115,7 +94,7 @@ def _test_stable_softmax(fn):
         "softmax runs over the last axis (keepdims=True keeps the row axis for broadcasting), "
         "and exp(1000) is inf, exp(-1000) is 0: subtract each row's max before exp"
     )
-    errors = [_agree(f"case '{what}'", _call(what, hint, fn, s), reference_softmax(s), hint) for what, s in cases.items()]
+    errors = [agree(f"case '{what}'", call(what, hint, fn, s), reference_softmax(s), BOUND, hint=hint) for what, s in cases.items()]
     return f"{len(cases)} cases, max error {max(errors):.0e} <= {BOUND:g}"
 
 
@@ -140,9 +119,9 @@ def _test_masked_softmax(fn):
     )
     errors = []
     for what, (scores, mask) in cases.items():
-        actual = _call(what, hint, fn, scores, mask)
+        actual = call(what, hint, fn, scores, mask)
         expected = reference_softmax(scores, mask=mask)
-        errors.append(_agree(f"case '{what}'", actual, expected, hint))
+        errors.append(agree(f"case '{what}'", actual, expected, BOUND, hint=hint))
         masked = np.abs(np.asarray(actual)[~np.broadcast_to(mask, expected.shape)])
         assert not masked.any(), f"case '{what}': masked weights must be exactly 0; got up to {masked.max():.1e}. {hint}"
     return f"{len(cases)} cases, max error {max(errors):.0e} <= {BOUND:g}, masked weights exactly 0"
@@ -179,8 +158,8 @@ def _test_attention(fn):
     )
     errors = []
     for what, (q, k, v, mask) in cases.items():
-        actual = _call(what, hint, fn, q, k, v) if mask is None else _call(what, hint, fn, q, k, v, mask)
+        actual = call(what, hint, fn, q, k, v) if mask is None else call(what, hint, fn, q, k, v, mask)
         expected = reference_attention(q, k, v, mask=mask)
         # each output row is a weighted mean of the rows of v: measure the error against max |v|
-        errors.append(_agree(f"case '{what}'", actual, expected, hint, scale=np.abs(v).max()))
+        errors.append(agree(f"case '{what}'", actual, expected, BOUND, hint=hint, scale=np.abs(v).max()))
     return f"{len(cases)} cases, max error {max(errors):.0e} <= {BOUND:g} (relative to max |v|)"

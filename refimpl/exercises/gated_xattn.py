@@ -19,7 +19,7 @@ import torch
 
 from ..gated_xattn import gated_xattn_dense, init_gated_xattn_dense
 from ..tolerances import TOLERANCES
-from . import agree, check
+from . import agree, call, check
 
 # the same float64 math in another order (a token alone vs in its sequence): rounding only,
 # about 1e-16; a 10% mistake is 1e11 times larger
@@ -75,25 +75,6 @@ def check_attn_gate_gradient(fn):
     return check("attn_gate_gradient", fn, attn_gate_gradient, _test_attn_gate_gradient)
 
 
-def _call(what, hint, fn, *args):
-    """fn(*args) on copies of the arrays; an error other than the stub's names the case."""
-    args = [np.array(a) if isinstance(a, np.ndarray) else a for a in args]
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        raise AssertionError(f"case '{what}': raised {type(exc).__name__}: {exc}. {hint}") from exc
-
-
-def _agree(what, actual, expected, bound, hint, scale=None):
-    """agree(...) with a hint for the student appended to the message of a failure."""
-    try:
-        return agree(what, actual, expected, bound, scale)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}. {hint}") from None
-
-
 def _mask_by_the_rule(is_image, num_images, R):
     """The rule, token by token: the mask (..., L, num_images * R) media_mask must return."""
     is_image = np.asarray(is_image, dtype=bool)
@@ -132,9 +113,9 @@ def _test_media_mask(fn):
     rng = np.random.default_rng(9)
     errors = []
     for what, (is_image, num_images, R) in cases.items():
-        actual = _call(what, hint, fn, is_image, num_images, R)
+        actual = call(what, hint, fn, is_image, num_images, R)
         expected = _mask_by_the_rule(is_image, num_images, R)
-        errors.append(_agree(f"case '{what}'", actual, expected, 0.0, hint))
+        errors.append(agree(f"case '{what}'", actual, expected, 0.0, hint=hint))
         assert np.asarray(actual).dtype == bool, f"case '{what}': the mask must be a bool array; got {np.asarray(actual).dtype}. {hint}"
     # and through refimpl: with the mask, each text token's output is the block run on that
     # token with its own image alone (text before any image: the block without attention)
@@ -144,7 +125,7 @@ def _test_media_mask(fn):
     blind = params | {"attn_gate": np.array(0.0)}  # no attention: what a token that sees no image gets
     hidden = rng.standard_normal((*is_image.shape, dt))  # (B, L, Dt)
     visual = rng.standard_normal((len(is_image), num_images * R, dv))  # (B, Nv, Dv)
-    mask = np.asarray(_call("through refimpl", hint, fn, is_image, num_images, R))
+    mask = np.asarray(call("through refimpl", hint, fn, is_image, num_images, R))
     out = gated_xattn_dense(params, hidden, visual, heads=heads, mask=mask)  # (B, L, Dt)
     image_of_text = np.cumsum(is_image, axis=-1) - 1
     for b, l in np.ndindex(is_image.shape):
@@ -154,7 +135,7 @@ def _test_media_mask(fn):
             if i >= 0
             else gated_xattn_dense(blind, hidden[b, l : l + 1], visual[b], heads=heads)
         )
-        errors.append(_agree(f"refimpl.gated_xattn_dense with your mask, sequence {b}, token {l}", out[b, l : l + 1], alone, BOUND, hint))
+        errors.append(agree(f"refimpl.gated_xattn_dense with your mask, sequence {b}, token {l}", out[b, l : l + 1], alone, BOUND, hint=hint))
     return f"{len(cases)} masks exact; through refimpl.gated_xattn_dense, {is_image.size} tokens each as if alone with its image, max error {max(errors):.0e} <= {BOUND:g}"
 
 
@@ -198,9 +179,9 @@ def _test_attn_gate_gradient(fn):
         hidden, visual = rng.standard_normal(hidden_shape), rng.standard_normal(visual_shape)
         upstream = rng.standard_normal(hidden_shape)  # dL/dy
         attended, d_alpha, d_attended = _block_gradients(alpha, upstream, hidden, visual, heads=3, seed=seed)
-        actual = _call(what, hint, fn, upstream, attended, alpha)
+        actual = call(what, hint, fn, upstream, attended, alpha)
         assert isinstance(actual, tuple) and len(actual) == 2, f"case '{what}': return a tuple (d_alpha, d_attended). {hint}"
-        errors.append(_agree(f"case '{what}': dL/dalpha", actual[0], d_alpha, GRAD_BOUND, hint))
+        errors.append(agree(f"case '{what}': dL/dalpha", actual[0], d_alpha, GRAD_BOUND, hint=hint))
         scale = np.abs(upstream).max()  # at alpha = 0 the expected gradient is exactly 0
-        errors.append(_agree(f"case '{what}': dL/dattended", actual[1], d_attended, GRAD_BOUND, hint, scale=scale))
+        errors.append(agree(f"case '{what}': dL/dattended", actual[1], d_attended, GRAD_BOUND, hint=hint, scale=scale))
     return f"{len(cases)} cases against autograd through refimpl.torch.GatedXAttnDense, max error {max(errors):.0e} <= {GRAD_BOUND:g}"

@@ -16,7 +16,7 @@ from ..attention import softmax
 from ..grad import attention_backward as reference_attention_backward
 from ..grad import softmax_backward as reference_softmax_backward
 from ..tolerances import TOLERANCES
-from . import agree, check
+from . import agree, call, check
 
 # the same float64 math as refimpl.grad (or torch) in another order, as for torch's autograd
 # against refimpl.grad (about 1e-15 is typical here; a 10% mistake is 1e9 times larger)
@@ -87,27 +87,6 @@ def check_bce_with_logits(fn):
     return check("bce_with_logits", fn, bce_with_logits, _test_bce_with_logits)
 
 
-def _call(what, hint, fn, *args, **kwargs):
-    """fn(*args, **kwargs) on copies of the arrays; an error other than the stub's names the case."""
-    args = [np.array(a) if isinstance(a, np.ndarray) else a for a in args]
-    kwargs = {key: np.array(a) if isinstance(a, np.ndarray) else a for key, a in kwargs.items()}
-    try:
-        with np.errstate(all="ignore"):  # a naive log(sigmoid) gives -inf: the comparison reports it
-            return fn(*args, **kwargs)
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        raise AssertionError(f"case '{what}': raised {type(exc).__name__}: {exc}. {hint}") from exc
-
-
-def _agree(what, actual, expected, hint):
-    """agree(...) under BOUND, with a hint for the student appended to the message of a failure."""
-    try:
-        return agree(what, actual, expected, BOUND)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}. {hint}") from None
-
-
 def _unpack(what, result, count, hint):
     if not isinstance(result, tuple | list) or len(result) != count:
         raise AssertionError(f"case '{what}': expected a tuple of {count}; got {type(result).__name__}. {hint}")
@@ -132,8 +111,8 @@ def _test_softmax_backward(fn):
     for what, (scores, mask) in cases.items():
         p = softmax(scores, mask=mask)  # (..., N)
         dp = rng.standard_normal(p.shape)  # (..., N)
-        actual = _call(what, hint, fn, p, dp)
-        errors.append(_agree(f"case '{what}'", actual, reference_softmax_backward(p, dp), hint))
+        actual = call(what, hint, fn, p, dp)
+        errors.append(agree(f"case '{what}'", actual, reference_softmax_backward(p, dp), BOUND, hint=hint))
         if mask is not None:
             masked = np.abs(np.asarray(actual)[~mask])
             assert not masked.any(), f"case '{what}': masked scores must get exactly 0; got up to {masked.max():.1e}. {hint}"
@@ -162,10 +141,10 @@ def _test_attention_backward(fn):
     errors = []
     for what, (q, k, v, dout, scale, mask) in cases.items():
         args = (q, k, v, dout, scale) if mask is None else (q, k, v, dout, scale, mask)
-        actual = _unpack(what, _call(what, hint, fn, *args), 3, hint)
+        actual = _unpack(what, call(what, hint, fn, *args), 3, hint)
         expected = reference_attention_backward(q, k, v, dout, mask=mask, scale=scale)
         for name, a, e in zip(("dq", "dk", "dv"), actual, expected):
-            errors.append(_agree(f"case '{what}', {name}", a, e, hint))
+            errors.append(agree(f"case '{what}', {name}", a, e, BOUND, hint=hint))
         if mask is not None:  # the 4 padding keys of batch entry 1 never reach the output
             for name, a in zip(("dk", "dv"), actual[1:]):
                 padded = np.abs(np.asarray(a)[1, :, 5:])
@@ -189,10 +168,10 @@ def _test_bce_with_logits(fn):
     )
     errors = []
     for what, (logits, labels) in cases.items():
-        loss, dlogits = _unpack(what, _call(what, hint, fn, logits, labels), 2, hint)
+        loss, dlogits = _unpack(what, call(what, hint, fn, logits, labels), 2, hint)
         z = torch.tensor(logits, requires_grad=True)
         expected = F.binary_cross_entropy_with_logits(z, torch.as_tensor(labels, dtype=torch.float64))
         expected.backward()
-        errors.append(_agree(f"case '{what}', loss", loss, expected.item(), hint))
-        errors.append(_agree(f"case '{what}', dlogits", dlogits, z.grad.numpy(), hint))
+        errors.append(agree(f"case '{what}', loss", loss, expected.item(), BOUND, hint=hint))
+        errors.append(agree(f"case '{what}', dlogits", dlogits, z.grad.numpy(), BOUND, hint=hint))
     return f"{len(cases)} cases x (loss, dlogits) against torch's autograd, max error {max(errors):.0e} <= {BOUND:g}"

@@ -15,7 +15,7 @@ import numpy as np
 from ..scenes import make_scenes
 from ..tiny import diagnostics
 from ..tolerances import TOLERANCES
-from . import agree, check
+from . import agree, call, check
 
 # the same float64 math in another order (sums over N terms); a 10% mistake is 1e11 times larger
 BOUND = TOLERANCES[("float64", "numba vs numpy")]
@@ -74,26 +74,6 @@ def check_object_mass_ratio(fn):
     return check("object_mass_ratio", fn, object_mass_ratio, _test_object_mass_ratio)
 
 
-def _call(what, hint, fn, *args):
-    """fn(*args) on copies of the arrays; an error other than the stub's names the case."""
-    args = [np.array(a) if isinstance(a, np.ndarray) else a for a in args]
-    try:
-        with np.errstate(all="ignore"):  # log(0) and 0 * inf happen in a naive answer: the comparison reports them
-            return fn(*args)
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        raise AssertionError(f"case '{what}': raised {type(exc).__name__}: {exc}. {hint}") from exc
-
-
-def _agree(what, actual, expected, hint, scale=None):
-    """agree(...) with a hint for the student appended to the message of a failure."""
-    try:
-        return agree(f"case '{what}'", actual, expected, BOUND, scale)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}. {hint}") from None
-
-
 def _softmax_rows(rng, shape, spread=3.0):
     scores = spread * rng.standard_normal(shape)
     e = np.exp(scores - scores.max(axis=-1, keepdims=True))
@@ -119,8 +99,8 @@ def _test_patch_coverage(fn):
     )
     errors = []
     for what, (mask, patch) in cases.items():
-        actual = _call(what, hint, fn, mask, patch)
-        errors.append(_agree(what, actual, diagnostics.patch_coverage(mask, patch), hint, scale=1.0))
+        actual = call(what, hint, fn, mask, patch)
+        errors.append(agree(f"case '{what}'", actual, diagnostics.patch_coverage(mask, patch), BOUND, hint=hint, scale=1.0))
     return f"{len(cases)} cases, max error {max(errors):.0e} <= {BOUND:g}"
 
 
@@ -144,9 +124,9 @@ def _test_attention_entropy(fn):
     )
     errors = []
     for what, weights in cases.items():
-        actual = _call(what, hint, fn, weights)
+        actual = call(what, hint, fn, weights)
         # an entropy lies in [0, log N]: measure the error against log N
-        errors.append(_agree(what, actual, diagnostics.attention_entropy(weights), hint, scale=np.log(weights.shape[-1])))
+        errors.append(agree(f"case '{what}'", actual, diagnostics.attention_entropy(weights), BOUND, hint=hint, scale=np.log(weights.shape[-1])))
     return f"{len(cases)} cases, max error {max(errors):.0e} <= {BOUND:g} (relative to log N)"
 
 
@@ -173,6 +153,6 @@ def _test_object_mass_ratio(fn):
     )
     errors = []
     for what, (weights, coverage) in cases.items():
-        actual = _call(what, hint, fn, weights, coverage)
-        errors.append(_agree(what, actual, diagnostics.mass_ratio(weights, coverage), hint))
+        actual = call(what, hint, fn, weights, coverage)
+        errors.append(agree(f"case '{what}'", actual, diagnostics.mass_ratio(weights, coverage), BOUND, hint=hint))
     return f"{len(cases)} cases, max error {max(errors):.0e} <= {BOUND:g}"

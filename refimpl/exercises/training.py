@@ -13,7 +13,7 @@ import numpy as np
 from ..resampler import interpolate_time_embeds as reference_interpolate_time_embeds
 from ..tiny.model import positions as reference_positions
 from ..tolerances import TOLERANCES
-from . import agree, check
+from . import agree, call, check
 
 # the same float64 arithmetic in another order: rounding only (about 1e-16; a 10% mistake
 # is 1e11 times larger)
@@ -71,24 +71,6 @@ def check_interpolate_time_embeds(fn):
     return check("interpolate_time_embeds", fn, interpolate_time_embeds, _test_interpolate_time_embeds)
 
 
-def _call(what, hint, fn, *args):
-    """fn(*args) on copies of the arrays; an error other than the stub's names the case."""
-    args = [np.array(a) if isinstance(a, np.ndarray) else a for a in args]
-    try:
-        return fn(*args)
-    except NotImplementedError:
-        raise
-    except Exception as exc:
-        raise AssertionError(f"case '{what}': raised {type(exc).__name__}: {exc}. {hint}") from exc
-
-
-def _agree(what, actual, expected, hint):
-    try:
-        return agree(f"case '{what}'", actual, expected, BOUND)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}. {hint}") from None
-
-
 def _test_fourier_positions(fn):
     cases = [((6, 9), 4), ((16, 10), 4), ((1, 5), 3), ((7, 1), 2), ((4, 4), 6)]  # (grid, frequencies)
     hint = (
@@ -98,8 +80,8 @@ def _test_fourier_positions(fn):
     errors = []
     for grid, frequencies in cases:
         what = f"grid {grid}, frequencies {frequencies}"
-        actual = _call(what, hint, fn, grid, frequencies)
-        errors.append(_agree(what, actual, reference_positions(grid, frequencies), hint))
+        actual = call(what, hint, fn, grid, frequencies)
+        errors.append(agree(f"case '{what}'", actual, reference_positions(grid, frequencies), BOUND, hint=hint))
     return f"{len(cases)} grids (non-square, one row, one column), max error {max(errors):.0e} <= {BOUND:g}"
 
 
@@ -119,6 +101,6 @@ def _test_interpolate_time_embeds(fn):
     )
     errors = []
     for what, (table, frames) in cases.items():
-        actual = _call(what, hint, fn, table, frames)
-        errors.append(_agree(what, actual, reference_interpolate_time_embeds(table, frames), hint))
+        actual = call(what, hint, fn, table, frames)
+        errors.append(agree(f"case '{what}'", actual, reference_interpolate_time_embeds(table, frames), BOUND, hint=hint))
     return f"{len(cases)} tables (stretched, kept, shrunk), max error {max(errors):.0e} <= {BOUND:g}"
