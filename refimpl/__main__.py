@@ -111,10 +111,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "selfcheck":
         return selfcheck()
-    from .demo import demo as run_demo
-
     try:
+        from .demo import demo as run_demo
+
         run_demo(args.out, args.image, args.seed)
+    except ImportError as error:
+        parser.error(f"the demo needs the course's packages ({error.name} is missing): pip install -e \".[course]\"")
     except ValueError as error:
         parser.error(str(error))
     return 0
