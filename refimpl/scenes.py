@@ -76,7 +76,8 @@ def make_scenes(n, height, width, *, seed, shapes=(2, 5), distractors=(0, 2)):
 
     shapes: (fewest, most) coloured shapes per scene, inclusive; distractors likewise for
     grey ones. Colours, kinds, sizes and places are drawn at random; a shape's radius is 8%
-    to 14% of the shorter side, and shapes do not overlap.
+    to 14% of the shorter side, and shapes do not overlap. seed: an int, or a
+    np.random.Generator to draw from (so a stream of batches can share one).
     """
     n, height, width = (positive_int(name, value) for name, value in (("n", n), ("height", height), ("width", width)))
     _check_range("shapes", shapes)
