@@ -9,7 +9,8 @@ as an accelerator. Readable first; usable as a numerical oracle for other implem
     (2, 5, 32)
 
 Importing refimpl needs only NumPy: Numba is imported when backend="numba" is asked for.
-The backward pass (gradients for x and every parameter) is in refimpl.grad.
+The backward pass (gradients for x and every parameter) is in refimpl.grad; the course's
+generated data is in refimpl.scenes, and its small trained model in refimpl.tiny.
 """
 
 from . import grad

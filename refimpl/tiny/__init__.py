@@ -1,1 +1,11 @@
-"""The tiny model of the course: refimpl.tiny.model (NumPy), refimpl.tiny.torch (PyTorch)."""
+"""The course's tiny model: patches -> encoder -> Perceiver Resampler -> head (notebooks 6-10).
+
+    model        the NumPy forward, the parameters, the shipped trained model (load_pretrained)
+    torch        the same function as a trainable nn.Module (TinyModel)
+    train        the training loop, held-out scenes and accuracy (PyTorch)
+    grad         the NumPy backward for the training loss (notebook 10)
+    diagnostics  what the attention maps show, in numbers (notebook 7)
+    poolers      the resampler's rivals for the ablation (notebook 8)
+
+Only `model`, `grad` and `diagnostics` are NumPy only; the others import torch.
+"""
