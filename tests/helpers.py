@@ -184,6 +184,34 @@ def resampler_variant_cases(draw, *, activations=("gelu", "squared_relu", "relu"
     return draw(resampler_cases(configs=st.just(config), batch=batch, masked=masked))
 
 
+def switches_case(switches, seed=3):
+    """A small fixed resampler case for a dict of config switches: (config, params, x, mask).
+
+    D = 12, depth 2, 4 heads of width 5, R = 3; x (B = 2, [I = 3,] T = 2, S = 5, D) and a
+    padding mask with the first token of every item real, all from `seed`.
+    """
+    config = refimpl.ResamplerConfig(dim=12, depth=2, heads=4, dim_head=5, num_latents=3, **switches)
+    params = refimpl.init_resampler(config, seed=seed)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 3, 2, 5, 12) if config.num_media_embeds else (2, 2, 5, 12))
+    mask = rng.random(x.shape[:-1]) < 0.7
+    mask[..., 0, 0] = True
+    return config, params, x, mask
+
+
+def random_flamingo_pytorch_module():
+    """flamingo-pytorch's PerceiverResampler in float64, every parameter drawn N(0, 0.5^2) from
+    torch's seed 0 (so no norm weight is 1 and no bias 0): D = 16, depth 2, R = 4, 3 media items."""
+    import torch
+    from flamingo_pytorch import PerceiverResampler
+
+    torch.manual_seed(0)
+    module = PerceiverResampler(dim=16, depth=2, dim_head=8, heads=2, num_latents=4, num_media_embeds=3).double()
+    for parameter in module.parameters():
+        parameter.data.normal_(0.0, 0.5)
+    return module
+
+
 def norms_resolve_their_inputs(config):
     """False where a norm of `config` hardly depends on its input: a LayerNorm over 1 entry
     outputs its bias whatever the input, over 2 entries about +-weight + bias, an RMSNorm

@@ -6,7 +6,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from flamingo_pytorch import PerceiverResampler as FlamingoPytorchResampler
+from helpers import random_flamingo_pytorch_module
 
 import refimpl
 import refimpl.torch as rt
@@ -46,10 +46,7 @@ def test_a_planted_bug_shows_first_in_its_own_block():
 
 
 def test_flamingo_pytorch_module_agrees_block_by_block():
-    torch.manual_seed(0)
-    module = FlamingoPytorchResampler(dim=16, depth=2, dim_head=8, heads=2, num_latents=4, num_media_embeds=3).double()
-    for parameter in module.parameters():
-        parameter.data.normal_(0.0, 0.5)
+    module = random_flamingo_pytorch_module()
     rows = compare(module, torch.randn(2, 3, 5, 16, dtype=torch.float64), out=io.StringIO())
     assert len(rows) == 5
     assert max(row["relative"] for row in rows) <= 1e-10

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import torch
-from flamingo_pytorch import PerceiverResampler as FlamingoPytorchResampler
+from helpers import random_flamingo_pytorch_module
 from transformers.models.idefics2.configuration_idefics2 import Idefics2PerceiverConfig
 from transformers.models.idefics2.modeling_idefics2 import Idefics2PerceiverResampler
 
@@ -86,10 +86,7 @@ def test_a_wrong_input_gradient_shows_first_where_it_enters():
 
 
 def test_flamingo_pytorch_gradients_agree():
-    torch.manual_seed(0)
-    module = FlamingoPytorchResampler(dim=16, depth=2, dim_head=8, heads=2, num_latents=4, num_media_embeds=3).double()
-    for parameter in module.parameters():
-        parameter.data.normal_(0.0, 0.5)
+    module = random_flamingo_pytorch_module()
     rows = compare_grads(module, torch.randn(2, 3, 5, 16, dtype=torch.float64), out=io.StringIO())
     assert max(row["relative"] for row in rows) <= GRADIENT_BOUND
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 from helpers import (
     FLOAT64,
-    GRADIENT_VS_TORCH,
     assert_close,
     assert_gradients_close,
     assert_matches_finite_differences,

@@ -17,7 +17,6 @@ from helpers import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-import refimpl
 import refimpl.torch as rt
 from refimpl import layers
 from refimpl.grad import layers as grad_layers
@@ -30,6 +29,17 @@ def torch_gradients(function, inputs, dout):
     tensors = {name: torch.tensor(value, requires_grad=True) for name, value in inputs.items()}
     function(**tensors).backward(torch.as_tensor(dout))
     return {name: tensor.grad.numpy() for name, tensor in tensors.items()}
+
+
+def norm_inputs(kind, batch, dim, seed):
+    """A norm's inputs {"x", "weight"[, "bias"]} (no bias for "rmsnorm") and an upstream
+    gradient dout, random from `seed`: weights U(0.5, 1.5), biases N(0, 0.1^2)."""
+    rng = np.random.default_rng(seed)
+    inputs = {"x": rng.standard_normal(batch + (dim,)), "weight": rng.uniform(0.5, 1.5, dim), "bias": rng.normal(0, 0.1, dim)}
+    dout = rng.standard_normal(batch + (dim,))
+    if kind == "rmsnorm":
+        del inputs["bias"]
+    return inputs, dout
 
 
 @given(batch=batch_shapes(), width_in=st.integers(1, 7), width_out=st.integers(1, 7), seed=seeds)
@@ -47,14 +57,11 @@ def test_linear_backward_matches_finite_differences(batch, width_in, width_out, 
 def test_norm_backward_matches_finite_differences(kind, batch, dim, eps, seed):
     # D >= 3: a norm over 1 or 2 entries hardly depends on its input, and is so steep near
     # a tie that a step of 1e-6 is no longer small (helpers.norms_resolve_their_inputs)
-    rng = np.random.default_rng(seed)
-    inputs = {"x": rng.standard_normal(batch + (dim,)), "weight": rng.uniform(0.5, 1.5, dim), "bias": rng.normal(0, 0.1, dim)}
-    dout = rng.standard_normal(batch + (dim,))
+    inputs, dout = norm_inputs(kind, batch, dim, seed)
     if kind == "layernorm":
         dx, dweight, dbias = grad_layers.layer_norm_backward(inputs["x"], inputs["weight"], dout, eps)
         function, gradients = lambda p: layers.layer_norm(p["x"], p["weight"], p["bias"], eps), {"x": dx, "weight": dweight, "bias": dbias}
     else:
-        del inputs["bias"]
         dx, dweight = grad_layers.rms_norm_backward(inputs["x"], inputs["weight"], dout, eps)
         function, gradients = lambda p: layers.rms_norm(p["x"], p["weight"], eps), {"x": dx, "weight": dweight}
     assert all(gradients[name].shape == np.shape(inputs[name]) for name in inputs)
@@ -65,14 +72,11 @@ def test_norm_backward_matches_finite_differences(kind, batch, dim, eps, seed):
 @given(batch=batch_shapes(), dim=st.integers(3, 9), eps=EPS, seed=seeds)
 def test_norm_backward_matches_torch_autograd(kind, batch, dim, eps, seed):
     # D >= 3, as above (width 1: test_layer_norm_of_width_1_passes_no_gradient_to_x_or_its_weight)
-    rng = np.random.default_rng(seed)
-    inputs = {"x": rng.standard_normal(batch + (dim,)), "weight": rng.uniform(0.5, 1.5, dim), "bias": rng.normal(0, 0.1, dim)}
-    dout = rng.standard_normal(batch + (dim,))
+    inputs, dout = norm_inputs(kind, batch, dim, seed)
     if kind == "layernorm":
         ours = dict(zip(("x", "weight", "bias"), grad_layers.layer_norm_backward(inputs["x"], inputs["weight"], dout, eps)))
         theirs = torch_gradients(lambda x, weight, bias: F.layer_norm(x, (dim,), weight, bias, eps), inputs, dout)
     else:
-        del inputs["bias"]
         ours = dict(zip(("x", "weight"), grad_layers.rms_norm_backward(inputs["x"], inputs["weight"], dout, eps)))
         theirs = torch_gradients(lambda x, weight: F.rms_norm(x, (dim,), weight, eps), inputs, dout)
     assert_gradients_close(ours, theirs)

@@ -20,6 +20,7 @@ from helpers import (
     resampler_configs,
     resampler_variant_cases,
     seeds,
+    switches_case,
 )
 from hypothesis import given
 
@@ -90,12 +91,7 @@ def test_resampler_backward_with_float32_norms_matches_torch_autograd_to_float32
     # both normalise in float32 and differentiate through the casts, but round their float32
     # sums in different orders, and the network amplifies the difference (1e-7 to 4e-5 over
     # random small configs, too close to the bound for a property: fixed cases, as in test_torch_port)
-    config = refimpl.ResamplerConfig(dim=12, depth=2, heads=4, dim_head=5, num_latents=3, **switches)
-    params = refimpl.init_resampler(config, seed=3)
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((2, 3, 2, 5, 12) if config.num_media_embeds else (2, 2, 5, 12))
-    mask = rng.random(x.shape[:-1]) < 0.7
-    mask[..., 0, 0] = True
+    config, params, x, mask = switches_case(switches)
     dout = output_gradient(config, x, 3)
     dx, dparams = perceiver_resampler_backward(params, x, config, dout, mask=mask)
     theirs_dx, theirs = torch_gradients(config, params, x, mask, dout)

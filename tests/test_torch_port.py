@@ -5,7 +5,7 @@ bfloat16 on the GPU against the float64 reference."""
 import numpy as np
 import pytest
 import torch
-from helpers import assert_close, resampler_cases, resampler_configs, seeds
+from helpers import assert_close, resampler_cases, resampler_configs, seeds, switches_case
 from hypothesis import given
 
 import refimpl
@@ -51,11 +51,7 @@ def test_torch_attention_maps_equal_refimpl(case):
     ids=["media-and-time-embeddings", "idefics2-float32-norm", "layernorm-float32-norm"],
 )
 def test_torch_module_equals_refimpl_for_the_embedding_and_norm_switches(switches):
-    config = refimpl.ResamplerConfig(dim=12, depth=2, heads=4, dim_head=5, num_latents=3, **switches)
-    params = refimpl.init_resampler(config, seed=3)
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((2, 3, 2, 5, 12) if config.num_media_embeds else (2, 2, 5, 12))
-    mask = rng.random(x.shape[:-1]) < 0.7
+    config, params, x, mask = switches_case(switches)
     # float32 normalisation rounds differently in torch and NumPy (their float32 sums run in
     # another order), so with norm_dtype the two agree to float32, not float64, precision
     key = ("float32", "vs float64 reference") if config.norm_dtype else TORCH_FLOAT64
