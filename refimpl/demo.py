@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .scenes import QUESTIONS, make_scenes
-from .tiny.model import encode, load_pretrained, resampler_params, tiny_model
 from .resampler import perceiver_resampler
+from .scenes import QUESTIONS, make_scenes
+from .tiny.model import encode, head, load_pretrained, resampler_params
 
 LONGER_SIDE = 128  # pixels: the largest scenes the model was trained on
 
@@ -47,9 +47,10 @@ def demo(out, image_path=None, seed=0, log=print):
         image = load_image(image_path, config.patch)
         source = str(image_path)
     images = image[None]  # (1, height, width, 3)
+    # refimpl.tiny.model.tiny_model, one step at a time, to show the shapes on the way
     tokens, grid = encode(params, images, config)  # (1, 1, S, D)
-    latents = perceiver_resampler(resampler_params(params), tokens, config.resampler)  # (1, R, D)
-    logits, maps, _ = tiny_model(params, images, config, return_attention=True)
+    latents, maps = perceiver_resampler(resampler_params(params), tokens, config.resampler, return_attention=True)  # (1, R, D)
+    logits = head(params, latents)  # (1, Q)
     log(f"image:   {source}, {image.shape[0]} x {image.shape[1]} pixels")
     log(f"patches: {grid[0]} x {grid[1]} = {tokens.shape[2]} tokens of width {tokens.shape[3]}, shape {tokens.shape} (B, T, S, D)")
     log(f"latents: {latents.shape} (B, R, D): R = {config.num_latents} tokens whatever the image size")

@@ -48,7 +48,7 @@ from ..grad._broadcast import sum_to_shape
 from ..grad.layers import gelu_backward, linear_backward
 from ..layers import gelu, sigmoid
 from ..params import check_params
-from .model import RESAMPLER, checked_images, encoder_inputs, resampler_params, tiny_param_shapes
+from .model import RESAMPLER, checked_images, encoder_inputs, head, resampler_params, tiny_param_shapes
 
 
 def binary_cross_entropy_with_logits(logits, labels):
@@ -99,7 +99,7 @@ def tiny_value_and_grad(params, images, labels, config):
 
     def head_loss(latents):  # (B, R, D) -> (loss, dlatents (B, R, D))
         flat = latents.reshape(len(latents), -1)  # (B, R*D)
-        logits = flat @ params["head.w_out"] + params["head.b_out"]  # (B, Q)
+        logits = head(params, latents)  # (B, Q) = flat W_head + b_head
         loss, dlogits = _binary_cross_entropy_with_logits(logits, labels)  # float, (B, Q)
         dflat, grads["head.w_out"] = linear_backward(flat, params["head.w_out"], dlogits)  # (B, R*D), (R*D, Q)
         grads["head.b_out"] = dlogits.sum(axis=0)  # (Q,)

@@ -171,8 +171,13 @@ def tiny_model(params, images, config, *, return_attention=False):
     latents = perceiver_resampler(resampler_params(params), tokens, config.resampler, return_attention=return_attention)
     if return_attention:
         latents, maps = latents
-    logits = latents.reshape(len(latents), -1) @ params["head.w_out"] + params["head.b_out"]  # (B, Q)
+    logits = head(params, latents)  # (B, Q)
     return (logits, maps, grid) if return_attention else logits
+
+
+def head(params, latents):
+    """latents (B, R, D) -> logits (B, Q) = flatten(latents) W_head + b_head."""
+    return latents.reshape(len(latents), -1) @ params["head.w_out"] + params["head.b_out"]
 
 
 def checked_images(images, config):
