@@ -43,9 +43,12 @@ from .compare_grads import compare_grads
 from .flamingo_pytorch import from_flamingo_pytorch, to_flamingo_pytorch
 from .idefics import from_idefics, to_idefics
 from .idefics2 import from_idefics2, to_idefics2
+from .module_spec import ModuleSpec, Point
 from .open_flamingo import from_open_flamingo, to_open_flamingo
 
 __all__ = [
+    "ModuleSpec",
+    "Point",
     "compare",
     "compare_grads",
     "from_flamingo_pytorch",
