@@ -21,7 +21,8 @@ refimpl's axes one frame of seq tokens,
 | layers.{i}.mlp.down_proj.weight (D, F)             | layers.{i}.ff.w_down (transposed)|
 | norm.weight                                        | norm.weight                      |
 
-Config switches: activation="swiglu" (Idefics2MLP with hidden_act="silu", the default),
+Config switches: activation="swiglu" (Idefics2MLP with hidden_act="silu", the default; its
+MLP with another hidden_act, gelu-gated say, refimpl cannot express, and compare refuses it),
 norm="rmsnorm" with eps = rms_norm_eps (1e-6 by default), norm_dtype="float32",
 kv_heads = num_key_value_heads (grouped-query attention; query head h uses key/value head
 h // (H / Hkv), as transformers' repeat_kv does), no qk_norm, latents in the keys, no
