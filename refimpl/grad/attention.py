@@ -22,7 +22,7 @@ import numpy as np
 from .. import _checks
 from ..attention import attention_on_checked, checked_attention_arguments, numba_kernels
 from ..attention import check_backend as check_forward_backend
-from ._broadcast import sum_to_shape
+from .broadcast import sum_to_shape
 
 
 def softmax_backward(weights, dweights, axis=-1):

@@ -15,7 +15,7 @@ F feed-forward width; In and Out a projection's input and output widths.
 import numpy as np
 
 from ..layers import ACTIVATIONS, NORMALIZERS, erfc, layer_normalize, norm, rms_normalize, sigmoid, silu
-from ._broadcast import sum_to_shape
+from .broadcast import sum_to_shape
 
 
 def linear_backward(x, weight, dout):

@@ -27,7 +27,7 @@ from .. import _checks
 from ..layers import norm
 from ..params import param_shapes
 from ..resampler import checked_arguments, first_layer_inputs, resample_with_trace
-from ._broadcast import sum_to_shape
+from .broadcast import sum_to_shape
 from .attention import check_backend
 from .layers import feed_forward_backward, norm_backward
 from .multi_head import _multi_head_attention_backward

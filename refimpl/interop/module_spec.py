@@ -73,9 +73,9 @@ class ModuleSpec:
 
     config: ResamplerConfig
     layout: dict
-    attention: str | Point
-    feed_forward: str | Point
-    final_norm: str | Point
+    attention: str
+    feed_forward: str
+    final_norm: str
     layer_input: str | Point
     attention_residual: str | Point | None = None
     media: str | Point | None = None
@@ -87,6 +87,12 @@ class ModuleSpec:
             raise TypeError(f"ModuleSpec.config must be a refimpl.ResamplerConfig; got {type(self.config).__name__}")
         if not hasattr(self.layout, "items"):
             raise TypeError(f"ModuleSpec.layout must be a dict of state-dict key -> (kind, refimpl names); got {type(self.layout).__name__}")
+        for name in ("attention", "feed_forward", "final_norm"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"ModuleSpec.{name} must be a str, a submodule's dotted path; got {getattr(self, name)!r}")
+        for name in ("layer_input", "attention_residual", "media"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str | Point):
+                raise TypeError(f"ModuleSpec.{name} must be a str (a submodule's output) or a Point (an input); got {getattr(self, name)!r}")
         for name in ("attention", "feed_forward", "layer_input", "attention_residual"):
             point = getattr(self, name)
             if point is not None and "{i}" not in _path(point):
@@ -98,10 +104,10 @@ class ModuleSpec:
     def points(self):
         """[(block, layer, point)] in the order of refimpl's trace, with the patterns filled in."""
         depth = self.config.depth
-        attention_residual = self.attention_residual or Point(_path(self.feed_forward), 0)
+        attention_residual = self.attention_residual or Point(self.feed_forward, 0)
         rows = [] if self.media is None else [("media", None, self.media)]
         for i in range(depth):
-            layer_output = _at(self.layer_input, i + 1) if i + 1 < depth else Point(_path(self.final_norm), 0)
+            layer_output = _at(self.layer_input, i + 1) if i + 1 < depth else Point(self.final_norm, 0)
             rows += [
                 ("attention", i, _at(self.attention, i)),
                 ("attention residual", i, _at(attention_residual, i)),
