@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import random_flamingo_pytorch_module
+from helpers import random_flamingo_pytorch_module, resampler_cases
+from hypothesis import given
 from own_resampler import OWN_CONFIG, own_module, own_spec
 from peers.open_flamingo_perceiver import PerceiverResampler as OpenFlamingoResampler
 from transformers import IdeficsConfig
@@ -81,6 +82,15 @@ def test_a_faithful_module_agrees_in_every_row():
     assert text.startswith("| block                 | layer | max abs error | relative error | ok  |")
     assert f"bound: relative error <= {bound:g} (TOLERANCES['float64', 'torch vs numpy'])" in text
     assert "verdict: every row within the bound" in text
+
+
+@given(resampler_cases())
+def test_refimpl_torch_agrees_in_every_row_for_every_config(case):
+    config, params, x, mask = case
+    module = rt.PerceiverResampler.from_refimpl(config, params)
+    rows = compare(module, torch.from_numpy(x), mask=None if mask is None else torch.from_numpy(mask), out=io.StringIO())
+    assert [(row["block"], row["layer"]) for row in rows[:-2]] == [(block, i) for i in range(config.depth) for block in ROWS_PER_LAYER]
+    assert all(row["ok"] for row in rows), rows
 
 
 def test_own_module_agrees_in_every_row_media_first():
