@@ -124,6 +124,18 @@ def test_an_unknown_module_is_refused_with_the_way_to_describe_it():
         compare(torch.nn.Linear(2, 2), torch.zeros(1, 2))
 
 
+def test_a_float_mask_is_refused_before_the_module_runs():
+    module = refimpl_module()
+    x = torch.randn(2, 1, 5, 16, dtype=torch.float64)
+    with pytest.raises(TypeError, match="mask must be a boolean array"):
+        compare(module, x, mask=torch.ones(2, 1, 5, dtype=torch.float64), out=io.StringIO())
+
+
+def test_a_mask_for_a_module_that_takes_none_is_refused():
+    with pytest.raises(ValueError, match="mask must be None for flamingo-pytorch's PerceiverResampler"):
+        compare(random_flamingo_pytorch_module(), torch.randn(2, 3, 5, 16, dtype=torch.float64), mask=torch.ones(2, 3, 5, dtype=torch.bool))
+
+
 def test_a_spec_point_that_is_not_a_submodule_is_named():
     spec = own_spec(OWN_CONFIG)
     spec = ModuleSpec(**{**spec.__dict__, "feed_forward": "blocks.{i}.ffn"})

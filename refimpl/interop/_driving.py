@@ -56,15 +56,21 @@ def drive(module, spec, x, mask, *, what="the module", tolerance_key64=GENERIC_K
     call = spec.call or _default_call
     to_refimpl = spec.to_refimpl or (lambda x, mask: (x, mask))
     ours_x, ours_mask = to_refimpl(numpy(module_x), None if mask is None else numpy(module_mask, float_type=False))
-    ours_mask = None if ours_mask is None else np.asarray(ours_mask).astype(bool)
 
     def read(state_dict):
         return spec.config, _state_dict.to_params(_state_dict.read(state_dict), spec.layout, spec.config, what)
 
-    points = [(block, layer, *_resolve(module, point, block, layer)) for block, layer, point in spec.points()]
+    config, params = read(module.state_dict())
     return Driven(
-        *read(module.state_dict()), ours_x, ours_mask, lambda: call(module, module_x, module_mask), module_x, read, points,
-        tolerance_key64,
+        config=config,
+        params=params,
+        x=ours_x,
+        mask=ours_mask,
+        run=lambda: call(module, module_x, module_mask),
+        module_x=module_x,
+        read=read,
+        points=[(block, layer, *_resolve(module, point, block, layer)) for block, layer, point in spec.points()],
+        tolerance_key64=tolerance_key64,
     )
 
 
@@ -124,6 +130,12 @@ def _recorder(recorded, row, submodule, argument):
         recorded.setdefault(row, value.detach().clone())
 
     return record_input
+
+
+def check_no_mask(mask, peer):
+    """ValueError unless `mask` is None, for a peer whose module takes no mask."""
+    if mask is not None:
+        raise ValueError(f"mask must be None for {peer}, which takes no mask; got {type(mask).__name__}")
 
 
 def numpy(value, float_type=True):

@@ -62,9 +62,9 @@ def compare(module, x, *, mask=None, spec=None, out=sys.stdout):
 
     driven = _driven(module, x, mask, spec)
     bound, key = _bound(module, driven)
+    reference, trace = resample_with_trace(driven.params, driven.x, driven.config, mask=driven.mask)  # refimpl's checks first
     with torch.no_grad():
         output, recorded = run_recorded(driven)
-    reference, trace = resample_with_trace(driven.params, driven.x, driven.config, mask=driven.mask)
     rows = [_row(block, layer, recorded[block, layer], value, bound) for block, layer, value in trace if (block, layer) in recorded]
     rows.append(_row("output", None, output[0] if isinstance(output, tuple) else output, reference, bound))
     _print(rows, bound, key, out)

@@ -51,17 +51,16 @@ def recognises(module):
 
 def drive(module, x, mask):
     """compare's view of the module: x (b, times, n, D) or (b, n, D), no mask."""
-    if mask is not None:
-        raise ValueError(f"mask must be None for {PEER}, which takes no mask; got {type(mask).__name__}")
+    _driving.check_no_mask(mask, PEER)
     config, _ = from_flamingo_pytorch(module.state_dict(), heads=module.layers[0][0].heads, eps=_driving.layer_norm_eps(module))
-    return _driving.drive(module, layers_spec(config, _layout(config), _to_refimpl, media=True), x, None, what=PEER)
+    return _driving.drive(module, layers_spec(config, _layout(config), _to_refimpl), x, None, what=PEER)
 
 
 def _to_refimpl(x, mask):
     return (x[:, :, None] if x.ndim == 4 else x[:, None, None]), None  # (B, I, T = 1, S, D)
 
 
-def layers_spec(config, layout, to_refimpl, *, media):
+def layers_spec(config, layout, to_refimpl):
     """The ModuleSpec of a flamingo-pytorch-style module: PerceiverAttention(x, latents) at
     layers.{i}.0, the FeedForward at layers.{i}.1, the final LayerNorm at norm; the media
     after the embeddings are layer 0's attention's x."""
@@ -72,7 +71,7 @@ def layers_spec(config, layout, to_refimpl, *, media):
         feed_forward="layers.{i}.1",
         final_norm="norm",
         layer_input=Point("layers.{i}.0", 1),
-        media=Point("layers.0.0", 0) if media else None,
+        media=Point("layers.0.0", 0),
         to_refimpl=to_refimpl,
     )
 

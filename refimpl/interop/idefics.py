@@ -53,8 +53,7 @@ def recognises(module):
 
 def drive(module, x, mask):
     """compare's view of the module: context (bsz, seq, D) is refimpl's x[:, None]; no mask."""
-    if mask is not None:
-        raise ValueError(f"mask must be None for {PEER}, which takes no mask; got {type(mask).__name__}")
+    _driving.check_no_mask(mask, PEER)
     config, _ = from_idefics(module.state_dict(), heads=module.n_heads, eps=_driving.layer_norm_eps(module))
     spec = ModuleSpec(
         config=config,

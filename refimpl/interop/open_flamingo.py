@@ -44,10 +44,9 @@ def recognises(module):
 
 def drive(module, x, mask):
     """compare's view of the module: x (b, T, F, v, D) is refimpl's (B, I, T, S, D) as it stands; no mask."""
-    if mask is not None:
-        raise ValueError(f"mask must be None for {PEER}, which takes no mask; got {type(mask).__name__}")
+    _driving.check_no_mask(mask, PEER)
     config, _ = from_open_flamingo(module.state_dict(), heads=module.layers[0][0].heads, eps=_driving.layer_norm_eps(module))
-    return _driving.drive(module, layers_spec(config, _layout(config), None, media=True), x, None, what=PEER)
+    return _driving.drive(module, layers_spec(config, _layout(config), None), x, None, what=PEER)
 
 
 def from_open_flamingo(state_dict, *, heads=8, eps=1e-5, prefix=""):
