@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from helpers import random_flamingo_pytorch_module, resampler_cases
 from hypothesis import given
 from own_resampler import OWN_CONFIG, own_module, own_spec
-from peers.open_flamingo_perceiver import PerceiverResampler as OpenFlamingoResampler
+from peers.open_flamingo_perceiver import PerceiverResampler as OpenFlamingoResampler  # the verify branch: the real wheel's
 from transformers import IdeficsConfig
 from transformers.models.idefics.perceiver import IdeficsPerceiverResampler
 from transformers.models.idefics2.configuration_idefics2 import Idefics2PerceiverConfig
