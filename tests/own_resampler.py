@@ -103,7 +103,8 @@ def own_layout(config):
     layout = {"queries": ("same", ("latents",)), "embed.frame_table": ("same", ("time_embeds",))}
     for i in range(config.depth):
         ours, attn, mlp = f"layers.{i}", f"blocks.{i}.attn", f"blocks.{i}.mlp"
-        for norm, refimpl_norm in ((f"{attn}.ln_media", f"{ours}.attn.norm_media"), (f"{attn}.ln_latents", f"{ours}.attn.norm_latents"), (f"{mlp}.ln", f"{ours}.ff.norm")):
+        norms = {f"{attn}.ln_media": f"{ours}.attn.norm_media", f"{attn}.ln_latents": f"{ours}.attn.norm_latents", f"{mlp}.ln": f"{ours}.ff.norm"}
+        for norm, refimpl_norm in norms.items():
             layout[f"{norm}.weight"] = ("same", (f"{refimpl_norm}.weight",))
             layout[f"{norm}.bias"] = ("same", (f"{refimpl_norm}.bias",))
         layout[f"{attn}.qkv.weight"] = ("fused_qkv", (f"{ours}.attn.wq", f"{ours}.attn.wk", f"{ours}.attn.wv"))

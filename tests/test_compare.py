@@ -120,7 +120,8 @@ def test_flamingo_pytorch_module_agrees_block_by_block():
 
 
 def test_an_unknown_module_is_refused_with_the_way_to_describe_it():
-    with pytest.raises(TypeError, match="compare knows refimpl_torch, open_flamingo.*got torch.nn.modules.linear.Linear.*spec=refimpl.interop.ModuleSpec"):
+    known = "compare knows refimpl_torch, open_flamingo.*got torch.nn.modules.linear.Linear.*spec=refimpl.interop.ModuleSpec"
+    with pytest.raises(TypeError, match=known):
         compare(torch.nn.Linear(2, 2), torch.zeros(1, 2))
 
 

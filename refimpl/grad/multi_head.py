@@ -71,7 +71,9 @@ def _multi_head_attention_backward(
     q_grouped = q_normed.reshape(*batch, kv_heads, group, n_queries, head_dim)  # (..., Hkv, G, R, Dh)
     k_grouped, v_grouped = k_normed[..., None, :, :], v[..., None, :, :]  # (..., Hkv, 1, N, Dh)
     mask = None if mask is None else mask[..., None, None, :, :]  # (..., 1, 1, R|1, N)
-    out, _ = attention_on_checked(q_grouped, k_grouped, v_grouped, mask=mask, scale=scale, backend=backend, return_weights=False)  # (..., Hkv, G, R, Dh)
+    out, _ = attention_on_checked(
+        q_grouped, k_grouped, v_grouped, mask=mask, scale=scale, backend=backend, return_weights=False
+    )  # (..., Hkv, G, R, Dh)
     merged = merge_heads(out.reshape(*batch, heads, n_queries, head_dim))  # (..., R, H*Dh)
 
     # backward
