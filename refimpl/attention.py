@@ -151,3 +151,19 @@ def numba_kernels():
             f"({exc}); install it (pip install numba) or use backend='numpy'"
         ) from exc
     return kernels
+
+
+# ---- the seam for refimpl.grad: attention's checks, and attention on checked arguments
+
+
+def checked_attention_arguments(q, k, v, *, mask=None, scale=None, dtype=np.float64):
+    """attention's arguments checked, with its errors: returns (q, k, v, mask, scale), q, k
+    and v cast to `dtype`, mask boolean with an allowed key in every row, scale a number
+    (Dh ** -0.5 for None)."""
+    return _checked(q, k, v, mask, scale, dtype)
+
+
+def attention_on_checked(q, k, v, *, mask, scale, backend="numpy", return_weights=True):
+    """attention on arguments from checked_attention_arguments: returns out (..., M, Dv) and
+    the weights (..., M, N), or None for them on the Numba path without `return_weights`."""
+    return _attention(q, k, v, mask, scale, backend, return_weights)

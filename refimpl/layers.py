@@ -84,6 +84,12 @@ def gelu(x):
     return 0.5 * x * _erfc()(-x / np.sqrt(2.0, dtype=x.dtype))
 
 
+def erfc(x):
+    """The complementary error function 1 - erf(x), elementwise, in x's dtype: C's erfc,
+    accurate also where erf(x) is close to 1 (refimpl.grad's GELU backward uses it too)."""
+    return _erfc()(x)
+
+
 @functools.cache
 def _erfc():
     """An elementwise erfc (NumPy has none): C's erfc compiled by Numba where it is installed,

@@ -138,3 +138,13 @@ def _multi_head_attention(
     out, weights = _attention(q, k, v, mask, head_dim**-0.5, backend, return_weights)  # (..., Hkv, G, R, Dh)
     out = merge_heads(out.reshape(*batch, heads, n_queries, head_dim)) @ params[prefix + "wo"]  # (..., R, D)
     return out, None if weights is None else weights.reshape(*batch, heads, n_queries, k.shape[-2])
+
+
+# ---- the seam for refimpl.grad: multi-head attention's checks
+
+
+def checked_multi_head_arguments(params, queries, context, *, heads, kv_heads=None, mask=None, qk_norm_eps=None, dtype=np.float64):
+    """multi_head_attention's arguments checked, with its errors: returns (params, queries,
+    context, heads, kv_heads, mask, qk_norm_eps), arrays cast to `dtype`, kv_heads = heads
+    for None, mask boolean (..., R|1, N) or None."""
+    return _checked(params, queries, context, heads, kv_heads, mask, qk_norm_eps, dtype)

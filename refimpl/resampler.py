@@ -26,6 +26,8 @@ Axis letters: B... batch axes, T frames, S spatial tokens per frame, N = T*S med
 tokens, R latents, H heads, D width; I media items, where config.num_media_embeds is set.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
 from . import _checks
@@ -55,12 +57,19 @@ def perceiver_resampler(params, x, config, *, mask=None, backend="numpy", return
                  latents += ffw(latents)
     and at the end latents = norm(latents).
     """
-    params, x, mask = _checked(params, x, config, mask, backend, dtype)
+    params, x, mask = checked_arguments(params, x, config, mask=mask, backend=backend, dtype=dtype)
     return _resample(params, x, config, mask, backend, return_attention)
 
 
-def _checked(params, x, config, mask, backend, dtype):
-    """perceiver_resampler's arguments checked: params and x cast to `dtype`, mask boolean."""
+# ---- the seam for refimpl.grad and refimpl.interop: the checked arguments and the trace
+
+
+def checked_arguments(params, x, config, *, mask=None, backend="numpy", dtype=np.float64):
+    """perceiver_resampler's arguments checked, with its errors: returns (params, x, mask),
+    params and x cast to `dtype` (float64 or float32), mask boolean (..., T, S) or None.
+
+    refimpl.grad and refimpl.interop check their arguments with it, as perceiver_resampler does.
+    """
     check_backend(backend)
     dtype = _checks.compute_dtype(dtype)
     x = _checks.float_array("x", x, dtype)
@@ -89,27 +98,64 @@ def _checked(params, x, config, mask, backend, dtype):
     return check_params(params, param_shapes(config), dtype, f"the config {config}"), x, mask
 
 
+def resample_with_trace(params, x, config, *, mask=None, backend="numpy"):
+    """perceiver_resampler in float64, with every intermediate value: returns (output, trace).
+
+    params, x, config, mask, backend: as for perceiver_resampler (checked by checked_arguments).
+    output: (..., R, D). trace: a list of TraceRow(block, layer, value), in the order the
+    forward pass computes them:
+
+    | block                    | layer | value                                              |
+    |--------------------------|-------|----------------------------------------------------|
+    | "media"                  | None  | the media after the embeddings are added (..., N, D), frame-major |
+    | "attention"              | i     | attn(q = norm(latents), kv = ...), before the residual (..., R, D) |
+    | "attention residual"     | i     | latents + that: the latents after the residual     |
+    | "feed-forward"           | i     | ffw(latents), before the residual                  |
+    | "feed-forward residual"  | i     | latents + that: layer i's output                   |
+    | "final norm"             | None  | norm(latents) = output                             |
+
+    refimpl.interop.compare sets a module's values beside these; refimpl.grad's backward pass
+    reads the latents entering each block off the residual rows.
+    """
+    params, x, mask = checked_arguments(params, x, config, mask=mask, backend=backend)
+    trace = []
+    return _resample(params, x, config, mask, backend, False, trace), trace
+
+
+class TraceRow(NamedTuple):
+    """One intermediate value of the forward pass (see resample_with_trace)."""
+
+    block: str
+    layer: int | None
+    value: np.ndarray
+
+
 def _resample(params, x, config, mask, backend, return_attention, trace=None):
-    """The resampler on checked arguments. With a list `trace`, appends (block, layer, output)
-    for every block: ("attention", i, (..., R, D)) and ("feed-forward", i, (..., R, D)), the
-    block's output before the residual sum (refimpl.interop.compare reads them)."""
-    media, key_mask, latents = _tokens(params, x, config, mask)
+    """The resampler on checked arguments; with a list `trace`, appends the TraceRows of
+    resample_with_trace to it."""
+    media, key_mask, latents = first_layer_inputs(params, x, config, mask=mask)
+    record = trace.append if trace is not None else lambda row: None
+    record(TraceRow("media", None, media))
     attention_maps = []
     for i in range(config.depth):
         attn_out, weights = _attention_block(params, f"layers.{i}.attn.", media, latents, key_mask, config, backend, return_attention)
         latents = latents + attn_out  # (..., R, D)
+        record(TraceRow("attention", i, attn_out))
+        record(TraceRow("attention residual", i, latents))
         ff_out = feed_forward(params, f"layers.{i}.ff.", latents, config.activation, config.norm, config.norm_eps, config.norm_dtype)
         latents = latents + ff_out  # (..., R, D)
+        record(TraceRow("feed-forward", i, ff_out))
+        record(TraceRow("feed-forward residual", i, latents))
         attention_maps.append(weights)
-        if trace is not None:
-            trace += [("attention", i, attn_out), ("feed-forward", i, ff_out)]
     latents = norm(params, "norm.", latents, config.norm, config.norm_eps, config.norm_dtype)  # (..., R, D)
+    record(TraceRow("final norm", None, latents))
     return (latents, attention_maps) if return_attention else latents
 
 
-def _tokens(params, x, config, mask):
-    """The first layer's inputs: the media tokens with their embeddings added, flattened
-    frame-major; the keys' mask; the latents, one copy per batch entry (a view).
+def first_layer_inputs(params, x, config, *, mask=None):
+    """The first layer's inputs, on arguments from checked_arguments: the media tokens with
+    their embeddings added, flattened frame-major; the keys' mask; the latents, one copy per
+    batch entry (a view).
 
     x (..., T, S, D), mask (..., T, S) or None -> media (..., N, D), key_mask (..., N [+ R])
     or None, latents (..., R, D).

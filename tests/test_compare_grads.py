@@ -7,6 +7,7 @@ import io
 import numpy as np
 import torch
 from helpers import random_flamingo_pytorch_module
+from own_resampler import OWN_CONFIG, own_module, own_spec
 from transformers.models.idefics2.configuration_idefics2 import Idefics2PerceiverConfig
 from transformers.models.idefics2.modeling_idefics2 import Idefics2PerceiverResampler
 
@@ -105,3 +106,10 @@ def test_idefics2_gradients_agree_with_padding_within_its_float32_norm_bound():
     attention_mask[1, 4:] = 0  # the second item has 4 real tokens, then padding
     rows = compare_grads(module, torch.randn(2, 9, 12, dtype=torch.float64), mask=attention_mask, out=io.StringIO())
     assert max(row["relative"] for row in rows) <= refimpl.TOLERANCES["float64", "Idefics2 module (float32 RMSNorm) vs refimpl"]
+
+
+def test_a_module_described_by_a_spec_gets_its_gradients_compared():
+    module = own_module()
+    rows = compare_grads(module, torch.randn(2, 3, 5, 12, dtype=torch.float64), spec=own_spec(OWN_CONFIG), out=io.StringIO())
+    assert sorted(row["name"] for row in rows) == sorted([*refimpl.param_shapes(OWN_CONFIG), "x"])
+    assert max(row["relative"] for row in rows) <= GRADIENT_BOUND

@@ -15,7 +15,9 @@ it is the gradient of (an input broadcast in the forward pass gets its gradients
 dparams has the names of params. The arguments are checked as in the forward functions,
 and dout must have the forward output's shape. The backward of each piece (projection,
 norms, activations, feed-forward block) is in refimpl.grad.layers, on checked arrays like
-refimpl.layers. Each backward recomputes what it needs with refimpl's own forward functions.
+refimpl.layers; the backward of broadcasting, sum_to_shape, in refimpl.grad.broadcast. Each
+backward recomputes what it needs with refimpl's own forward functions (through the documented
+seams refimpl.resampler.resample_with_trace and friends, never their underscore names).
 
 The tests check every gradient against central finite differences and against torch's
 autograd through refimpl.torch (TOLERANCES["float64", "gradient vs ..."]).

@@ -20,9 +20,9 @@ dv v's.
 import numpy as np
 
 from .. import _checks
-from ..attention import _attention, _checked, numba_kernels
+from ..attention import attention_on_checked, checked_attention_arguments, numba_kernels
 from ..attention import check_backend as check_forward_backend
-from ._broadcast import sum_to_shape
+from .broadcast import sum_to_shape
 
 
 def softmax_backward(weights, dweights, axis=-1):
@@ -63,7 +63,7 @@ def attention_backward(q, k, v, dout, *, mask=None, scale=None, backend="numpy")
     (refimpl.kernels_backward), which recomputes p block by block from them.
     """
     check_backend(backend)
-    q, k, v, mask, scale = _checked(q, k, v, mask, scale, np.float64)
+    q, k, v, mask, scale = checked_attention_arguments(q, k, v, mask=mask, scale=scale)
     batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     dout = _checks.float_array("dout", dout, np.float64)
     _checks.has_shape("dout", dout, batch + (q.shape[-2], v.shape[-1]), "(..., M, Dv), attention's output")
@@ -80,7 +80,7 @@ def _attention_backward(q, k, v, mask, scale, dout, backend="numpy"):
             q_full, k_full, v_full, mask, scale, out, row_max, row_sum, dout
         )  # (..., M, Dh), (..., N, Dh), (..., N, Dv), the full batch
     else:
-        _, weights = _attention(q, k, v, mask, scale)  # p (..., M, N), the full batch
+        _, weights = attention_on_checked(q, k, v, mask=mask, scale=scale)  # p (..., M, N), the full batch
         dv = np.swapaxes(weights, -1, -2) @ dout  # (..., N, Dv)
         dweights = dout @ np.swapaxes(v, -1, -2)  # (..., M, N)
         dscores = _softmax_backward(weights, dweights, -1) * scale  # (..., M, N), d(q k^T)

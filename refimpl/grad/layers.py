@@ -14,8 +14,8 @@ F feed-forward width; In and Out a projection's input and output widths.
 
 import numpy as np
 
-from ..layers import ACTIVATIONS, NORMALIZERS, _erfc, layer_normalize, norm, rms_normalize, sigmoid, silu
-from ._broadcast import sum_to_shape
+from ..layers import ACTIVATIONS, NORMALIZERS, erfc, layer_normalize, norm, rms_normalize, sigmoid, silu
+from .broadcast import sum_to_shape
 
 
 def linear_backward(x, weight, dout):
@@ -114,7 +114,7 @@ def gelu_backward(x, dout):
 
     Phi(x) = erfc(-x / sqrt(2)) / 2 the normal CDF, phi(x) = exp(-x^2 / 2) / sqrt(2 pi) its density.
     """
-    cdf = 0.5 * _erfc()(-x / np.sqrt(2.0, dtype=x.dtype))
+    cdf = 0.5 * erfc(-x / np.sqrt(2.0, dtype=x.dtype))
     density = np.exp(-0.5 * x * x) / np.sqrt(2.0 * np.pi, dtype=x.dtype)
     return dout * (cdf + x * density)
 

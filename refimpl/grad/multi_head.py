@@ -18,9 +18,9 @@ heads, Hkv key/value heads, G = H / Hkv, Dh head width.
 import numpy as np
 
 from .. import _checks
-from ..attention import _attention
+from ..attention import attention_on_checked
 from ..layers import layer_norm
-from ..multi_head import _checked, merge_heads, split_heads
+from ..multi_head import checked_multi_head_arguments, merge_heads, split_heads
 from .attention import _attention_backward, check_backend
 from .layers import layer_norm_backward, linear_backward
 
@@ -37,8 +37,8 @@ def multi_head_attention_backward(
     the parameter, float64.
     """
     check_backend(backend)
-    params, queries, context, heads, kv_heads, mask, qk_norm_eps = _checked(
-        params, queries, context, heads, kv_heads, mask, qk_norm_eps, np.float64
+    params, queries, context, heads, kv_heads, mask, qk_norm_eps = checked_multi_head_arguments(
+        params, queries, context, heads=heads, kv_heads=kv_heads, mask=mask, qk_norm_eps=qk_norm_eps
     )
     dout = _checks.float_array("dout", dout, np.float64)
     _checks.has_shape("dout", dout, queries.shape, "(..., R, D), the output's shape")
@@ -71,7 +71,9 @@ def _multi_head_attention_backward(
     q_grouped = q_normed.reshape(*batch, kv_heads, group, n_queries, head_dim)  # (..., Hkv, G, R, Dh)
     k_grouped, v_grouped = k_normed[..., None, :, :], v[..., None, :, :]  # (..., Hkv, 1, N, Dh)
     mask = None if mask is None else mask[..., None, None, :, :]  # (..., 1, 1, R|1, N)
-    out, _ = _attention(q_grouped, k_grouped, v_grouped, mask, scale, backend, return_weights=False)  # (..., Hkv, G, R, Dh)
+    out, _ = attention_on_checked(
+        q_grouped, k_grouped, v_grouped, mask=mask, scale=scale, backend=backend, return_weights=False
+    )  # (..., Hkv, G, R, Dh)
     merged = merge_heads(out.reshape(*batch, heads, n_queries, head_dim))  # (..., R, H*Dh)
 
     # backward

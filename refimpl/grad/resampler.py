@@ -26,8 +26,8 @@ import numpy as np
 from .. import _checks
 from ..layers import norm
 from ..params import param_shapes
-from ..resampler import _checked, _resample, _tokens
-from ._broadcast import sum_to_shape
+from ..resampler import checked_arguments, first_layer_inputs, resample_with_trace
+from .broadcast import sum_to_shape
 from .attention import check_backend
 from .layers import feed_forward_backward, norm_backward
 from .multi_head import _multi_head_attention_backward
@@ -47,7 +47,7 @@ def perceiver_resampler_backward(params, x, config, dout, *, mask=None, backend=
     token uses.
     """
     check_backend(backend)
-    params, x, mask = _checked(params, x, config, mask, backend, np.float64)
+    params, x, mask = checked_arguments(params, x, config, mask=mask, backend=backend)
     dout = _checks.float_array("dout", dout, np.float64)
     _checks.has_shape("dout", dout, x.shape[:-3] + (config.num_latents, config.dim), "(..., R, D), the output's shape")
     _, saved = _forward(params, x, config, mask, backend)
@@ -75,7 +75,7 @@ def value_and_grad(params, x, config, loss, *, mask=None, backend="numpy"):
     check_backend(backend)
     if not callable(loss):
         raise TypeError(f"loss must be a function latents -> (value, dlatents); got {type(loss).__name__}")
-    params, x, mask = _checked(params, x, config, mask, backend, np.float64)
+    params, x, mask = checked_arguments(params, x, config, mask=mask, backend=backend)
     latents, saved = _forward(params, x, config, mask, backend)
     result = loss(latents)
     if not isinstance(result, tuple) or len(result) != 2:
@@ -102,18 +102,15 @@ class _Saved(NamedTuple):
 def _forward(params, x, config, mask, backend):
     """The forward pass on checked arguments: returns the output (..., R, D) and _Saved.
 
-    It runs refimpl's own forward (resampler._resample), whose trace gives every block's
-    output; the latents entering each block are the running sum of them (the residual
-    stream), computed as the forward computes it.
+    It runs refimpl's own forward (refimpl.resampler.resample_with_trace), whose residual
+    rows are the latents entering each block: the initial latents enter attention 0, the
+    latents after attention i's residual enter feed-forward i, those after feed-forward i's
+    enter attention i + 1, and the last enter the final norm.
     """
-    trace = []
-    out = _resample(params, x, config, mask, backend, False, trace)
-    media, key_mask, latents = _tokens(params, x, config, mask)
-    block_inputs = []
-    for _block, _layer, block_out in trace:  # attention 0, feed-forward 0, attention 1, ...
-        block_inputs.append(latents)
-        latents = latents + block_out  # (..., R, D)
-    return out, _Saved(media, key_mask, block_inputs, latents)
+    out, trace = resample_with_trace(params, x, config, mask=mask, backend=backend)
+    media, key_mask, latents = first_layer_inputs(params, x, config, mask=mask)
+    residuals = [row.value for row in trace if row.block.endswith("residual")]  # (..., R, D) each
+    return out, _Saved(media, key_mask, [latents, *residuals[:-1]], residuals[-1])
 
 
 def _backward(params, x, config, saved, dout, backend):

@@ -1,4 +1,5 @@
-"""Weights in and out of the published resamplers: one module per peer.
+"""Weights in and out of the published resamplers, and `compare` for any resampler: one
+module per peer.
 
     from refimpl import interop
     config, params = interop.from_idefics2(module.state_dict(), heads=16)   # sizes read off the tensors
@@ -29,10 +30,22 @@ Outputs: open_flamingo (b, T, R, D) and flamingo-pytorch (b, times, R, D) are re
 (B, I, R, D); IDEFICS and Idefics2 (bsz, R, D) are refimpl's (B, R, D). All four put the
 latents among the keys (latents_in_kv=True) and normalise before each block and at the end.
 
-`compare(module, x, mask=None)` runs one of these modules (or refimpl.torch's) and refimpl
-on the same input and prints, block by block, how far apart they are (refimpl.interop.compare).
-`compare_grads(module, x, mask=None)` does the same for the gradients, parameter by parameter
-in backward order, against refimpl.grad (refimpl.interop.compare_grads).
+`compare(module, x, *, mask=None, spec=None)` runs one of these modules (or refimpl.torch's)
+and refimpl on the same input and prints, row by row, how far apart they are (the media after
+the embeddings, each layer's attention and feed-forward outputs and the latents after each
+residual, the final norm, the output; each the module's own value, recorded with hooks), the
+bound from TOLERANCES and a verdict naming the first row over it (refimpl.interop.compare).
+For a module refimpl does not know, `spec=ModuleSpec(...)` describes it: its config, where
+its weights are, which submodules are layer i's blocks (refimpl.interop.module_spec).
+`compare_grads(module, x, mask=None, spec=None)` does the same for the gradients, parameter by
+parameter in backward order, against refimpl.grad (refimpl.interop.compare_grads).
+
+Each peer's module (`open_flamingo`, `flamingo_pytorch`, `idefics`, `idefics2`, and
+`refimpl_torch` for refimpl.torch's own) owns everything about it: from_/to_ its state dict,
+`recognises(module)`, and `drive(module, x, mask)`, which maps its input onto refimpl's and
+names its blocks as a ModuleSpec. compare, compare_grads and `python -m refimpl verify` find
+the peers through one closed registry (refimpl/interop/_registry.py): a new peer is one new
+module and one line there.
 
 `import refimpl` does not import this package (`from refimpl import interop` does), and
 importing it imports no torch: only `to_<peer>` does, to build the tensors.
@@ -43,9 +56,12 @@ from .compare_grads import compare_grads
 from .flamingo_pytorch import from_flamingo_pytorch, to_flamingo_pytorch
 from .idefics import from_idefics, to_idefics
 from .idefics2 import from_idefics2, to_idefics2
+from .module_spec import ModuleSpec, Point
 from .open_flamingo import from_open_flamingo, to_open_flamingo
 
 __all__ = [
+    "ModuleSpec",
+    "Point",
     "compare",
     "compare_grads",
     "from_flamingo_pytorch",

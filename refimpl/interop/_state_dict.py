@@ -12,6 +12,8 @@ and `kind` says how the peer's tensor and refimpl's parameter(s) are laid out:
 | "linear"    | nn.Linear.weight (out, in)           | its transpose (in, out), so a projection is x @ w |
 | "fused_kv"  | to_kv.weight (2 * H*Dh, D)           | wk, wv (D, H*Dh): torch's chunk(2) order, the     |
 |             |                                      | first half keys, the second half values           |
+| "fused_qkv" | qkv.weight (3 * H*Dh, D)             | wq, wk, wv (D, H*Dh): queries, keys, values in    |
+|             |                                      | thirds (kv_heads = heads)                         |
 | "per_item"  | (I, 1, D), one row per media item    | (I, D)                                            |
 
 Import reads the sizes off the tensors (each peer module says from which keys), builds the
@@ -33,7 +35,7 @@ from .. import _checks
 from ..config import ResamplerConfig
 from ..params import check_params, param_shapes
 
-SAME, LINEAR, FUSED_KV, PER_ITEM = "same", "linear", "fused_kv", "per_item"
+SAME, LINEAR, FUSED_KV, FUSED_QKV, PER_ITEM = "same", "linear", "fused_kv", "fused_qkv", "per_item"
 
 
 # ---------------------------------------------------------------- reading a state dict
@@ -207,6 +209,11 @@ def peer_shape(kind, shapes):
     if kind == FUSED_KV:
         (d, inner), _ = shapes
         return (2 * inner, d)
+    if kind == FUSED_QKV:
+        (d, inner), *kv = shapes
+        if any(shape != (d, inner) for shape in kv):
+            raise ValueError(f"a fused_qkv weight needs q, k and v of one width (kv_heads = heads); got {shapes}")
+        return (3 * inner, d)
     if kind == PER_ITEM:
         items, d = shapes[0]
         return (items, 1, d)
@@ -222,6 +229,8 @@ def to_refimpl(kind, tensor):
     if kind == FUSED_KV:
         keys, values = np.split(tensor, 2, axis=0)  # torch's to_kv(x).chunk(2, dim=-1)
         return keys.T, values.T
+    if kind == FUSED_QKV:
+        return tuple(part.T for part in np.split(tensor, 3, axis=0))  # queries, keys, values
     if kind == PER_ITEM:
         return (tensor[:, 0, :],)  # (I, 1, D) -> (I, D)
     raise AssertionError(f"unknown kind {kind!r}")
@@ -236,6 +245,8 @@ def to_peer(kind, arrays):
     if kind == FUSED_KV:
         wk, wv = arrays
         return np.concatenate([wk.T, wv.T], axis=0)  # (2 * H*Dh, D): keys first
+    if kind == FUSED_QKV:
+        return np.concatenate([w.T for w in arrays], axis=0)  # (3 * H*Dh, D)
     if kind == PER_ITEM:
         return arrays[0][:, None, :]
     raise AssertionError(f"unknown kind {kind!r}")

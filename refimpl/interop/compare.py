@@ -1,147 +1,136 @@
-"""compare: run a torch resampler and refimpl on the same input, block by block, and show
-where they part.
+"""compare: run a torch resampler and refimpl on the same input, block by block, and say
+which block to fix.
 
     from refimpl import interop
-    rows = interop.compare(my_module, x)          # prints the table, returns its rows
+    rows = interop.compare(module, x)                  # a module refimpl knows
+    rows = interop.compare(my_module, x, spec=spec)    # your own: an interop.ModuleSpec
 
-The module's weights are read with the matching `from_*` import, the input is mapped onto
-refimpl's x and mask (the table in refimpl.interop), and forward hooks record the output
-of every attention and feed-forward block of the module (before its residual sum), which
-are set beside refimpl's float64 values of the same blocks:
+The module's weights are read into refimpl's float64 params, its input mapped onto refimpl's
+x and mask, and torch hooks record its own intermediate values as it runs, which are set
+beside refimpl's (refimpl.resampler.resample_with_trace):
 
-| block        | layer | max abs error | relative error |
-|--------------|-------|---------------|----------------|
-| attention    | 0     | 2.2e-16       | 4.1e-16        |
-| feed-forward | 0     | ...           | ...            |
-| output       |       | ...           | ...            |
+| block                 | layer | max abs error | relative error | bound   | ok  |
+|-----------------------|-------|---------------|----------------|---------|-----|
+| media                 |       | 0.0e+00       | 0.0e+00        | 1.0e-10 | yes |
+| attention             | 0     | 2.2e-16       | 4.1e-16        | 1.0e-10 | yes |
+| attention residual    | 0     | ...           |                |         |     |
+| feed-forward          | 0     |               |                |         |     |
+| feed-forward residual | 0     |               |                |         |     |
+| ...                   |       |               |                |         |     |
+| final norm            |       |               |                |         |     |
+| output                |       |               |                |         |     |
 
-relative error = max |module - refimpl| / max |refimpl| (refimpl.relative_error). A wrong
-block shows as the first row whose error jumps; every later row inherits it.
+media: the media tokens after the embeddings are added (where the module has a point for
+it); attention, feed-forward: a block's output before its residual sum; ... residual: the
+latents after that sum; final norm; output: what the module returns. Each row is the
+module's own value (the residual rows are the inputs of the blocks that receive them), so
+the first row over the bound is the first place the module computes something else: the
+block to fix. Every later row inherits the difference.
+
+relative error = max |module - refimpl| / max |refimpl| (refimpl.relative_error); the bound
+comes from refimpl.TOLERANCES by the module's dtype: float64 "another implementation vs
+refimpl" (refimpl.torch: "torch vs numpy"; Idefics2, whose RMSNorm computes in float32: its
+own key), float32 "peer module vs float64 reference" (on a GPU: "torch GPU vs float64
+reference"), bfloat16 "torch GPU vs float64 reference". The bfloat16 bound is what
+refimpl.torch holds on a GPU; a module that computes its softmax or norms in bfloat16 can
+exceed it without a bug (a hand-written one did by 2x, from layer 1 on): to find a bug, compare
+in float64, where every row of a faithful module is within 1e-10.
 """
 
-import functools
 import sys
-from dataclasses import dataclass
 
-import numpy as np
-
-from ..resampler import _checked, _resample
-from ..tolerances import relative_error
-
-
-@dataclass
-class _Adapter:
-    """How to drive one kind of module: its weights, its input in refimpl's axes, its blocks."""
-
-    config: object
-    params: dict
-    x: np.ndarray  # refimpl's x, float64
-    mask: np.ndarray | None  # refimpl's mask
-    blocks: list  # [(block name, layer, submodule)]
-    run: object  # () -> the module's output
-    module_x: object  # the tensor the module runs on (compare_grads differentiates with respect to it)
-    read: object  # a state dict in the module's names and layout -> (config, refimpl's params); gradients too
+from ..resampler import resample_with_trace
+from ..tolerances import TOLERANCES, relative_error
+from ._driving import drive, numpy, run_recorded
+from ._registry import COMPARED, peer_of_module
 
 
-def compare(module, x, *, mask=None, out=sys.stdout):
-    """Compare `module` with refimpl on input `x`, block by block; print the table to `out`.
+def compare(module, x, *, mask=None, spec=None, out=sys.stdout):
+    """Compare `module` with refimpl on input `x`, block by block; print the table, the bound
+    and a verdict to `out`.
 
-    module: refimpl.torch.PerceiverResampler, flamingo-pytorch's or open_flamingo's
-        PerceiverResampler, transformers' IdeficsPerceiverResampler or
-        Idefics2PerceiverResampler (the head count and eps are read off the module).
-    x: the module's own input (a torch tensor or array, in the module's layout);
-    mask: refimpl.torch's mask, or Idefics2's attention_mask (1 = real token).
-    returns a list of dicts (block, layer, max_abs, relative), one per table row.
+    module: a torch resampler. One refimpl knows (refimpl.torch.PerceiverResampler,
+        flamingo-pytorch's and open_flamingo's PerceiverResampler, transformers'
+        IdeficsPerceiverResampler and Idefics2PerceiverResampler: sizes, heads and eps are
+        read off the module), or any other, described by `spec`.
+    x: the module's own input (a torch tensor or array, in the module's layout; for a spec,
+        refimpl's (..., T, S, D) unless spec.to_refimpl maps it).
+    mask: refimpl.torch's mask, or Idefics2's attention_mask (1 = real token); for a spec,
+        passed to spec.call.
+    spec: a refimpl.interop.ModuleSpec, for a module refimpl does not know (it takes
+        precedence over recognising the module).
+    returns a list of dicts, one per table row: block (str), layer (int or None), max_abs,
+    relative, bound (floats) and ok (relative <= bound).
     """
     import torch
 
-    adapter = _adapter(module, x, mask)
-    recorded = []
-    hooks = [
-        block.register_forward_hook(
-            lambda _, __, output, name=name, layer=layer: recorded.append((name, layer, output[0] if isinstance(output, tuple) else output))
-        )
-        for name, layer, block in adapter.blocks
-    ]
-    try:
-        with torch.no_grad():
-            final = adapter.run()
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-    params, x64, mask64 = _checked(adapter.params, adapter.x, adapter.config, adapter.mask, "numpy", np.float64)
-    trace = []
-    reference = _resample(params, x64, adapter.config, mask64, "numpy", False, trace)
-    rows = []
-    for (name, layer, theirs), (_, _, ours) in zip(recorded, trace, strict=True):
-        rows.append(_row(name, layer, theirs, ours))
-    rows.append(_row("output", None, final, reference))
-
-    print("| block        | layer | max abs error | relative error |", file=out)
-    print("|--------------|-------|---------------|----------------|", file=out)
-    for row in rows:
-        layer = "" if row["layer"] is None else row["layer"]
-        print(f"| {row['block']:12} | {layer!s:5} | {row['max_abs']:13.1e} | {row['relative']:14.1e} |", file=out)
+    driven = _driven(module, x, mask, spec)
+    bound, key = _bound(module, driven)
+    reference, trace = resample_with_trace(driven.params, driven.x, driven.config, mask=driven.mask)  # refimpl's checks first
+    with torch.no_grad():
+        output, recorded = run_recorded(driven)
+    rows = [_row(block, layer, recorded[block, layer], value, bound) for block, layer, value in trace if (block, layer) in recorded]
+    rows.append(_row("output", None, output[0] if isinstance(output, tuple) else output, reference, bound))
+    _print(rows, bound, key, out)
     return rows
 
 
-def _row(block, layer, theirs, ours):
-    theirs = theirs.detach().to("cpu").double().numpy().reshape(-1, ours.shape[-1])
-    ours = ours.reshape(-1, ours.shape[-1])
-    return dict(block=block, layer=layer, max_abs=float(np.abs(theirs - ours).max(initial=0.0)), relative=relative_error(theirs, ours))
+def _driven(module, x, mask, spec):
+    """The Driven for `module`: from `spec`, else from the peer module that recognises it."""
+    if spec is not None:
+        return drive(module, spec, x, mask, what=f"the spec's layout for {type(module).__qualname__}")
+    peer = peer_of_module(module)
+    if peer is None:
+        kind = f"{type(module).__module__}.{type(module).__qualname__}"
+        raise TypeError(
+            f"compare knows {', '.join(COMPARED)} modules; got {kind}: describe it with spec=refimpl.interop.ModuleSpec(...)"
+        )
+    return peer.drive(module, x, mask)
 
 
-def _numpy(value):
-    return value.detach().to("cpu").double().numpy() if hasattr(value, "detach") else np.asarray(value, dtype=np.float64)
-
-
-def _adapter(module, x, mask):
-    """The _Adapter for `module`'s kind; TypeError for a kind compare does not know."""
+def _bound(module, driven):
+    """(bound, TOLERANCES key) for the module's dtype (and, in float32, its device: a GPU's
+    attention kernels and matrix products sum in other orders than the CPU's)."""
     import torch
 
-    import refimpl.torch as rt
-
     parameter = next(module.parameters())
-    tx = torch.as_tensor(x).to(device=parameter.device, dtype=parameter.dtype)
-    x = _numpy(x)
-    kind = f"{type(module).__module__}.{type(module).__qualname__}"
-    if isinstance(module, rt.PerceiverResampler):
-        tmask = None if mask is None else torch.as_tensor(mask, device=parameter.device)
-        blocks = [(name, i, layer[key]) for i, layer in enumerate(module.layers) for name, key in (("attention", "attn"), ("feed-forward", "ff"))]
-        mask = None if mask is None else _numpy(mask).astype(bool)
-        def read(state_dict):
-            return module.config, rt.from_state_dict(state_dict)
+    dtype = parameter.dtype
+    keys = {
+        torch.float64: driven.tolerance_key64,
+        torch.float32: ("float32", "peer module vs float64 reference" if parameter.device.type == "cpu" else "torch GPU vs float64 reference"),
+        torch.bfloat16: ("bfloat16", "torch GPU vs float64 reference"),
+    }
+    if dtype not in keys:
+        raise TypeError(f"module must hold float64, float32 or bfloat16 parameters (TOLERANCES has bounds for those); got {dtype}")
+    return TOLERANCES[keys[dtype]], keys[dtype]
 
-        return _Adapter(*read(module.state_dict()), x, mask, blocks, lambda: module(tx, tmask), tx, read)
-    if kind.startswith("flamingo_pytorch.") or (type(module).__name__ == "PerceiverResampler" and hasattr(module, "frame_embs")):
-        blocks = [(name, i, layer[j]) for i, layer in enumerate(module.layers) for j, name in enumerate(("attention", "feed-forward"))]
-        heads, eps = module.layers[0][0].heads, module.norm.eps
-        if hasattr(module, "frame_embs"):  # open_flamingo: x (b, T, F, v, D) is refimpl's (B, I, T, S, D)
-            from .open_flamingo import from_open_flamingo
 
-            read = functools.partial(from_open_flamingo, heads=heads, eps=eps)
-            return _Adapter(*read(module.state_dict()), x, None, blocks, lambda: module(tx), tx, read)
-        from .flamingo_pytorch import from_flamingo_pytorch
+def _row(block, layer, theirs, ours, bound):
+    ours = ours.reshape(-1, ours.shape[-1])
+    theirs = numpy(theirs)
+    if theirs.size != ours.size:
+        where = block if layer is None else f"layer {layer} {block}"
+        raise ValueError(f"the module's {where} has shape {theirs.shape}; refimpl's has {ours.size // ours.shape[-1]} rows of {ours.shape[-1]}")
+    error = relative_error(theirs.reshape(ours.shape), ours)
+    max_abs = float(abs(theirs.reshape(ours.shape) - ours).max(initial=0.0))
+    return dict(block=block, layer=layer, max_abs=max_abs, relative=error, bound=bound, ok=bool(error <= bound))
 
-        read = functools.partial(from_flamingo_pytorch, heads=heads, eps=eps)
-        ours = x[:, :, None] if x.ndim == 4 else x[:, None, None]  # (b, times, n, D) -> (B, I, T=1, S, D)
-        return _Adapter(*read(module.state_dict()), ours, None, blocks, lambda: module(tx), tx, read)
-    if type(module).__name__ == "IdeficsPerceiverResampler":
-        from .idefics import from_idefics
 
-        blocks = [(name, i, block[j]) for i, block in enumerate(module.blocks) for j, name in enumerate(("attention", "feed-forward"))]
-        read = functools.partial(from_idefics, heads=module.n_heads, eps=module.layer_norm.eps)
-        return _Adapter(*read(module.state_dict()), x[:, None], None, blocks, lambda: module(tx), tx, read)
-    if type(module).__name__ == "Idefics2PerceiverResampler":
-        from .idefics2 import from_idefics2
+def describe(row):
+    """'layer 1 attention residual', 'final norm': where a row is."""
+    return row["block"] if row["layer"] is None else f"layer {row['layer']} {row['block']}"
 
-        blocks = [(name, i, getattr(layer, key)) for i, layer in enumerate(module.layers) for name, key in (("attention", "self_attn"), ("feed-forward", "mlp"))]
-        read = functools.partial(from_idefics2, heads=module.config.resampler_n_heads, eps=module.rms_norm_eps)
-        attention_mask = torch.ones(tx.shape[:2], dtype=torch.long, device=tx.device) if mask is None else torch.as_tensor(mask, device=tx.device)
-        ours_mask = attention_mask.cpu().numpy().astype(bool)[:, None]  # (b, seq) -> (B, T=1, S)
-        return _Adapter(*read(module.state_dict()), x[:, None], ours_mask, blocks, lambda: module(tx, attention_mask), tx, read)
-    raise TypeError(
-        "compare knows refimpl.torch.PerceiverResampler, flamingo-pytorch's and open_flamingo's PerceiverResampler, "
-        f"IdeficsPerceiverResampler and Idefics2PerceiverResampler; got {kind}"
-    )
+
+def _print(rows, bound, key, out):
+    print("| block                 | layer | max abs error | relative error | ok  |", file=out)
+    print("|-----------------------|-------|---------------|----------------|-----|", file=out)
+    for row in rows:
+        layer = "" if row["layer"] is None else row["layer"]
+        ok = "yes" if row["ok"] else "NO"
+        print(f"| {row['block']:21} | {layer!s:5} | {row['max_abs']:13.1e} | {row['relative']:14.1e} | {ok:3} |", file=out)
+    print(f"\nbound: relative error <= {bound:g} (TOLERANCES[{key[0]!r}, {key[1]!r}])", file=out)
+    first = next((row for row in rows if not row["ok"]), None)
+    if first is None:
+        print("verdict: every row within the bound; the module computes what refimpl computes", file=out)
+    else:
+        print(f"first difference: {describe(first)} (relative error {first['relative']:.1e} > {bound:g}): look there", file=out)

@@ -35,15 +35,17 @@ import sys
 import numpy as np
 
 from ..params import param_shapes
-from ..resampler import _checked
+from ..resampler import checked_arguments
 from ..tolerances import TOLERANCES, relative_error
-from .compare import _adapter, _numpy
+from ._driving import numpy
+from .compare import _driven
 
 
-def compare_grads(module, x, *, mask=None, seed=0, tolerance=None, out=sys.stdout):
+def compare_grads(module, x, *, mask=None, spec=None, seed=0, tolerance=None, out=sys.stdout):
     """Compare `module`'s gradients with refimpl.grad's, parameter by parameter; print the table to `out`.
 
-    module, x, mask: as for `refimpl.interop.compare` (the kinds of module it knows).
+    module, x, mask, spec: as for `refimpl.interop.compare` (a module it knows, or one a
+        refimpl.interop.ModuleSpec describes).
     seed: of the upstream gradient G, drawn from a standard normal in the output's shape.
     tolerance: the relative error above which a row is reported as the first divergence;
         by default TOLERANCES' bound for a float64 module against refimpl's gradients
@@ -56,11 +58,11 @@ def compare_grads(module, x, *, mask=None, seed=0, tolerance=None, out=sys.stdou
 
     from ..grad import perceiver_resampler_backward
 
-    adapter = _adapter(module, torch.as_tensor(x).detach().clone(), mask)  # a copy: x itself gets no .grad
-    module_x = adapter.module_x.requires_grad_(True)
+    driven = _driven(module, torch.as_tensor(x).detach().clone(), mask, spec)  # a copy: x itself gets no .grad
+    module_x = driven.module_x.requires_grad_(True)
     module.zero_grad(set_to_none=True)
     with torch.enable_grad():
-        output = adapter.run()
+        output = driven.run()
         output = output[0] if isinstance(output, tuple) else output
         upstream = np.random.default_rng(seed).standard_normal(tuple(output.shape))  # G, the module's output layout
         output.backward(torch.as_tensor(upstream, dtype=output.dtype, device=output.device))
@@ -69,10 +71,10 @@ def compare_grads(module, x, *, mask=None, seed=0, tolerance=None, out=sys.stdou
         name: parameters[name].grad if name in parameters and parameters[name].grad is not None else torch.zeros_like(value)
         for name, value in module.state_dict().items()
     }
-    _, theirs = adapter.read(grads)
+    _, theirs = driven.read(grads)
 
-    config = adapter.config
-    params, x64, mask64 = _checked(adapter.params, adapter.x, config, adapter.mask, "numpy", np.float64)
+    config = driven.config
+    params, x64, mask64 = checked_arguments(driven.params, driven.x, config, mask=driven.mask)
     dout = upstream.reshape(x64.shape[:-3] + (config.num_latents, config.dim))  # refimpl's (..., [I,] R, D)
     dx, ours = perceiver_resampler_backward(params, x64, config, dout, mask=mask64)
 
@@ -107,7 +109,7 @@ def _backward_rank(name):
 
 
 def _row(name, theirs, ours, floor):
-    theirs = _numpy(theirs).reshape(ours.shape)
+    theirs = numpy(theirs).reshape(ours.shape)
     layer = re.match(r"layers\.(\d+)\.", name)
     return dict(
         name=name,

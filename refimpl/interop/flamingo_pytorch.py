@@ -30,12 +30,50 @@ The state dict cannot tell the head count: pass it (the module's default is 8).
 open_flamingo's resampler (refimpl.interop.open_flamingo) has the same layer keys.
 """
 
-from . import _state_dict
+from . import _driving, _state_dict
 from ._state_dict import FUSED_KV, LINEAR, PER_ITEM, SAME
 from ..config import ResamplerConfig
+from .module_spec import ModuleSpec, Point
 
 PEER = "flamingo-pytorch's PerceiverResampler"
 LAYERNORM_EPS = 1e-5  # nn.LayerNorm's default, which flamingo-pytorch and open_flamingo keep
+
+
+# ---- compare: recognising and driving the module
+
+NAME = "flamingo_pytorch"
+
+
+def recognises(module):
+    """True for flamingo-pytorch's PerceiverResampler (its media table is media_pos_emb)."""
+    return type(module).__name__ == "PerceiverResampler" and hasattr(module, "media_pos_emb")
+
+
+def drive(module, x, mask):
+    """compare's view of the module: x (b, times, n, D) or (b, n, D), no mask."""
+    _driving.check_no_mask(mask, PEER)
+    config, _ = from_flamingo_pytorch(module.state_dict(), heads=module.layers[0][0].heads, eps=_driving.layer_norm_eps(module))
+    return _driving.drive(module, layers_spec(config, _layout(config), _to_refimpl), x, None, what=PEER)
+
+
+def _to_refimpl(x, mask):
+    return (x[:, :, None] if x.ndim == 4 else x[:, None, None]), None  # (B, I, T = 1, S, D)
+
+
+def layers_spec(config, layout, to_refimpl):
+    """The ModuleSpec of a flamingo-pytorch-style module: PerceiverAttention(x, latents) at
+    layers.{i}.0, the FeedForward at layers.{i}.1, the final LayerNorm at norm; the media
+    after the embeddings are layer 0's attention's x."""
+    return ModuleSpec(
+        config=config,
+        layout=layout,
+        attention="layers.{i}.0",
+        feed_forward="layers.{i}.1",
+        final_norm="norm",
+        layer_input=Point("layers.{i}.0", 1),
+        media=Point("layers.0.0", 0),
+        to_refimpl=to_refimpl,
+    )
 
 
 def from_flamingo_pytorch(state_dict, *, heads=8, eps=1e-5, prefix=""):

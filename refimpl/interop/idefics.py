@@ -31,13 +31,41 @@ keys start with "perceiver_resampler." (pass it as `prefix`).
 
 import re
 
-from . import _state_dict
+from . import _driving, _state_dict
 from ._state_dict import LINEAR, SAME
 from ..config import ResamplerConfig
+from .module_spec import ModuleSpec, Point
 
 PEER = "IDEFICS's IdeficsPerceiverResampler"
 LAYERNORM_EPS = 1e-5  # nn.LayerNorm's default, which IDEFICS keeps
 FF_MULT = 4  # IdeficsMLP: intermediate size 4 * vision_config.embed_dim
+
+
+# ---- compare: recognising and driving the module
+
+NAME = "idefics"
+
+
+def recognises(module):
+    """True for transformers' IdeficsPerceiverResampler."""
+    return type(module).__name__ == "IdeficsPerceiverResampler"
+
+
+def drive(module, x, mask):
+    """compare's view of the module: context (bsz, seq, D) is refimpl's x[:, None]; no mask."""
+    _driving.check_no_mask(mask, PEER)
+    config, _ = from_idefics(module.state_dict(), heads=module.n_heads, eps=_driving.layer_norm_eps(module))
+    spec = ModuleSpec(
+        config=config,
+        layout=_layout(config),
+        attention="blocks.{i}.0",  # IdeficsPerceiverAttention(context, latents)
+        feed_forward="blocks.{i}.1",
+        final_norm="layer_norm",
+        layer_input=Point("blocks.{i}.0", 1),
+        media=Point("blocks.0.0", 0),
+        to_refimpl=lambda x, mask: (x[:, None], None),  # (B, T = 1, S, D)
+    )
+    return _driving.drive(module, spec, x, None, what=PEER)
 
 
 def from_idefics(state_dict, *, heads, eps=1e-5, prefix=""):

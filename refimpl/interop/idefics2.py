@@ -21,7 +21,8 @@ refimpl's axes one frame of seq tokens,
 | layers.{i}.mlp.down_proj.weight (D, F)             | layers.{i}.ff.w_down (transposed)|
 | norm.weight                                        | norm.weight                      |
 
-Config switches: activation="swiglu" (Idefics2MLP with hidden_act="silu", the default),
+Config switches: activation="swiglu" (Idefics2MLP with hidden_act="silu", the default; its
+MLP with another hidden_act, gelu-gated say, refimpl cannot express, and compare refuses it),
 norm="rmsnorm" with eps = rms_norm_eps (1e-6 by default), norm_dtype="float32",
 kv_heads = num_key_value_heads (grouped-query attention; query head h uses key/value head
 h // (H / Hkv), as transformers' repeat_kv does), no qk_norm, latents in the keys, no
@@ -35,12 +36,64 @@ resampler's keys start with "connector.perceiver_resampler." (and with
 "model.connector.perceiver_resampler." in Idefics2ForConditionalGeneration): pass `prefix`.
 """
 
-from . import _state_dict
+import numpy as np
+
+from . import _driving, _state_dict
 from ._state_dict import LINEAR, SAME
 from ..config import ResamplerConfig
+from .module_spec import ModuleSpec, Point
 
 PEER = "Idefics2's Idefics2PerceiverResampler"
 FF_MULT = 4  # Idefics2PerceiverLayer: Idefics2MLP(intermediate_size=hidden_size * 4)
+
+
+# ---- compare: recognising and driving the module
+
+NAME = "idefics2"
+TOLERANCE_KEY64 = ("float64", "Idefics2 module (float32 RMSNorm) vs refimpl")  # its RMSNorm computes in float32
+
+
+def recognises(module):
+    """True for transformers' Idefics2PerceiverResampler."""
+    return type(module).__name__ == "Idefics2PerceiverResampler"
+
+
+def drive(module, x, mask):
+    """compare's view of the module: context (bsz, seq, D) is refimpl's x[:, None], its
+    attention_mask (bsz, seq), 1 = real (all ones where mask is None), refimpl's mask[:, None] == 1.
+
+    refimpl's "swiglu" is Idefics2's MLP with hidden_act "silu"; another hidden_act (a
+    gelu-gated MLP, say) refimpl cannot express, and compare refuses it: ValueError.
+    """
+    hidden_act = module.config.hidden_act
+    if hidden_act != "silu":
+        raise ValueError(
+            f"the module's config.hidden_act = {hidden_act!r}: its MLP is down(act(gate(x)) * up(x)) with that act, "
+            "and refimpl's only gated MLP is activation='swiglu' (act = silu); compare cannot model it"
+        )
+    eps = _driving.common_eps([m for m in module.modules() if hasattr(m, "variance_epsilon")], "variance_epsilon")
+    config, _ = from_idefics2(module.state_dict(), heads=module.config.resampler_n_heads, eps=eps)
+    spec = ModuleSpec(
+        config=config,
+        layout=_layout(config),
+        attention="layers.{i}.self_attn",  # returns (output, weights)
+        attention_residual=Point("layers.{i}.post_attention_layernorm", 0),
+        feed_forward="layers.{i}.mlp",
+        final_norm="norm",
+        layer_input=Point("layers.{i}", 0),
+        media=Point("layers.0.input_context_norm", 0),
+        call=_call,
+        to_refimpl=lambda x, mask: (x[:, None], (np.ones(x.shape[:2]) if mask is None else mask)[:, None] == 1),
+    )
+    return _driving.drive(module, spec, x, mask, what=PEER, tolerance_key64=TOLERANCE_KEY64)
+
+
+def _call(module, context, attention_mask):
+    import torch
+
+    if attention_mask is None:
+        attention_mask = torch.ones(context.shape[:2], dtype=torch.long, device=context.device)
+    return module(context, attention_mask)
 
 
 def from_idefics2(state_dict, *, heads, eps=1e-6, norm_dtype="float32", prefix=""):

@@ -24,12 +24,29 @@ eps 1e-5, kv_heads None, no qk_norm, latents in the keys. Pass `heads` (default 
 module's), which the shapes cannot tell.
 """
 
-from . import _state_dict
+from . import _driving, _state_dict
 from ._state_dict import PER_ITEM, SAME
 from ..config import ResamplerConfig
-from .flamingo_pytorch import layer_layout, layer_problems, layer_sizes
+from .flamingo_pytorch import layer_layout, layer_problems, layer_sizes, layers_spec
 
 PEER = "open_flamingo's PerceiverResampler"
+
+
+# ---- compare: recognising and driving the module
+
+NAME = "open_flamingo"
+
+
+def recognises(module):
+    """True for open_flamingo's PerceiverResampler (its tables are frame_embs and media_time_embs)."""
+    return type(module).__name__ == "PerceiverResampler" and hasattr(module, "frame_embs") and hasattr(module, "media_time_embs")
+
+
+def drive(module, x, mask):
+    """compare's view of the module: x (b, T, F, v, D) is refimpl's (B, I, T, S, D) as it stands; no mask."""
+    _driving.check_no_mask(mask, PEER)
+    config, _ = from_open_flamingo(module.state_dict(), heads=module.layers[0][0].heads, eps=_driving.layer_norm_eps(module))
+    return _driving.drive(module, layers_spec(config, _layout(config), None), x, None, what=PEER)
 
 
 def from_open_flamingo(state_dict, *, heads=8, eps=1e-5, prefix=""):

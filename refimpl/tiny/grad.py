@@ -44,7 +44,7 @@ import numpy as np
 
 from .. import _checks
 from ..grad import value_and_grad
-from ..grad._broadcast import sum_to_shape
+from ..grad.broadcast import sum_to_shape
 from ..grad.layers import gelu_backward, linear_backward
 from ..layers import gelu, sigmoid
 from ..params import check_params

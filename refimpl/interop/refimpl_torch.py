@@ -1,0 +1,51 @@
+"""refimpl.torch's PerceiverResampler as compare sees it.
+
+Not a published peer (there are no checkpoints of it to import, so it has no from_/to_ pair
+here and `python -m refimpl verify` does not offer it), but compare and compare_grads run it
+like one: its config is `module.config`, its state dict is refimpl's names with projections
+as nn.Linear weights (refimpl.torch.to_state_dict), its input x (..., T, S, D) and mask
+(..., T, S) are refimpl's own.
+
+Its media after the embeddings go straight into one fused key/value product for every layer
+(PerceiverResampler.media_keys_values), through no submodule, so compare has no media row for it.
+"""
+
+import sys
+
+from . import _driving
+from ..params import param_shapes
+from ._state_dict import LINEAR, SAME
+from .module_spec import ModuleSpec, Point
+
+# ---- compare: recognising and driving the module
+
+NAME = "refimpl_torch"
+TOLERANCE_KEY64 = ("float64", "torch vs numpy")
+
+
+def recognises(module):
+    """True for refimpl.torch.PerceiverResampler (which exists only once refimpl.torch is imported)."""
+    refimpl_torch = sys.modules.get("refimpl.torch")
+    return refimpl_torch is not None and isinstance(module, refimpl_torch.PerceiverResampler)
+
+
+def drive(module, x, mask):
+    """compare's view of the module: x and mask as refimpl takes them."""
+    config = module.config
+    spec = ModuleSpec(
+        config=config,
+        layout=_layout(config, sys.modules["refimpl.torch"].PROJECTIONS),
+        attention="layers.{i}.attn",  # ResamplerAttention(kv, latents, ...) -> (output, weights)
+        feed_forward="layers.{i}.ff",
+        final_norm="norm",
+        layer_input=Point("layers.{i}.attn", "latents"),
+    )
+    return _driving.drive(module, spec, x, mask, what="refimpl.torch.PerceiverResampler", tolerance_key64=TOLERANCE_KEY64)
+
+
+def _layout(config, projections):
+    """refimpl's names, a projection w* as the nn.Linear weight "<name>.weight" (out, in)."""
+    return dict(
+        (f"{name}.weight", (LINEAR, (name,))) if name.rsplit(".", 1)[-1] in projections else (name, (SAME, (name,)))
+        for name in param_shapes(config)
+    )
