@@ -33,6 +33,9 @@ latents among the keys (latents_in_kv=True) and normalise before each block and 
 on the same input and prints, block by block, how far apart they are (refimpl.interop.compare).
 `compare_grads(module, x, mask=None)` does the same for the gradients, parameter by parameter
 in backward order, against refimpl.grad (refimpl.interop.compare_grads).
+`python -m refimpl verify CHECKPOINT --peer NAME` finds a peer's resampler in a checkpoint
+file (a whole model's too), builds the peer's module with its weights and compares it with
+refimpl (refimpl.interop.verify).
 
 `import refimpl` does not import this package (`from refimpl import interop` does), and
 importing it imports no torch: only `to_<peer>` does, to build the tensors.
