@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 from flamingo_pytorch import PerceiverResampler as FlamingoPytorchResampler
+from hypothesis import given
+from hypothesis import strategies as st
 from refimpl import interop
 from refimpl.interop import flamingo_pytorch, idefics, idefics2, open_flamingo
 from refimpl.interop.open_flamingo import installed_helpers
@@ -110,6 +112,24 @@ def test_find_prefix_finds_its_own_resampler_under_any_prefix_and_no_other_peers
     keys = [prefix + key for key in STATE_DICTS[peer]()] + ["lm_head.weight", "model.text_model.layers.0.self_attn.q_proj.weight"]
     for other, module in PEER_MODULES.items():
         assert module.find_prefix(keys) == (prefix if other == peer else None), other
+
+
+KEYS = {peer: list(state_dict()) for peer, state_dict in STATE_DICTS.items()}
+segments = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=6)
+
+
+@given(
+    peer=st.sampled_from(list(STATE_DICTS)),
+    prefix=st.lists(segments, max_size=3).map(lambda parts: "".join(part + "." for part in parts)),
+    decoys=st.lists(st.tuples(st.sampled_from(list(STATE_DICTS)), st.lists(segments, min_size=1, max_size=2)), max_size=3),
+)
+def test_find_prefix_finds_the_prefix_among_other_peers_keys_not_latents_beside_them(peer, prefix, decoys):
+    # decoys: another peer's keys without its latents (a tower whose layer names look alike)
+    keys = [prefix + key for key in KEYS[peer]]
+    for other, parts in decoys:
+        where = "".join(part + "." for part in parts) + "decoy."
+        keys += [where + key for key in KEYS[other] if key != "latents"]
+    assert PEER_MODULES[peer].find_prefix(keys) == prefix
 
 
 def test_find_prefix_in_open_flamingos_model_skips_the_gated_cross_attention():
