@@ -134,10 +134,11 @@ def _run(config, params, peer, peer_api, hf_config, out):
     if not failures:
         print(f"\nverify: OK, refimpl reproduces {peer}'s module within the bounds in {' and '.join(DTYPES)}", file=out)
         return 0
+    print(file=out)
     for dtype_name, row in failures:
         layer = "" if row["layer"] is None else f", layer {row['layer']}"
         print(
-            f"\nverify: FAILED in {dtype_name}: the first block over the bound is {row['block']}{layer} "
+            f"verify: FAILED in {dtype_name}: the first block over the bound is {row['block']}{layer} "
             f"(relative error {row['relative']:.1e} > {row['bound']:.0e})",
             file=out,
         )
