@@ -1,4 +1,4 @@
-"""Command line: `python -m refimpl selfcheck` and `python -m refimpl demo --out FILE.png`.
+"""Command line: `python -m refimpl selfcheck`, `demo --out FILE.png` and `verify CHECKPOINT --peer NAME`.
 
 selfcheck: is this installation working? It prints the versions, which backends exist
 (NumPy, Numba, torch on the CPU, CUDA and its device), and how closely each agrees with
@@ -8,6 +8,11 @@ a class to confirm their set-up.
 
 demo: the trained tiny model on a generated scene (or --image PATH, any size): the token
 shapes, its answers, and a figure of what each latent attends to (refimpl.demo).
+
+verify: does refimpl reproduce the resampler in a checkpoint (.safetensors, .bin/.pt, a
+Hugging Face model folder), run by its peer's own module? It finds the resampler in a whole
+model's state dict, reads its sizes, and prints the block-by-block comparison and a verdict:
+exit status 0 within the bounds, 1 not, 2 bad input (refimpl.interop.verify).
 """
 
 import argparse
@@ -108,9 +113,12 @@ def main(argv=None):
     demo.add_argument("--image", help="an image file of any size (default: a generated scene)")
     demo.add_argument("--seed", type=int, default=0, help="the generated scene's seed (default 0)")
     demo.add_argument("--out", required=True, help="where to write the figure, e.g. latents.png")
+    _add_verify(commands)
     args = parser.parse_args(argv)
     if args.command == "selfcheck":
         return selfcheck()
+    if args.command == "verify":
+        return _verify(args)
     try:
         from .demo import demo as run_demo
 
@@ -120,6 +128,32 @@ def main(argv=None):
     except ValueError as error:
         parser.error(str(error))
     return 0
+
+
+def _add_verify(commands):
+    from .interop._registry import PEERS
+
+    verify = commands.add_parser(
+        "verify",
+        help="check refimpl against a peer's module on the resampler in a checkpoint file",
+        description="Exit status: 0 within the bounds (or, without the peer's package, shapes that fit), 1 not, 2 bad input.",
+    )
+    verify.add_argument("checkpoint", help="a .safetensors, .bin, .pt or .pth state dict, or a Hugging Face model folder")
+    verify.add_argument("--peer", required=True, choices=list(PEERS), help="whose resampler it is")
+    verify.add_argument("--prefix", help="where the resampler's keys start (default: found), e.g. 'perceiver.'")
+    verify.add_argument("--heads", type=int, help="the number of heads H (default: config.json's), which the tensors cannot tell")
+    verify.add_argument("--eps", type=float, help="the norms' eps (default: config.json's, else the peer's)")
+
+
+def _verify(args):
+    """refimpl.interop.verify; a VerifyError becomes one line on stderr and exit status 2."""
+    from .interop.verify import VerifyError, verify
+
+    try:
+        return verify(args.checkpoint, peer=args.peer, prefix=args.prefix, heads=args.heads, eps=args.eps)
+    except VerifyError as error:
+        print(f"python -m refimpl verify: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -212,6 +212,53 @@ def random_flamingo_pytorch_module():
     return module
 
 
+def randomise(module, seed):
+    """Every parameter of `module` random, in place: norm scales U(0.5, 1.5), biases
+    N(0, 0.1^2), latents and embedding tables N(0, 1), projections N(0, 1 / fan_in)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            shape, dtype = parameter.shape, parameter.dtype
+            if name.endswith("bias"):
+                value = 0.1 * torch.randn(shape, generator=generator, dtype=dtype)
+            elif name.endswith("weight") and parameter.ndim == 1:  # LayerNorm / RMSNorm scale
+                value = 0.5 + torch.rand(shape, generator=generator, dtype=dtype)
+            elif name.endswith("weight"):  # nn.Linear (out, in)
+                value = torch.randn(shape, generator=generator, dtype=dtype) * shape[1] ** -0.5
+            else:  # latents, frame_embs, media_time_embs, media_pos_emb
+                value = torch.randn(shape, generator=generator, dtype=dtype)
+            parameter.copy_(value)
+    return module
+
+
+def open_flamingo_model_state_dict(seed=0):
+    """(a state dict laid out like open_flamingo's Flamingo model, the resampler's own state
+    dict): the real open-flamingo PerceiverResampler (D = 12, depth 2, H = 3, Dh = 5, R = 7,
+    F = 6, randomised) under "perceiver.", beside a vision encoder's and a language model's
+    keys, with a real GatedCrossAttentionBlock under "lang_encoder.gated_cross_attn_layers.0."
+    (whose attention has to_q and to_kv too, so finding the resampler cannot go by those)."""
+    import torch
+    from refimpl.interop.open_flamingo import installed_helpers
+
+    helpers = installed_helpers()
+    torch.manual_seed(seed)
+    resampler = randomise(helpers.PerceiverResampler(dim=12, depth=2, dim_head=5, heads=3, num_latents=7, ff_mult=0.5), seed)
+    block = helpers.GatedCrossAttentionBlock(dim=8, dim_visual=12, dim_head=4, heads=2, ff_mult=1)
+    towers = {
+        "vision_encoder.conv1.weight": torch.randn(12, 3, 4, 4),
+        "vision_encoder.transformer.resblocks.0.attn.in_proj_weight": torch.randn(36, 12),
+        "vision_encoder.transformer.resblocks.0.ln_1.weight": torch.randn(12),
+        "vision_encoder.ln_post.weight": torch.randn(12),
+        "lang_encoder.transformer.wte.weight": torch.randn(50, 8),
+        "lang_encoder.transformer.blocks.0.attn.Wqkv.weight": torch.randn(24, 8),
+    }
+    towers |= {f"lang_encoder.gated_cross_attn_layers.0.{key}": value for key, value in block.state_dict().items()}
+    resampler_state = resampler.state_dict()
+    return towers | {f"perceiver.{key}": value for key, value in resampler_state.items()}, resampler_state
+
+
 def norms_resolve_their_inputs(config):
     """False where a norm of `config` hardly depends on its input: a LayerNorm over 1 entry
     outputs its bias whatever the input, over 2 entries about +-weight + bias, an RMSNorm

@@ -16,16 +16,17 @@ import torch.nn.functional as F
 from helpers import random_flamingo_pytorch_module, resampler_cases
 from hypothesis import given
 from own_resampler import OWN_CONFIG, own_module, own_spec
-from peers.open_flamingo_perceiver import PerceiverResampler as OpenFlamingoResampler  # the verify branch: the real wheel's
 from transformers import IdeficsConfig
 from transformers.models.idefics.perceiver import IdeficsPerceiverResampler
 from transformers.models.idefics2.configuration_idefics2 import Idefics2PerceiverConfig
 from transformers.models.idefics2.modeling_idefics2 import Idefics2PerceiverResampler
 
 import refimpl
+from refimpl.interop.open_flamingo import installed_helpers
 import refimpl.torch as rt
 from refimpl.interop import ModuleSpec, Point, compare
 
+OpenFlamingoResampler = installed_helpers().PerceiverResampler  # the real open-flamingo 2.0.1's
 ROWS_PER_LAYER = ("attention", "attention residual", "feed-forward", "feed-forward residual")
 
 

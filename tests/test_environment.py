@@ -245,6 +245,18 @@ def test_readme_setup_command_uses_constraints(readme_commands):
     assert uses_constraints, f"README.md's set-up command must pass '-c constraints.txt'; got {setup!r}"
 
 
+def test_readme_setup_command_installs_open_flamingo_without_its_dependencies(readme_commands):
+    # the interop tests load open-flamingo's resampler; its own requirements pin torch 2.0.1
+    commands = [shlex.split(command) for command in readme_commands[0].split("&&")]
+    installs = [words for words in commands if any(re.fullmatch(r"open-flamingo(==\S+)?", word) for word in words)]
+    assert installs, f"README.md's set-up command must install open-flamingo (pinned in constraints.txt); got {readme_commands[0]!r}"
+    words = installs[0]
+    uses_constraints = any(a == "-c" and b == "constraints.txt" for a, b in zip(words, words[1:]))
+    assert "--no-deps" in words and uses_constraints, (
+        f"README.md's set-up command must install open-flamingo with --no-deps and -c constraints.txt; got {' '.join(words)!r}"
+    )
+
+
 def test_ci_run_never_mentions_openblas(ci_script):
     mentions = [line.strip() for line in ci_script.splitlines() if "openblas" in line.lower()]
     assert not mentions, f".ci/run must leave the machine's OPENBLAS_* variables alone; it has: {mentions}"

@@ -47,6 +47,10 @@ names its blocks as a ModuleSpec. compare, compare_grads and `python -m refimpl 
 the peers through one closed registry (refimpl/interop/_registry.py): a new peer is one new
 module and one line there.
 
+`python -m refimpl verify CHECKPOINT --peer NAME` finds a peer's resampler in a checkpoint
+file (a whole model's too), builds the peer's module with its weights and compares it with
+refimpl (refimpl.interop.verify).
+
 `import refimpl` does not import this package (`from refimpl import interop` does), and
 importing it imports no torch: only `to_<peer>` does, to build the tensors.
 """

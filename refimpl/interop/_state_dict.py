@@ -126,6 +126,81 @@ def _check_fits(state, expected, what, prefix):
     _checks.check_fits(f"state_dict does not fit {what}{where}", {key: value.shape for key, value in state.items()}, expected)
 
 
+# ---------------------------------------------------------------- a resampler inside a whole model
+
+
+def find_prefix(keys, anchor, *, also=(), never=(), known=("",)):
+    """The prefix p under which `keys` (a state dict's, e.g. a whole model's: vision tower,
+    language model and all) hold a peer's resampler: p + anchor and p + each key of `also`
+    are among them, and no p + key of `never`. p is "" or ends in "."; among several, the
+    first in `known` (the peer's usual places), else the shortest. None where there is none.
+    """
+    keys = set(keys)
+    found = sorted(
+        {key[: len(key) - len(anchor)] for key in keys if key.endswith(anchor)},
+        key=lambda prefix: (len(prefix), prefix),
+    )
+    found = [
+        prefix
+        for prefix in found
+        if (prefix == "" or prefix.endswith("."))
+        and all(prefix + key in keys for key in also)
+        and not any(prefix + key in keys for key in never)
+    ]
+    return next((prefix for prefix in known if prefix in found), found[0] if found else None)
+
+
+def other_peer(keys, name):
+    """(the name of another peer whose resampler `keys` hold, its prefix), or None."""
+    from ._registry import PEERS  # the registry imports every peer module, which import this one
+
+    for other, module in PEERS.items():
+        if other != name and (prefix := module.find_prefix(keys)) is not None:
+            return other, prefix
+    return None
+
+
+def looks_like(other, prefix, what="state dict"):
+    """'this looks like an idefics2 state dict, with its resampler under the prefix ...'."""
+    article = "an" if other[0] in "aeiou" else "a"
+    where = f", with its resampler under the prefix {prefix!r}" if prefix else ""
+    return f"this looks like {article} {other} {what}{where}"
+
+
+def check_holds_resampler(state_dict, name, prefix):
+    """ValueError, in one line, where the keys of `state_dict` after `prefix` are not peer
+    `name`'s resampler but hold it under a longer prefix (a whole model's state dict: the
+    message names the prefix to pass), or hold another peer's resampler (the message names
+    the peer), rather than listing every key of a vision tower and a language model.
+    Anything else, a resampler with a bad key included, is left to `to_params` to report.
+    """
+    if not hasattr(state_dict, "keys") or not isinstance(prefix, str):
+        return  # `read` says what is wrong with them
+    keys = [key[len(prefix):] for key in state_dict.keys() if isinstance(key, str) and key.startswith(prefix)]
+    from ._registry import peer
+
+    found = peer(name).find_prefix(keys)
+    if found:
+        raise ValueError(
+            f"state_dict is a whole model's, with {name}'s resampler under the prefix {prefix + found!r}: "
+            f"pass prefix={prefix + found!r}"
+        )
+    if found is None and (other := other_peer(keys, name)) is not None:
+        other, where = other[0], prefix + other[1]
+        raise ValueError(
+            f"state_dict does not hold {name}'s resampler: {looks_like(other, where)}; read it with "
+            + (f"from_{other}(..., prefix={where!r})" if where else f"from_{other}")
+        )
+
+
+def load_module(module, state_dict):
+    """`module`, in the dtype of `state_dict`'s tensors, with them loaded (strict=True), in
+    eval mode: how every peer's build_module ends."""
+    module = module.to(next(iter(state_dict.values())).dtype)
+    module.load_state_dict(state_dict, strict=True)
+    return module.eval()
+
+
 # ---------------------------------------------------------------- writing a state dict
 
 

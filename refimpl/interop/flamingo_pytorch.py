@@ -26,7 +26,8 @@ token of item i (always: the table always exists). In refimpl's axes that is
 
 Config switches: activation="gelu" (exact, nn.GELU()), norm="layernorm" with eps 1e-5
 (nn.LayerNorm's default), kv_heads None, no qk_norm, latents in the keys, num_media_embeds.
-The state dict cannot tell the head count: pass it (the module's default is 8).
+The state dict cannot tell the head count: pass it (it has no default here: the module's
+own, 8, would silently give a wrong config for a module built with another count).
 open_flamingo's resampler (refimpl.interop.open_flamingo) has the same layer keys.
 """
 
@@ -76,7 +77,7 @@ def layers_spec(config, layout, to_refimpl):
     )
 
 
-def from_flamingo_pytorch(state_dict, *, heads=8, eps=1e-5, prefix=""):
+def from_flamingo_pytorch(state_dict, *, heads, eps=1e-5, prefix=""):
     """(config, params) from the state dict of flamingo-pytorch's PerceiverResampler.
 
     state_dict: its `module.state_dict()` (torch tensors on any device, any float dtype) or
@@ -85,8 +86,10 @@ def from_flamingo_pytorch(state_dict, *, heads=8, eps=1e-5, prefix=""):
     heads: H, which the shapes cannot tell (to_q has H * Dh rows); eps: its LayerNorms' eps.
     returns a ResamplerConfig with every size read off the tensors, and refimpl's params
     (float64 copies, projections (in, out)). Raises ValueError listing every missing,
-    unexpected and mis-shaped key.
+    unexpected and mis-shaped key; a whole model's state dict without `prefix`, or another
+    peer's, gets one line naming the prefix or the peer.
     """
+    _state_dict.check_holds_resampler(state_dict, "flamingo_pytorch", prefix)
     state = _state_dict.read(state_dict, prefix)
     config = ResamplerConfig(
         **layer_sizes(state, heads),
@@ -170,3 +173,34 @@ def layer_problems(config, peer):
     if config.num_kv_heads != config.heads:
         problems.append(f"kv_heads = {config.kv_heads} (grouped-query attention); {peer} has one key/value head per query head")
     return problems
+
+
+# ---------------------------------------------------------------- verify: finding the resampler in a checkpoint and building the peer's module
+
+KEY_PREFIXES = ("perceiver_resampler.", "")  # flamingo-pytorch's FlamingoPaLM: self.perceiver_resampler
+DEFAULT_EPS = LAYERNORM_EPS
+
+
+def find_prefix(keys):
+    """Where flamingo-pytorch's resampler sits among a state dict's `keys`, or None:
+    layers.0.0.to_kv.weight beside latents and media_pos_emb."""
+    return _state_dict.find_prefix(keys, "layers.0.0.to_kv.weight", also=("latents", "media_pos_emb"), known=KEY_PREFIXES)
+
+
+def build_module(config, params, *, dtype, hf_config=None):
+    """flamingo-pytorch's own PerceiverResampler holding `params`, in `dtype`, in eval mode
+    (ImportError if flamingo-pytorch is not installed). `hf_config` is not read."""
+    state_dict = to_flamingo_pytorch(config, params, dtype=dtype)
+    from flamingo_pytorch import PerceiverResampler
+
+    module = PerceiverResampler(
+        dim=config.dim, depth=config.depth, dim_head=config.dim_head, heads=config.heads, num_latents=config.num_latents,
+        num_media_embeds=config.num_media_embeds, ff_mult=config.ff_mult,
+    )
+    return _state_dict.load_module(module, state_dict)
+
+
+def sample_input(config, rng):
+    """(x, None): x (b, times, n, D) = (2, 2, 9, D) from `rng`, times no more than the
+    media_pos_emb table."""
+    return rng.standard_normal((2, min(2, config.num_media_embeds), 9, config.dim)), None

@@ -78,8 +78,10 @@ def from_idefics(state_dict, *, heads, eps=1e-5, prefix=""):
         LayerNorms' eps.
     returns a ResamplerConfig with every size read off the tensors (qk_norm where the q/k
     layer norms exist) and refimpl's params (float64 copies, projections (in, out)).
-    Raises ValueError listing every missing, unexpected and mis-shaped key.
+    Raises ValueError listing every missing, unexpected and mis-shaped key; a whole model's
+    state dict without `prefix`, or another peer's, gets one line naming the prefix or the peer.
     """
+    _state_dict.check_holds_resampler(state_dict, "idefics", prefix)
     state = _state_dict.read(state_dict, prefix)
     dim = _state_dict.size(state, ("latents", 1), ("layer_norm.weight", 0), ("blocks.0.0.q_proj.weight", 1))
     inner = _state_dict.size(state, ("blocks.0.0.q_proj.weight", 0), ("blocks.0.0.output_proj.weight", 1), default=None)
@@ -135,3 +137,48 @@ def _layout(config):
         layout |= _state_dict.norm(f"{ff}.ln", f"{ours}.ff.norm")
         layout |= {f"{ff}.fc.weight": (LINEAR, (f"{ours}.ff.w_in",)), f"{ff}.c_proj.weight": (LINEAR, (f"{ours}.ff.w_out",))}
     return layout | _state_dict.norm("layer_norm", "norm")
+
+
+# ---------------------------------------------------------------- verify: finding the resampler in a checkpoint and building the peer's module
+
+KEY_PREFIXES = ("model.perceiver_resampler.", "perceiver_resampler.", "")  # IdeficsForVisionText2Text, IdeficsModel
+DEFAULT_EPS = LAYERNORM_EPS
+DEFAULT_HEADS = 16  # IdeficsPerceiverConfig's resampler_n_heads
+
+
+def find_prefix(keys):
+    """Where IDEFICS's resampler sits among a state dict's `keys`
+    ("model.perceiver_resampler." in IdeficsForVisionText2Text's), or None."""
+    return _state_dict.find_prefix(keys, "blocks.0.0.context_layer_norm.weight", also=("latents",), known=KEY_PREFIXES)
+
+
+def settings_from_hf_config(hf_config):
+    """{heads} for from_idefics as IdeficsModel reads it from its config.json (a dict):
+    perceiver_config.resampler_n_heads (16 where absent). The config has no eps for the
+    resampler: its LayerNorms keep torch's default, DEFAULT_EPS."""
+    perceiver = hf_config.get("perceiver_config") or {}
+    return dict(heads=perceiver.get("resampler_n_heads", DEFAULT_HEADS))
+
+
+def build_module(config, params, *, dtype, hf_config=None):
+    """transformers' IdeficsPerceiverResampler holding `params`, in `dtype`, in eval mode,
+    built as IdeficsModel builds it (ImportError if transformers is not installed). Its
+    IdeficsConfig is made from `config` (vision_config.embed_dim = D, qk_layer_norms_perceiver
+    = qk_norm); `hf_config` adds nothing the tensors have not told."""
+    state_dict = to_idefics(config, params, dtype=dtype)
+    from transformers import IdeficsConfig
+    from transformers.models.idefics.perceiver import IdeficsPerceiverResampler
+
+    idefics_config = IdeficsConfig(
+        vision_config={"embed_dim": config.dim}, perceiver_config={"qk_layer_norms_perceiver": config.qk_norm}
+    )
+    module = IdeficsPerceiverResampler(
+        idefics_config, embed_dim=config.dim, depth=config.depth, n_heads=config.heads, head_dim=config.dim_head,
+        n_latents=config.num_latents,
+    )
+    return _state_dict.load_module(module, state_dict)
+
+
+def sample_input(config, rng):
+    """(context, None): context (bsz, seq, D) = (2, 9, D) from `rng`."""
+    return rng.standard_normal((2, 9, config.dim)), None

@@ -107,8 +107,10 @@ def from_idefics2(state_dict, *, heads, eps=1e-6, norm_dtype="float32", prefix="
         Idefics2RMSNorm does) or None (normalise in the compute dtype).
     returns a ResamplerConfig with every size read off the tensors (kv_heads None where
     Hkv = H) and refimpl's params (float64 copies, projections (in, out)). Raises
-    ValueError listing every missing, unexpected and mis-shaped key.
+    ValueError listing every missing, unexpected and mis-shaped key; a whole model's state
+    dict without `prefix`, or another peer's, gets one line naming the prefix or the peer.
     """
+    _state_dict.check_holds_resampler(state_dict, "idefics2", prefix)
     state = _state_dict.read(state_dict, prefix)
     dim = _state_dict.size(state, ("latents", 1), ("norm.weight", 0), ("layers.0.self_attn.q_proj.weight", 1))
     inner = _state_dict.size(state, ("layers.0.self_attn.q_proj.weight", 0), ("layers.0.self_attn.o_proj.weight", 1), default=None)
@@ -178,3 +180,68 @@ def _layout(config):
             for name, ours in (("gate_proj", "w_gate"), ("up_proj", "w_up"), ("down_proj", "w_down"))
         }
     return layout | _state_dict.norm("norm", "norm", bias=False)
+
+
+# ---------------------------------------------------------------- verify: finding the resampler in a checkpoint and building the peer's module
+
+KEY_PREFIXES = ("model.connector.perceiver_resampler.", "connector.perceiver_resampler.", "")
+DEFAULT_EPS = None  # 1e-6 in Idefics2PerceiverConfig, but a whole model may take its text model's
+DEFAULT_HEADS = 16  # Idefics2PerceiverConfig's resampler_n_heads
+# what Idefics2Config fills in where config.json says nothing (transformers' defaults)
+PERCEIVER_DEFAULTS = dict(hidden_size=4096, rms_norm_eps=1e-6, hidden_act="silu")
+TEXT_DEFAULTS = dict(hidden_size=4096, rms_norm_eps=1e-5)  # where text_config is absent altogether
+
+
+def find_prefix(keys):
+    """Where Idefics2's resampler sits among a state dict's `keys`
+    ("model.connector.perceiver_resampler." in Idefics2ForConditionalGeneration's), or None."""
+    return _state_dict.find_prefix(keys, "layers.0.input_latents_norm.weight", also=("latents",), known=KEY_PREFIXES)
+
+
+def settings_from_hf_config(hf_config):
+    """{heads, eps} for from_idefics2 as Idefics2Model reads them from its config.json (a dict).
+
+    heads = perceiver_config.resampler_n_heads (16 where absent). eps: Idefics2Config takes
+    perceiver_config.rms_norm_eps, except where text_config's hidden_size differs from the
+    perceiver's: it then replaces both with the text model's (hidden_size, rms_norm_eps).
+    eps is None where the config does not say (a text_config without rms_norm_eps or
+    hidden_size). ValueError for a hidden_act other than "silu", which refimpl's swiglu is.
+    """
+    perceiver = PERCEIVER_DEFAULTS | (hf_config.get("perceiver_config") or {})
+    if perceiver["hidden_act"] != "silu":
+        raise ValueError(
+            f"config.json's perceiver_config.hidden_act is {perceiver['hidden_act']!r}; refimpl models Idefics2's "
+            "MLP with 'silu' (swiglu) only"
+        )
+    text = hf_config.get("text_config")
+    text = TEXT_DEFAULTS if text is None else text
+    eps = perceiver["rms_norm_eps"]
+    if text.get("hidden_size") != perceiver["hidden_size"]:
+        eps = text.get("rms_norm_eps") if "hidden_size" in text else None
+    return dict(heads=perceiver.get("resampler_n_heads", DEFAULT_HEADS), eps=eps)
+
+
+def build_module(config, params, *, dtype, hf_config=None):
+    """transformers' Idefics2PerceiverResampler holding `params`, in `dtype`, in eval mode
+    (ImportError if transformers is not installed), its Idefics2PerceiverConfig made from
+    `config`, with SDPA attention (the eager path computes its softmax in float32 even in a
+    float64 model). `hf_config` adds nothing the tensors and settings have not told."""
+    state_dict = to_idefics2(config, params, dtype=dtype)
+    from transformers.models.idefics2.configuration_idefics2 import Idefics2PerceiverConfig
+    from transformers.models.idefics2.modeling_idefics2 import Idefics2PerceiverResampler
+
+    perceiver_config = Idefics2PerceiverConfig(
+        hidden_size=config.dim, resampler_n_latents=config.num_latents, resampler_depth=config.depth,
+        resampler_n_heads=config.heads, resampler_head_dim=config.dim_head, num_key_value_heads=config.num_kv_heads,
+        rms_norm_eps=config.norm_eps, hidden_act="silu",
+    )
+    perceiver_config._attn_implementation = "sdpa"
+    return _state_dict.load_module(Idefics2PerceiverResampler(perceiver_config), state_dict)
+
+
+def sample_input(config, rng):
+    """(context, attention_mask): context (bsz, seq, D) = (2, 9, D) from `rng`, and
+    attention_mask (bsz, seq) with the last 3 tokens of the second row padding (0)."""
+    attention_mask = np.ones((2, 9), dtype=np.int64)
+    attention_mask[1, 6:] = 0
+    return rng.standard_normal((2, 9, config.dim)), attention_mask
