@@ -220,12 +220,32 @@ def attention(q, k, v, mask, scale):
     row_max = np.empty((n_batch, n_queries), dtype)
     row_sum = np.empty((n_batch, n_queries), dtype)
     flat_mask = _flat_mask(mask, batch, n_queries, n_keys)
+    v_exponent = _value_exponent(v, n_keys)
+    if v_exponent:  # exact: a power of 2
+        v_flat = np.ldexp(v_flat, -v_exponent)
     _attention_kernel(q_flat, k_flat, v_flat, flat_mask, dtype.type(scale), out, row_max, row_sum)
+    if v_exponent:
+        out = np.ldexp(out, v_exponent)
     return (
         out.reshape(batch + (n_queries, value_dim)),
         row_max.reshape(batch + (n_queries,)),
         row_sum.reshape(batch + (n_queries,)),
     )
+
+
+def _value_exponent(v, n_keys):
+    """0, or e where the kernel's running numerators could overflow and run on v * 2^-e.
+
+    The numerator sum_j exp(s_ij - m_i) v_j sums up to N terms of size up to max |v| (the
+    NumPy path's normalised weights keep its sums within max |v|), so it could overflow
+    where N * max|v| passes the largest float; with e the binary exponent of max |v|, the
+    values are below 1 and the output, scaled back by 2^e, is exactly what it would have
+    been had the range been wider.
+    """
+    v_max = max(float(v.max(initial=0.0)), -float(v.min(initial=0.0)))
+    if n_keys * v_max <= float(np.finfo(v.dtype).max):
+        return 0
+    return int(np.frexp(v_max)[1])
 
 
 def _flat_batch(array, batch, core_ndim=2):

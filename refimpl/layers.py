@@ -28,9 +28,12 @@ def layer_normalize(x, eps):
         xhat = (x - mean) * inv_std,   inv_std = 1 / sqrt(var + eps)
 
     x (..., D) -> xhat (..., D) (a new array), inv_std (..., 1). The backward pass needs both.
+    Rows whose sums or squares overflow are computed scaled (`_scaled_down`), exactly.
     """
     centered = x - x.mean(axis=-1, keepdims=True)  # (..., D), a new array: updated in place below
     var = np.einsum("...d,...d->...", centered, centered)[..., None] / x.shape[-1]  # (..., 1), no (..., D) temporary
+    if not np.isfinite(var).all():  # inf (or NaN from inf - inf) where |x| >= sqrt(max float / D)
+        return _scaled_down(layer_normalize, x, eps)
     inv_std = 1.0 / np.sqrt(var + eps)  # (..., 1)
     centered *= inv_std
     return centered, inv_std
@@ -51,10 +54,34 @@ def rms_normalize(x, eps):
         xhat = x * inv_rms,   inv_rms = 1 / sqrt(mean(x^2) + eps)
 
     x (..., D) -> xhat (..., D), inv_rms (..., 1). The backward pass needs both.
+    Rows whose squares overflow are computed scaled (`_scaled_down`), exactly.
     """
     mean_square = np.einsum("...d,...d->...", x, x)[..., None] / x.shape[-1]  # (..., 1)
+    if not np.isfinite(mean_square).all():  # inf where |x| >= sqrt(max float / D)
+        return _scaled_down(rms_normalize, x, eps)
     inv_rms = 1.0 / np.sqrt(mean_square + eps)  # (..., 1)
     return x * inv_rms, inv_rms
+
+
+def _scaled_down(normalize, x, eps):
+    """normalize(x, eps) for x whose squares overflow, computed on rows scaled below 1.
+
+    The norm of a row scaled by c is the norm of the row with eps scaled by 1 / c^2:
+
+        (c x - mean(c x)) / sqrt(var(c x) + eps) = (x - mean x) / sqrt(var x + eps / c^2)
+
+    (RMSNorm alike). Each row with max |x| >= 1 is scaled by c = 2^-e, e its max's binary
+    exponent, so that its entries are below 1 and its squares cannot overflow; a power of 2
+    scales exactly, so every sum, square root and quotient rounds as it would have unscaled,
+    had the range been wide enough (only entries below 2^e times the smallest normal float
+    round differently, and they are far too small to count). inv_std or inv_rms comes back
+    in x's units, times c. Rows with max |x| < 1 are left as they are, so that eps is never
+    scaled up (past the float range, for tiny rows).
+    """
+    exponent = np.maximum(np.frexp(np.abs(x).max(axis=-1, keepdims=True))[1], 0)  # (..., 1) ints
+    scaled_eps = np.ldexp(np.asarray(eps, dtype=x.dtype), -2 * exponent)  # (..., 1), eps * c^2
+    normalised, inverse = normalize(np.ldexp(x, -exponent), scaled_eps)  # rows now below 1
+    return normalised, np.ldexp(inverse, -exponent)
 
 
 def norm(params, prefix, x, kind, eps, norm_dtype=None):

@@ -63,11 +63,20 @@ TOLERANCES = {
 def relative_error(actual, reference, scale=None):
     """max |actual - reference| / scale, in float64, with scale = max |reference| by default.
 
-    Shapes must match exactly. A zero scale gives the absolute error.
+    Shapes must match exactly. A zero scale gives the absolute error. Real arrays only
+    (float, int or bool): a complex array raises TypeError rather than losing its imaginary part.
     """
-    actual, reference = np.asarray(actual, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    actual, reference = (_real_float64(name, value) for name, value in (("actual", actual), ("reference", reference)))
     if actual.shape != reference.shape:
         raise ValueError(f"actual must have the reference's shape {reference.shape}; got {actual.shape}")
     scale = np.abs(reference).max(initial=0.0) if scale is None else float(scale)
     diff = np.abs(actual - reference).max(initial=0.0)
     return diff / scale if scale > 0 else diff
+
+
+def _real_float64(name, value):
+    """`value` as a float64 array; TypeError for complex, object or other non-real input."""
+    array = np.asarray(value)
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+        raise TypeError(f"{name} must be a real array (float, int or bool); got dtype {array.dtype}")
+    return array.astype(np.float64, copy=False)

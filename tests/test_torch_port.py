@@ -89,7 +89,7 @@ def test_torch_module_names_a_wrong_input_shape():
     module = rt.PerceiverResampler(config)
     with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., T, S, D\) with D = config.dim = 8; got \(2, 3, 5\)"):
         module(torch.zeros(2, 3, 5))
-    with pytest.raises(ValueError, match=r"mask must have shape x.shape\[:-1\]"):
+    with pytest.raises(ValueError, match=r"mask must have shape \(\.\.\., T, S\) = x\.shape\[:-1\] = \(2, 3\); got \(2, 2\)"):
         module(torch.zeros(2, 3, 8), torch.ones(2, 2, dtype=torch.bool))
 
 
