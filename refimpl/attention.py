@@ -42,7 +42,8 @@ def _softmax(x, axis, mask):
     """The softmax on checked arguments: every slice along `axis` has an allowed entry."""
     if mask is not None:
         x = np.where(mask, x, -np.inf)
-    e = x - x.max(axis=axis, keepdims=True)  # <= 0, with 0 at the max: no overflow
+    with np.errstate(over="ignore"):  # a difference past the float range is -inf, and exp(-inf) = 0 is right
+        e = x - x.max(axis=axis, keepdims=True)  # <= 0, with 0 at the max
     np.exp(e, out=e)  # in place; masked: exp(-inf) = 0 exactly
     e /= e.sum(axis=axis, keepdims=True)  # the max contributes 1, so the sum is >= 1
     return e

@@ -30,8 +30,9 @@ def layer_normalize(x, eps):
     x (..., D) -> xhat (..., D) (a new array), inv_std (..., 1). The backward pass needs both.
     Rows whose sums or squares overflow are computed scaled (`_scaled_down`), exactly.
     """
-    centered = x - x.mean(axis=-1, keepdims=True)  # (..., D), a new array: updated in place below
-    var = np.einsum("...d,...d->...", centered, centered)[..., None] / x.shape[-1]  # (..., 1), no (..., D) temporary
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is caught just below
+        centered = x - x.mean(axis=-1, keepdims=True)  # (..., D), a new array: updated in place below
+        var = np.einsum("...d,...d->...", centered, centered)[..., None] / x.shape[-1]  # (..., 1), no (..., D) temporary
     if not np.isfinite(var).all():  # inf (or NaN from inf - inf) where |x| >= sqrt(max float / D)
         return _scaled_down(layer_normalize, x, eps)
     inv_std = 1.0 / np.sqrt(var + eps)  # (..., 1)
@@ -56,7 +57,8 @@ def rms_normalize(x, eps):
     x (..., D) -> xhat (..., D), inv_rms (..., 1). The backward pass needs both.
     Rows whose squares overflow are computed scaled (`_scaled_down`), exactly.
     """
-    mean_square = np.einsum("...d,...d->...", x, x)[..., None] / x.shape[-1]  # (..., 1)
+    with np.errstate(over="ignore"):  # an overflow is caught just below
+        mean_square = np.einsum("...d,...d->...", x, x)[..., None] / x.shape[-1]  # (..., 1)
     if not np.isfinite(mean_square).all():  # inf where |x| >= sqrt(max float / D)
         return _scaled_down(rms_normalize, x, eps)
     inv_rms = 1.0 / np.sqrt(mean_square + eps)  # (..., 1)
