@@ -93,7 +93,7 @@ def check_params(params, expected, dtype, what):
     """
     if not hasattr(params, "keys"):
         raise TypeError(f"params must be a dict of arrays (from init_resampler); got {type(params).__name__}")
-    for key in params.keys():
+    for key in params:
         if not isinstance(key, str):
             raise TypeError(f"params must have str keys (parameter names such as 'latents'); got the key {key!r} ({type(key).__name__})")
     found = {name: np.shape(value) for name, value in sorted(params.items(), key=lambda item: str(item[0]))}

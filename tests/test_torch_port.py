@@ -265,7 +265,7 @@ def test_torch_module_rejects_input_of_another_dtype():
 
 
 def test_torch_module_rejects_a_numpy_array_and_a_config_that_is_not_a_resampler_config():
-    config, params, x, mask = switches_case({})
+    config, params, x, _ = switches_case({})
     with pytest.raises(TypeError, match=r"x must be a torch\.Tensor; got ndarray"):
         rt.PerceiverResampler.from_refimpl(config, params)(x)
     with pytest.raises(TypeError, match=r"config must be a refimpl\.ResamplerConfig; got dict"):
