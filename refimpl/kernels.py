@@ -210,6 +210,13 @@ def attention(q, k, v, mask, scale):
     q (..., M, Dh), k (..., N, Dh), v (..., N, Dv), mask None or bool broadcastable to
     (..., M, N) with an allowed key in every row. Returns out (..., M, Dv) and the softmax
     statistics row_max, row_sum (..., M).
+
+    The running numerator sum_j exp(s_ij - m_i) v_j sums up to N terms of size up to max |v|
+    (where the NumPy path's normalised weights keep every sum within max |v|), so for v near
+    the largest float it can overflow; then the kernel runs again on v * 2^-e, e the binary
+    exponent of max |v|, and the output is scaled back by 2^e: a power of 2 scales exactly,
+    so the output is what it would have been in a wider float range. (The scores cannot
+    overflow: `refimpl.attention.check_scores_fit` has checked them.)
     """
     batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     n_batch = math.prod(batch)
@@ -220,32 +227,16 @@ def attention(q, k, v, mask, scale):
     row_max = np.empty((n_batch, n_queries), dtype)
     row_sum = np.empty((n_batch, n_queries), dtype)
     flat_mask = _flat_mask(mask, batch, n_queries, n_keys)
-    v_exponent = _value_exponent(v, n_keys)
-    if v_exponent:  # exact: a power of 2
-        v_flat = np.ldexp(v_flat, -v_exponent)
     _attention_kernel(q_flat, k_flat, v_flat, flat_mask, dtype.type(scale), out, row_max, row_sum)
-    if v_exponent:
-        out = np.ldexp(out, v_exponent)
+    if not np.isfinite(out).all():  # a running numerator passed the float range (large v): run again, scaled
+        exponent = int(np.frexp(max(float(v.max()), -float(v.min())))[1])
+        _attention_kernel(q_flat, k_flat, np.ldexp(v_flat, -exponent), flat_mask, dtype.type(scale), out, row_max, row_sum)
+        out = np.ldexp(out, exponent)
     return (
         out.reshape(batch + (n_queries, value_dim)),
         row_max.reshape(batch + (n_queries,)),
         row_sum.reshape(batch + (n_queries,)),
     )
-
-
-def _value_exponent(v, n_keys):
-    """0, or e where the kernel's running numerators could overflow and run on v * 2^-e.
-
-    The numerator sum_j exp(s_ij - m_i) v_j sums up to N terms of size up to max |v| (the
-    NumPy path's normalised weights keep its sums within max |v|), so it could overflow
-    where N * max|v| passes the largest float; with e the binary exponent of max |v|, the
-    values are below 1 and the output, scaled back by 2^e, is exactly what it would have
-    been had the range been wider.
-    """
-    v_max = max(float(v.max(initial=0.0)), -float(v.min(initial=0.0)))
-    if n_keys * v_max <= float(np.finfo(v.dtype).max):
-        return 0
-    return int(np.frexp(v_max)[1])
 
 
 def _flat_batch(array, batch, core_ndim=2):
