@@ -123,15 +123,16 @@ def _attention(q, k, v, mask, scale, backend="numpy", return_weights=True):
 
     The NumPy path always has the weights; the Numba kernel only keeps the softmax
     statistics, from which the weights are recomputed if asked for. Both raise the same
-    ValueError where the scores could overflow (`check_scores_fit`).
+    ValueError where the scores could overflow (`check_scores_fit`; the kernel's wrapper
+    checks for the Numba path, so that refimpl.grad's use of it is checked too).
     """
-    check_scores_fit(q, k, scale)
     if backend == "numba":
         kernels = numba_kernels()
         out, row_max, row_sum = kernels.attention(q, k, v, mask, scale)
         if not return_weights:
             return out, None
         return out, kernels.weights_from_stats(q, k, mask, scale, row_max, row_sum)
+    check_scores_fit(q, k, scale)
     scores = q @ np.swapaxes(k, -1, -2) * scale  # (..., M, N), batch axes of q and k
     weights = _softmax(scores, -1, mask)  # (..., M, N), rows sum to 1
     out = weights @ v  # (..., M, Dv), batch axes of q, k and v

@@ -35,6 +35,8 @@ import os
 import numba
 import numpy as np
 
+from .attention import check_scores_fit
+
 # Numba's own thread pool rather than OpenMP, unless the user chose: measured 10-25% faster
 # on this kernel, and it does not contend with torch's OpenMP threads in the same process.
 # (Numba fixes its threading layer at the first parallel launch in a process.)
@@ -215,9 +217,11 @@ def attention(q, k, v, mask, scale):
     (where the NumPy path's normalised weights keep every sum within max |v|), so for v near
     the largest float it can overflow; then the kernel runs again on v * 2^-e, e the binary
     exponent of max |v|, and the output is scaled back by 2^e: a power of 2 scales exactly,
-    so the output is what it would have been in a wider float range. (The scores cannot
-    overflow: `refimpl.attention.check_scores_fit` has checked them.)
+    so the output is what it would have been in a wider float range. The scores cannot
+    overflow: ValueError where they could (`refimpl.attention.check_scores_fit`, the same
+    check as the NumPy path's).
     """
+    check_scores_fit(q, k, scale)
     batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     n_batch = math.prod(batch)
     n_queries, n_keys, value_dim = q.shape[-2], k.shape[-2], v.shape[-1]

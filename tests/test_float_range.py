@@ -15,6 +15,7 @@ import pytest
 import refimpl
 from hypothesis import given
 from hypothesis import strategies as st
+from refimpl.grad import attention_backward
 from refimpl.layers import layer_norm, rms_norm
 
 from helpers import FLOAT32_BACKENDS, FLOAT32_VS_FLOAT64, FLOAT64, assert_close, seeds
@@ -161,3 +162,11 @@ def test_numba_attention_of_values_near_the_largest_float_equals_numpy(dtype):
     actual = refimpl.attention(q, k, v, dtype=dtype, backend="numba")
     assert np.isfinite(expected).all()
     assert_close(actual, expected, FLOAT64 if dtype == np.float64 else FLOAT32_BACKENDS, scale=np.abs(v).max())
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_the_attention_gradient_whose_scores_overflow_raises_alike(backend):
+    rng = np.random.default_rng(3)
+    q, k, v = rng.standard_normal((3, 4)) * 1e200, rng.standard_normal((5, 4)) * 1e200, rng.standard_normal((5, 2))
+    with pytest.raises(ValueError, match=SCORES_OVERFLOW.format("float64")):
+        attention_backward(q, k, v, np.ones((3, 2)), backend=backend)
