@@ -97,7 +97,6 @@ class ResamplerConfig:
         return round(self.dim * self.ff_mult)
 
 
-
 def check_config(config):
     """`config` itself if it is a ResamplerConfig; TypeError naming what came otherwise."""
     if not isinstance(config, ResamplerConfig):
