@@ -28,6 +28,7 @@ def softmax(x, axis=-1, mask=None, *, dtype=np.float64):
     """
     dtype = _checks.compute_dtype(dtype)
     x = _checks.float_array("x", x, dtype)
+    axis = _checks.axis_index("axis", axis, x.ndim)
     if mask is not None:
         mask = _checks.bool_array("mask", mask, "True = allowed")
         _checks.broadcasts_to("mask", mask, x.shape, "x.shape")
@@ -41,7 +42,8 @@ def _softmax(x, axis, mask):
     """The softmax on checked arguments: every slice along `axis` has an allowed entry."""
     if mask is not None:
         x = np.where(mask, x, -np.inf)
-    e = x - x.max(axis=axis, keepdims=True)  # <= 0, with 0 at the max: no overflow
+    with np.errstate(over="ignore"):  # a difference past the float range is -inf, and exp(-inf) = 0 is right
+        e = x - x.max(axis=axis, keepdims=True)  # <= 0, with 0 at the max
     np.exp(e, out=e)  # in place; masked: exp(-inf) = 0 exactly
     e /= e.sum(axis=axis, keepdims=True)  # the max contributes 1, so the sum is >= 1
     return e
@@ -87,9 +89,9 @@ def _checked(q, k, v, mask, scale, dtype):
     broadcast, mask boolean with an allowed key in every row, scale a positive number
     (Dh ** -0.5 for None). Returns (q, k, v, mask, scale)."""
     dtype = _checks.compute_dtype(dtype)
-    q = _checks.float_array("q", q, dtype)
-    k = _checks.float_array("k", k, dtype)
-    v = _checks.float_array("v", v, dtype)
+    q = _checks.float_array("q", q, dtype, "(..., M, Dh)")
+    k = _checks.float_array("k", k, dtype, "(..., N, Dh)")
+    v = _checks.float_array("v", v, dtype, "(..., N, Dv)")
     _checks.ndim_at_least("q", q, 2, "(..., M, Dh)")
     _checks.ndim_at_least("k", k, 2, "(..., N, Dh)")
     _checks.ndim_at_least("v", v, 2, "(..., N, Dv)")
@@ -120,7 +122,9 @@ def _attention(q, k, v, mask, scale, backend="numpy", return_weights=True):
     """Attention on checked arguments: out (..., M, Dv), and weights (..., M, N) or None.
 
     The NumPy path always has the weights; the Numba kernel only keeps the softmax
-    statistics, from which the weights are recomputed if asked for.
+    statistics, from which the weights are recomputed if asked for. Both raise the same
+    ValueError where the scores could overflow (`check_scores_fit`; the kernel's wrapper
+    checks for the Numba path, so that refimpl.grad's use of it is checked too).
     """
     if backend == "numba":
         kernels = numba_kernels()
@@ -128,10 +132,33 @@ def _attention(q, k, v, mask, scale, backend="numpy", return_weights=True):
         if not return_weights:
             return out, None
         return out, kernels.weights_from_stats(q, k, mask, scale, row_max, row_sum)
+    check_scores_fit(q, k, scale)
     scores = q @ np.swapaxes(k, -1, -2) * scale  # (..., M, N), batch axes of q and k
     weights = _softmax(scores, -1, mask)  # (..., M, N), rows sum to 1
     out = weights @ v  # (..., M, Dv), batch axes of q, k and v
     return out, np.broadcast_to(weights, out.shape[:-1] + weights.shape[-1:])
+
+
+def check_scores_fit(q, k, scale):
+    """Raise ValueError where the scores q k^T * scale could overflow q's dtype.
+
+    Every partial sum of a score, in any order of summation and before or after the
+    scale, is at most Dh * max|q| * max|k| * max(scale, 1) in size; below the largest
+    float, no backend overflows, and above it the check raises for both alike (so the
+    NumPy and Numba paths end the float range at the same place). Scores that large are
+    no attention to compute: their softmax is a one-hot decided by rounding, and the
+    float64 path returned NaN for them. q (..., M, Dh), k (..., N, Dh), both checked.
+    """
+    limit = float(np.finfo(q.dtype).max)
+    q_max, k_max = (max(float(a.max(initial=0.0)), -float(a.min(initial=0.0))) for a in (q, k))  # no |a| temporary
+    bound = q.shape[-1] * q_max * k_max * max(scale, 1.0)  # Python floats: inf past the range, no warning
+    if bound > limit:
+        raise ValueError(
+            f"q and k give attention scores q k^T * scale beyond the {q.dtype} range: Dh * max|q| * max|k| * "
+            f"max(scale, 1) = {q.shape[-1]} * {q_max:.3g} * {k_max:.3g} * {max(scale, 1.0):.3g} = {bound:.3g} "
+            f"> {limit:.3g}; scale q or k down (in multi-head attention and the resampler, q and k are the "
+            "projected queries and keys)"
+        )
 
 
 def check_backend(backend):

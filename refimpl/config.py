@@ -96,3 +96,10 @@ class ResamplerConfig:
         """F: the feed-forward hidden width."""
         return round(self.dim * self.ff_mult)
 
+
+def check_config(config):
+    """`config` itself if it is a ResamplerConfig; TypeError naming what came otherwise."""
+    if not isinstance(config, ResamplerConfig):
+        hint = " (make one: refimpl.ResamplerConfig(**fields))" if isinstance(config, dict) else ""
+        raise TypeError(f"config must be a refimpl.ResamplerConfig; got {type(config).__name__}{hint}")
+    return config

@@ -25,6 +25,8 @@ Axis letters: L text tokens, Dt text width, Nv visual tokens (e.g. R per image, 
 images concatenated), Dv visual width, H heads, Dh head width, F feed-forward width.
 """
 
+import numbers
+
 import numpy as np
 
 from . import _checks
@@ -39,9 +41,14 @@ def gated_xattn_dense_shapes(dim, dim_visual, *, heads=8, dim_head=64, ff_mult=4
 
     attn.norm.weight/.bias (D,), attn.wq (D, H*Dh), attn.wk and attn.wv (Dv, H*Dh),
     attn.wo (H*Dh, D), attn_gate (), ff.norm.weight/.bias (D,), ff.w_in (D, F),
-    ff.w_out (F, D), ff_gate ().
+    ff.w_out (F, D), ff_gate (). The sizes must be positive ints, and dim * ff_mult a whole number.
     """
-    inner, ff_dim = heads * dim_head, round(dim * ff_mult)
+    for name, size in (("dim", dim), ("dim_visual", dim_visual), ("heads", heads), ("dim_head", dim_head)):
+        _checks.positive_int(name, size)
+    ff_dim = dim * _checks.positive_number("ff_mult", ff_mult)
+    if ff_dim != round(ff_dim):
+        raise ValueError(f"ff_mult must make dim * ff_mult a whole number; got {dim} * {ff_mult} = {ff_dim}")
+    inner, ff_dim = heads * dim_head, round(ff_dim)
     return {
         "attn.norm.weight": (dim,),
         "attn.norm.bias": (dim,),
@@ -63,9 +70,14 @@ def init_gated_xattn_dense(dim, dim_visual, *, heads=8, dim_head=64, ff_mult=4, 
 
     projections N(0, 1/fan_in), norm weights U(0.5, 1.5), norm biases N(0, 0.1^2).
     """
+    shapes = gated_xattn_dense_shapes(dim, dim_visual, heads=heads, dim_head=dim_head, ff_mult=ff_mult)  # checks the sizes
+    if isinstance(gate, bool) or not isinstance(gate, numbers.Real):
+        raise TypeError(f"gate must be a number; got {type(gate).__name__} {gate!r}")
+    if not np.isfinite(gate):
+        raise ValueError(f"gate must be a finite number; got {gate!r}")
     rng = np.random.default_rng(seed)
     params = {}
-    for name, shape in gated_xattn_dense_shapes(dim, dim_visual, heads=heads, dim_head=dim_head, ff_mult=ff_mult).items():
+    for name, shape in shapes.items():
         if name.endswith("_gate"):
             params[name] = np.array(float(gate))
         elif name.endswith(".weight"):
@@ -95,13 +107,17 @@ def gated_xattn_dense(params, hidden, visual, *, heads=8, mask=None, norm_eps=1e
     """
     check_backend(backend)
     dtype = _checks.compute_dtype(dtype)
-    hidden = _checks.float_array("hidden", hidden, dtype)
-    visual = _checks.float_array("visual", visual, dtype)
+    hidden = _checks.float_array("hidden", hidden, dtype, "(..., L, Dt)")
+    visual = _checks.float_array("visual", visual, dtype, "(..., Nv, Dv)")
     _checks.ndim_at_least("hidden", hidden, 2, "(..., L, Dt)")
     _checks.ndim_at_least("visual", visual, 2, "(..., Nv, Dv)")
     heads = _checks.positive_int("heads", heads)
     norm_eps = _checks.positive_number("norm_eps", norm_eps)
-    ff_dim = np.shape(params["ff.w_in"])[-1] if np.ndim(params.get("ff.w_in")) == 2 else 4 * hidden.shape[-1]
+    for name, array, layout in (("hidden", hidden, "(..., L, Dt)"), ("visual", visual, "(..., Nv, Dv)")):
+        if array.shape[-1] == 0:
+            raise ValueError(f"{name} must have shape {layout} with a width >= 1; got {array.shape}")
+    w_in_shape = np.shape(params["ff.w_in"]) if hasattr(params, "keys") and "ff.w_in" in params else ()
+    ff_dim = w_in_shape[-1] if len(w_in_shape) == 2 and w_in_shape[-1] > 0 else 4 * hidden.shape[-1]  # else reported below
     expected = gated_xattn_dense_shapes(
         hidden.shape[-1],
         visual.shape[-1],

@@ -35,6 +35,8 @@ import os
 import numba
 import numpy as np
 
+from .attention import check_scores_fit
+
 # Numba's own thread pool rather than OpenMP, unless the user chose: measured 10-25% faster
 # on this kernel, and it does not contend with torch's OpenMP threads in the same process.
 # (Numba fixes its threading layer at the first parallel launch in a process.)
@@ -210,7 +212,16 @@ def attention(q, k, v, mask, scale):
     q (..., M, Dh), k (..., N, Dh), v (..., N, Dv), mask None or bool broadcastable to
     (..., M, N) with an allowed key in every row. Returns out (..., M, Dv) and the softmax
     statistics row_max, row_sum (..., M).
+
+    The running numerator sum_j exp(s_ij - m_i) v_j sums up to N terms of size up to max |v|
+    (where the NumPy path's normalised weights keep every sum within max |v|), so for v near
+    the largest float it can overflow; then the kernel runs again on v * 2^-e, e the binary
+    exponent of max |v|, and the output is scaled back by 2^e: a power of 2 scales exactly,
+    so the output is what it would have been in a wider float range. The scores cannot
+    overflow: ValueError where they could (`refimpl.attention.check_scores_fit`, the same
+    check as the NumPy path's).
     """
+    check_scores_fit(q, k, scale)
     batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     n_batch = math.prod(batch)
     n_queries, n_keys, value_dim = q.shape[-2], k.shape[-2], v.shape[-1]
@@ -221,6 +232,10 @@ def attention(q, k, v, mask, scale):
     row_sum = np.empty((n_batch, n_queries), dtype)
     flat_mask = _flat_mask(mask, batch, n_queries, n_keys)
     _attention_kernel(q_flat, k_flat, v_flat, flat_mask, dtype.type(scale), out, row_max, row_sum)
+    if not np.isfinite(out).all():  # a running numerator passed the float range (large v): run again, scaled
+        exponent = int(np.frexp(max(float(v.max()), -float(v.min())))[1])
+        _attention_kernel(q_flat, k_flat, np.ldexp(v_flat, -exponent), flat_mask, dtype.type(scale), out, row_max, row_sum)
+        out = np.ldexp(out, exponent)
     return (
         out.reshape(batch + (n_queries, value_dim)),
         row_max.reshape(batch + (n_queries,)),

@@ -28,9 +28,13 @@ def layer_normalize(x, eps):
         xhat = (x - mean) * inv_std,   inv_std = 1 / sqrt(var + eps)
 
     x (..., D) -> xhat (..., D) (a new array), inv_std (..., 1). The backward pass needs both.
+    Rows whose sums or squares overflow are computed scaled (`_scaled_down`), exactly.
     """
-    centered = x - x.mean(axis=-1, keepdims=True)  # (..., D), a new array: updated in place below
-    var = np.einsum("...d,...d->...", centered, centered)[..., None] / x.shape[-1]  # (..., 1), no (..., D) temporary
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is caught just below
+        centered = x - x.mean(axis=-1, keepdims=True)  # (..., D), a new array: updated in place below
+        var = np.einsum("...d,...d->...", centered, centered)[..., None] / x.shape[-1]  # (..., 1), no (..., D) temporary
+    if _overflowed(var, x):  # inf (or NaN from inf - inf) where |x| >= sqrt(max float / D)
+        return _scaled_down(layer_normalize, x, eps)
     inv_std = 1.0 / np.sqrt(var + eps)  # (..., 1)
     centered *= inv_std
     return centered, inv_std
@@ -51,10 +55,43 @@ def rms_normalize(x, eps):
         xhat = x * inv_rms,   inv_rms = 1 / sqrt(mean(x^2) + eps)
 
     x (..., D) -> xhat (..., D), inv_rms (..., 1). The backward pass needs both.
+    Rows whose squares overflow are computed scaled (`_scaled_down`), exactly.
     """
-    mean_square = np.einsum("...d,...d->...", x, x)[..., None] / x.shape[-1]  # (..., 1)
+    with np.errstate(over="ignore"):  # an overflow is caught just below
+        mean_square = np.einsum("...d,...d->...", x, x)[..., None] / x.shape[-1]  # (..., 1)
+    if _overflowed(mean_square, x):  # inf where |x| >= sqrt(max float / D)
+        return _scaled_down(rms_normalize, x, eps)
     inv_rms = 1.0 / np.sqrt(mean_square + eps)  # (..., 1)
     return x * inv_rms, inv_rms
+
+
+def _overflowed(statistic, x):
+    """True where a row of x (..., D) that is finite has a non-finite statistic (..., 1): its
+    sums or squares passed the float range. (A row that is not finite, which only unchecked
+    intermediate values can be, is left to give NaN, as it always did.)"""
+    bad = ~np.isfinite(statistic[..., 0])  # (...)
+    return bool(bad.any() and np.isfinite(x[bad]).all(axis=-1).any())
+
+
+def _scaled_down(normalize, x, eps):
+    """normalize(x, eps) for a finite x whose sums or squares overflow, computed on rows scaled below 1.
+
+    A norm is unchanged when its row is scaled by c and its eps by c^2:
+
+        (x - mean x) / sqrt(var x + eps) = (c x - mean(c x)) / sqrt(var(c x) + c^2 eps)
+
+    (RMSNorm alike). Each row with max |x| >= 1 is scaled by c = 2^-e, e its max's binary
+    exponent, so that its entries are below 1 and its squares cannot overflow; a power of 2
+    scales exactly, so every sum, square root and quotient rounds as it would have unscaled,
+    had the range been wide enough (only entries below 2^e times the smallest normal float
+    round differently, and they are far too small to count). inv_std or inv_rms comes back
+    in x's units (times c). Rows with max |x| < 1 are left as they are, so that eps is never
+    scaled up (past the float range, for tiny rows). The scaled rows cannot overflow again.
+    """
+    exponent = np.maximum(np.frexp(np.abs(x).max(axis=-1, keepdims=True))[1], 0)  # (..., 1) ints
+    scaled_eps = np.ldexp(np.asarray(eps, dtype=x.dtype), -2 * exponent)  # (..., 1), c^2 eps
+    normalised, inverse = normalize(np.ldexp(x, -exponent), scaled_eps)  # rows now below 1
+    return normalised, np.ldexp(inverse, -exponent)
 
 
 def norm(params, prefix, x, kind, eps, norm_dtype=None):

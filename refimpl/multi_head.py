@@ -55,8 +55,8 @@ def _checked(params, queries, context, heads, kv_heads, mask, qk_norm_eps, dtype
     kv_heads = heads if kv_heads is None else _checks.positive_int("kv_heads", kv_heads)
     if heads % kv_heads:
         raise ValueError(f"kv_heads must divide heads = {heads}; got {kv_heads}")
-    queries = _checks.float_array("queries", queries, dtype)
-    context = _checks.float_array("context", context, dtype)
+    queries = _checks.float_array("queries", queries, dtype, "(..., R, D)")
+    context = _checks.float_array("context", context, dtype, "(..., N, Dc)")
     _checks.ndim_at_least("queries", queries, 2, "(..., R, D)")
     if context.ndim != queries.ndim or context.shape[:-2] != queries.shape[:-2]:
         raise ValueError(f"context must have shape (..., N, Dc) with ... = {queries.shape[:-2]}; got {context.shape}")

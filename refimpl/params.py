@@ -29,10 +29,12 @@ output: head h of `x @ wq` is columns h*Dh ... (h+1)*Dh - 1.
 import numpy as np
 
 from . import _checks
+from .config import check_config
 
 
 def param_shapes(config):
     """dict name -> shape of every parameter that `config` needs (see the module's table)."""
+    check_config(config)
     d, inner_q, inner_kv = config.dim, config.heads * config.dim_head, config.num_kv_heads * config.dim_head
     norm_names = ("weight", "bias") if config.norm == "layernorm" else ("weight",)
 
@@ -91,6 +93,9 @@ def check_params(params, expected, dtype, what):
     """
     if not hasattr(params, "keys"):
         raise TypeError(f"params must be a dict of arrays (from init_resampler); got {type(params).__name__}")
+    for key in params:
+        if not isinstance(key, str):
+            raise TypeError(f"params must have str keys (parameter names such as 'latents'); got the key {key!r} ({type(key).__name__})")
     found = {name: np.shape(value) for name, value in sorted(params.items(), key=lambda item: str(item[0]))}
     _checks.check_fits(f"params do not fit {what}", found, dict(sorted(expected.items())))
     return {name: _checks.float_array(f"params[{name!r}]", params[name], dtype) for name in expected}

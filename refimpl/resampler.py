@@ -32,6 +32,7 @@ import numpy as np
 
 from . import _checks
 from .attention import check_backend
+from .config import check_config
 from .layers import feed_forward, norm
 from .multi_head import _multi_head_attention
 from .params import check_params, param_shapes
@@ -71,30 +72,16 @@ def checked_arguments(params, x, config, *, mask=None, backend="numpy", dtype=np
     refimpl.grad and refimpl.interop check their arguments with it, as perceiver_resampler does.
     """
     check_backend(backend)
+    check_config(config)
     dtype = _checks.compute_dtype(dtype)
-    x = _checks.float_array("x", x, dtype)
-    if x.ndim < 3 or x.shape[-1] != config.dim:
-        raise ValueError(f"x must have shape (..., T, S, D) with D = config.dim = {config.dim}; got {x.shape}")
-    *batch, n_frames, n_space, dim = x.shape
-    if config.num_time_embeds is not None and n_frames > config.num_time_embeds:
-        raise ValueError(
-            f"x has T = {n_frames} frames (shape {x.shape}) but config.num_time_embeds = "
-            f"{config.num_time_embeds}; the time-embedding table has no row for frame {config.num_time_embeds}"
-        )
-    if config.num_media_embeds is not None:
-        if x.ndim < 4:
-            raise ValueError(f"x must have shape (..., I, T, S, D) with config.num_media_embeds set; got {x.shape}")
-        if x.shape[-4] > config.num_media_embeds:
-            raise ValueError(
-                f"x has I = {x.shape[-4]} media items (shape {x.shape}) but config.num_media_embeds = "
-                f"{config.num_media_embeds}; the media-embedding table has no row for item {config.num_media_embeds}"
-            )
+    x = _checks.float_array("x", x, dtype, "(..., T, S, D)")
     if mask is not None:
         mask = _checks.bool_array("mask", mask, "True = real token")
-        if mask.shape != x.shape[:-1]:
-            raise ValueError(f"mask must have shape (..., T, S) = x.shape[:-1] = {x.shape[:-1]}; got {mask.shape}")
+    _checks.resampler_input(x.shape, None if mask is None else mask.shape, config)
+    if config.norm_dtype is not None:
+        _checks.fits_dtype("x", x, config.norm_dtype, f"config.norm_dtype = {config.norm_dtype!r}: the norms compute in it")
     if not config.latents_in_kv:
-        _check_every_item_has_tokens(x, mask)
+        _checks.resampler_items_have_tokens(x.shape, None if mask is None else ~mask.any(axis=(-1, -2)))
     return check_params(params, param_shapes(config), dtype, f"the config {config}"), x, mask
 
 
@@ -195,23 +182,6 @@ def _attention_block(params, prefix, media, latents, key_mask, config, backend, 
         backend=backend,
         return_weights=return_weights,
     )
-
-
-def _check_every_item_has_tokens(x, mask):
-    """Without the latents among the keys, every batch item needs a real media token."""
-    if x.shape[-3] * x.shape[-2] == 0:
-        raise ValueError(
-            f"x has no media tokens (T * S = 0, shape {x.shape}) and config.latents_in_kv is False: "
-            "the latents would have nothing to attend to"
-        )
-    if mask is not None:
-        empty = ~mask.any(axis=(-1, -2))
-        if empty.any():
-            first = tuple(int(i) for i in np.argwhere(empty)[0])
-            raise ValueError(
-                f"mask marks no real token in {int(empty.sum())} batch item(s) (the first at index {first}) "
-                "and config.latents_in_kv is False: the latents would have nothing to attend to"
-            )
 
 
 def interpolate_time_embeds(time_embeds, frames):

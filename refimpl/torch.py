@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ResamplerConfig
+from . import _checks
+from .config import ResamplerConfig, check_config
 from .params import check_params, param_shapes
 
 
@@ -130,6 +131,17 @@ class ResamplerAttention(CrossAttention):
         return self.attend(self.wq(latents), k, v, key_mask, return_weights)
 
 
+def _check_bool_mask(mask, meaning, device):
+    """TypeError unless `mask` is a bool tensor (`meaning` says what True means), ValueError
+    unless it is on `device`. F.scaled_dot_product_attention would take a float or int
+    mask as a bias added to the scores: a 0/1 mask would change every weight, silently."""
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        got = f"dtype {mask.dtype}" if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise TypeError(f"mask must be a bool tensor ({meaning}); got {got}")
+    if mask.device != device:
+        raise ValueError(f"mask must be on the device of the inputs, {device}; got {mask.device}")
+
+
 def _replace_last_rows(kv, rows):
     """kv (B, N + R, C) with its last R rows replaced by rows (B, R, C).
 
@@ -184,7 +196,7 @@ class PerceiverResampler(nn.Module):
 
     def __init__(self, config: ResamplerConfig):
         super().__init__()
-        self.config = config
+        self.config = check_config(config)
         self.latents = nn.Parameter(torch.randn(config.num_latents, config.dim))
         if config.num_time_embeds is not None:
             self.time_embeds = nn.Parameter(torch.zeros(config.num_time_embeds, config.dim))
@@ -205,10 +217,7 @@ class PerceiverResampler(nn.Module):
 
     def forward(self, x, mask=None, return_attention=False):
         config = self.config
-        if x.ndim < 3 or x.shape[-1] != config.dim:
-            raise ValueError(f"x must have shape (..., T, S, D) with D = config.dim = {config.dim}; got {tuple(x.shape)}")
-        if mask is not None and mask.shape != x.shape[:-1]:
-            raise ValueError(f"mask must have shape x.shape[:-1] = {tuple(x.shape[:-1])}; got {tuple(mask.shape)}")
+        self.check_input(x, mask)
         *batch, n_frames, n_space, dim = x.shape
         if config.num_media_embeds is not None:
             x = x + self.media_embeds[: x.shape[-4], None, None, :]  # (..., I, T, S, D)
@@ -233,6 +242,29 @@ class PerceiverResampler(nn.Module):
         if not return_attention:
             return latents
         return latents, [w.reshape(*batch, *w.shape[1:]) for w in maps]
+
+    def check_input(self, x, mask):
+        """forward's arguments checked, with the messages of refimpl.perceiver_resampler:
+        x a floating tensor of the module's dtype and device, of shape (..., [I,] T, S, D)
+        that fits the config's tables; mask None or a bool tensor (..., [I,] T, S) on x's
+        device. Shapes and dtypes are known on the host; only where the latents are not
+        among the keys does checking that every item has a real token wait for the device."""
+        expected = self.latents
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
+        if x.dtype != expected.dtype:
+            raise TypeError(
+                f"x must have the module's dtype {expected.dtype}; got {x.dtype} "
+                f"(convert x with x.to({expected.dtype}), or the module with module.to({x.dtype}))"
+            )
+        if x.device != expected.device:
+            raise ValueError(f"x must be on the module's device {expected.device}; got {x.device}")
+        if mask is not None:
+            _check_bool_mask(mask, "True = real token", x.device)
+        _checks.resampler_input(x.shape, None if mask is None else mask.shape, self.config)
+        if not self.config.latents_in_kv:
+            empty = None if mask is None else ~mask.flatten(-2).any(dim=-1)  # (...), True where an item has no real token
+            _checks.resampler_items_have_tokens(tuple(x.shape), None if empty is None else empty.cpu().numpy())
 
     def media_keys_values(self, media):
         """Every layer's keys and values of the media tokens, from one normalisation and one
@@ -293,6 +325,7 @@ class GatedXAttnDense(nn.Module):
         context = visual.expand(*batch, *visual.shape[-2:]).reshape(-1, *visual.shape[-2:])  # (B, Nv, Dv)
         sees = None
         if mask is not None:
+            _check_bool_mask(mask, "True = text token may see visual token", hidden.device)
             mask = mask.expand(*batch, hidden.shape[-2], visual.shape[-2]).reshape(queries.shape[0], -1, visual.shape[-2])
             sees = mask.any(dim=-1, keepdim=True)  # (B, L, 1)
             mask = mask | ~sees  # blind rows attend anywhere, then are zeroed

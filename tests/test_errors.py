@@ -5,6 +5,7 @@ with `match=`, that the message names the argument and says what was expected an
 came. The inputs are otherwise valid (the first group checks that they pass).
 """
 
+import dataclasses
 import re
 
 import numpy as np
@@ -13,6 +14,8 @@ import refimpl
 
 CONFIG = refimpl.ResamplerConfig(dim=6, depth=1, heads=2, dim_head=3, num_latents=4, num_time_embeds=3)
 PARAMS = refimpl.init_resampler(CONFIG, seed=0)
+NORM32_CONFIG = dataclasses.replace(CONFIG, norm_dtype="float32")
+NORM32_PARAMS = refimpl.init_resampler(NORM32_CONFIG, seed=0)
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((2, 3, 5, 6))  # (B, T, S, D)
 MASK = np.ones((2, 3, 5), dtype=bool)
@@ -135,6 +138,31 @@ RESAMPLER_CASES = {
     "a mask of floats": (resample(mask=MASK.astype(float)), TypeError, r"mask must be a boolean array.*got dtype float64"),
     "more frames than time embeddings": (resample(x=RNG.standard_normal((2, 4, 5, 6))), ValueError, r"T = 4 .*num_time_embeds = 3"),
     "an unknown backend": (resample(backend="torch"), ValueError, r"backend must be one of 'numpy', 'numba'; got 'torch'"),
+    "x that is a ragged nested list": (
+        resample(x=[[[[0.0] * 6] * 5] * 3, [[[0.0] * 6] * 4] * 3]),
+        ValueError,
+        r"x must be an array of shape \(\.\.\., T, S, D\); got a ragged nested sequence",
+    ),
+    "x of float16 with an inf": (
+        resample(x=with_value(X, (0, 0, 0, 0), np.inf).astype(np.float16)),
+        ValueError,
+        r"x must be finite; got 1 NaN or inf value\(s\)$",
+    ),
+    "x beyond float32 with config.norm_dtype float32": (
+        lambda: refimpl.perceiver_resampler(NORM32_PARAMS, X * 1e39, NORM32_CONFIG),
+        ValueError,
+        r"x must fit float32 \(config\.norm_dtype = 'float32': the norms compute in it\); got max \|x\| = 2\.\d+e\+39",
+    ),
+    "a config that is a dict": (
+        lambda: refimpl.perceiver_resampler(PARAMS, X, {"dim": 6}),
+        TypeError,
+        r"config must be a refimpl\.ResamplerConfig; got dict",
+    ),
+    "params with a key that is not a str": (
+        resample(params={**PARAMS, 0: np.ones(6)}),
+        TypeError,
+        r"params must have str keys \(parameter names such as 'latents'\); got the key 0 \(int\)",
+    ),
     "a float16 compute dtype": (resample(dtype=np.float16), ValueError, r"dtype must be float32 or float64; got float16"),
     "an int compute dtype": (resample(dtype=np.int32), ValueError, r"dtype must be float32 or float64; got int32"),
     "a compute dtype that is no dtype": (resample(dtype="float64x"), TypeError, r"dtype must be float32 or float64; got 'float64x'"),
@@ -186,9 +214,27 @@ ATTENTION_CASES = {
     "a NaN scale": (attend(scale=float("nan")), ValueError, r"scale must be a positive finite number; got nan"),
     "a scale that is a string": (attend(scale="1"), TypeError, r"scale must be a number; got str '1'"),
     "an unknown backend": (attend(backend="cuda"), ValueError, r"backend must be one of 'numpy', 'numba'; got 'cuda'"),
+    "q that is a ragged nested list": (
+        attend(q=[[1.0, 2.0, 3.0, 4.0, 5.0], [1.0]]),
+        ValueError,
+        r"q must be an array of shape \(\.\.\., M, Dh\); got a ragged nested sequence",
+    ),
+    "q of float16 with an inf": (attend(q=with_value(Q, (0, 0), -np.inf).astype(np.float16)), ValueError, r"q must be finite; got 1 NaN or inf value\(s\)$"),
+    "q of float64 that overflows float32": (
+        attend(q=with_value(Q, (1, 1), 1e39), dtype=np.float32),
+        ValueError,
+        r"q must be finite; got 1 NaN or inf value\(s\) \(after casting to float32: max \|q\| = 1e\+39\)",
+    ),
 }
 
 SOFTMAX_CASES = {
+    "an axis past the last": (
+        lambda: refimpl.softmax(np.zeros((2, 3)), axis=5),
+        ValueError,
+        r"axis must be in \[-2, 2\) for an array of 2 dimension\(s\); got 5",
+    ),
+    "an axis before the first": (lambda: refimpl.softmax(np.zeros(3), axis=-2), ValueError, r"axis must be in \[-1, 1\).*; got -2"),
+    "an axis that is a float": (lambda: refimpl.softmax(np.zeros(3), axis=0.0), TypeError, r"axis must be an int; got float 0\.0"),
     "x of ints": (lambda: refimpl.softmax(np.arange(5)), TypeError, r"x must be a real floating-point array.*int64"),
     "x with a NaN": (lambda: refimpl.softmax(np.array([0.0, np.nan])), ValueError, r"x must be finite"),
     "a mask of floats": (lambda: refimpl.softmax(np.zeros((2, 3)), mask=np.ones((2, 3))), TypeError, r"mask must be a boolean array.*float64"),
@@ -246,6 +292,11 @@ MULTI_HEAD_CASES = {
         r"wq",
     ),
     "an unknown backend": (multi_head(backend="jax"), ValueError, r"backend must be one of 'numpy', 'numba'; got 'jax'"),
+    "params with a key that is not a str": (
+        multi_head(params={**MH_PARAMS, ("wq",): np.ones((6, 8))}),
+        TypeError,
+        r"params must have str keys .*; got the key \('wq',\) \(tuple\)",
+    ),
 }
 
 GATED_CASES = {
@@ -270,6 +321,46 @@ GATED_CASES = {
     "no visual tokens and no mask": (gated(visual=np.ones((2, 0, 4))), ValueError, r"visual has Nv = 0 tokens"),
     "a norm_eps of 0": (gated(norm_eps=0.0), ValueError, r"norm_eps must be a positive finite number; got 0\.0"),
     "an unknown backend": (gated(backend="numpy2"), ValueError, r"backend must be one of 'numpy', 'numba'; got 'numpy2'"),
+    "visual that is a ragged nested list": (
+        gated(visual=[[[0.0] * 4] * 7, [[0.0] * 4] * 6]),
+        ValueError,
+        r"visual must be an array of shape \(\.\.\., Nv, Dv\); got a ragged nested sequence",
+    ),
+    "hidden with no width": (gated(hidden=np.ones((2, 5, 0))), ValueError, r"hidden must have shape \(\.\.\., L, Dt\) with a width >= 1; got \(2, 5, 0\)"),
+}
+
+CONFIG_CASES = {
+    "init_resampler with a dict": (lambda: refimpl.init_resampler({"dim": 6}), TypeError, r"config must be a refimpl\.ResamplerConfig; got dict"),
+    "param_shapes with None": (lambda: refimpl.param_shapes(None), TypeError, r"config must be a refimpl\.ResamplerConfig; got NoneType"),
+}
+
+INIT_GATED_CASES = {
+    "heads of 0": (lambda: refimpl.init_gated_xattn_dense(6, 4, heads=0), ValueError, r"heads must be >= 1; got 0"),
+    "a dim_head of 0": (lambda: refimpl.init_gated_xattn_dense(6, 4, dim_head=0), ValueError, r"dim_head must be >= 1; got 0"),
+    "a dim of -1": (lambda: refimpl.init_gated_xattn_dense(-1, 4), ValueError, r"dim must be >= 1; got -1"),
+    "a dim_visual that is a float": (lambda: refimpl.init_gated_xattn_dense(6, 4.0), TypeError, r"dim_visual must be an int; got float 4\.0"),
+    "an ff_mult of 0": (lambda: refimpl.init_gated_xattn_dense(6, 4, ff_mult=0), ValueError, r"ff_mult must be a positive finite number; got 0"),
+    "an ff_mult that makes F fractional": (
+        lambda: refimpl.init_gated_xattn_dense(6, 4, ff_mult=0.25),
+        ValueError,
+        r"ff_mult must make dim \* ff_mult a whole number; got 6 \* 0\.25 = 1\.5",
+    ),
+    "a NaN gate": (lambda: refimpl.init_gated_xattn_dense(6, 4, gate=float("nan")), ValueError, r"gate must be a finite number; got nan"),
+    "a gate that is a string": (lambda: refimpl.init_gated_xattn_dense(6, 4, gate="0"), TypeError, r"gate must be a number; got str '0'"),
+    "the shapes with heads of 0": (lambda: refimpl.gated_xattn_dense_shapes(6, 4, heads=0), ValueError, r"heads must be >= 1; got 0"),
+}
+
+RELATIVE_ERROR_CASES = {
+    "a complex actual": (
+        lambda: refimpl.relative_error(np.ones(3) * 1j, np.ones(3)),
+        TypeError,
+        r"actual must be a real array \(float, int or bool\); got dtype complex128",
+    ),
+    "a complex reference": (
+        lambda: refimpl.relative_error(np.ones(3), np.ones(3, dtype=np.complex64)),
+        TypeError,
+        r"reference must be a real array \(float, int or bool\); got dtype complex64",
+    ),
 }
 
 ALL_CASES = {
@@ -280,6 +371,9 @@ ALL_CASES = {
         ("softmax", SOFTMAX_CASES),
         ("multi_head_attention", MULTI_HEAD_CASES),
         ("gated_xattn_dense", GATED_CASES),
+        ("config", CONFIG_CASES),
+        ("init_gated_xattn_dense", INIT_GATED_CASES),
+        ("relative_error", RELATIVE_ERROR_CASES),
     ]
     for name, case in cases.items()
 }

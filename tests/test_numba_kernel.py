@@ -10,6 +10,7 @@ not a multiple of 4.
 import numpy as np
 import pytest
 import refimpl
+from refimpl.tolerances import float32_backends_bound
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -125,6 +126,22 @@ def test_numba_attention_in_float32_equals_numpy_in_float32(case):
     expected, actual = both_backends(refimpl.attention, q, k, v, mask=mask, scale=scale, dtype=np.float32)
     assert actual.dtype == np.float32
     assert_close(actual, expected, FLOAT32_BACKENDS, scale=np.abs(v).max())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("max_score", [10.0, 1e2, 1e3, 1e4])
+def test_numba_attention_in_float32_equals_numpy_within_the_bound_for_its_score_range(max_score, seed):
+    # N = 4096 keys, Dh = 48 (a scale that is no power of 2, so the backends round their scores
+    # differently), q and k sized so that the largest |q k^T * scale| is max_score: the bound
+    # grows with the scores (refimpl/tolerances.py), 1e-5 alone is exceeded from about 50 on
+    rng = np.random.default_rng(seed)
+    q, k, v = rng.standard_normal((16, 48)), rng.standard_normal((4096, 48)), rng.standard_normal((4096, 16))
+    size = np.sqrt(max_score / np.abs(q @ k.T * 48**-0.5).max())
+    q, k = q * size, k * size
+    expected, actual = both_backends(refimpl.attention, q, k, v, dtype=np.float32)
+    scores = np.abs(q @ k.T * 48**-0.5).max()  # max_score, up to rounding
+    error, bound = refimpl.relative_error(actual, expected, np.abs(v).max()), float32_backends_bound(scores)
+    assert error <= bound, f"relative error {error:.3g} > float32_backends_bound({scores:.4g}) = {bound:.3g}"
 
 
 @given(case=attention_cases(max_queries=13, max_keys=600))

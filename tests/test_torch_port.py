@@ -2,6 +2,8 @@
 attention maps, weights both ways; torch.compile; and, where CUDA exists, float32 and
 bfloat16 on the GPU against the float64 reference."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -89,7 +91,7 @@ def test_torch_module_names_a_wrong_input_shape():
     module = rt.PerceiverResampler(config)
     with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., T, S, D\) with D = config.dim = 8; got \(2, 3, 5\)"):
         module(torch.zeros(2, 3, 5))
-    with pytest.raises(ValueError, match=r"mask must have shape x.shape\[:-1\]"):
+    with pytest.raises(ValueError, match=r"mask must have shape \(\.\.\., T, S\) = x\.shape\[:-1\] = \(2, 3\); got \(2, 2\)"):
         module(torch.zeros(2, 3, 8), torch.ones(2, 2, dtype=torch.bool))
 
 
@@ -203,3 +205,76 @@ def test_gpu_module_replays_as_a_cuda_graph():
         graph.replay()
         torch.cuda.synchronize()
     torch.testing.assert_close(static_out, expected)
+
+
+def torch_and_refimpl_errors(config, x, mask):
+    """The exception that refimpl.perceiver_resampler and refimpl.torch raise for (x, mask)."""
+    params = refimpl.init_resampler(config, seed=0)
+    module = rt.PerceiverResampler.from_refimpl(config, params)
+    errors = []
+    for run in (
+        lambda: refimpl.perceiver_resampler(params, x, config, mask=mask),
+        lambda: module(torch.from_numpy(x), None if mask is None else torch.from_numpy(mask)),
+    ):
+        with pytest.raises(ValueError) as caught:
+            run()
+        errors.append(str(caught.value))
+    return errors
+
+
+CHECKED = refimpl.ResamplerConfig(dim=6, depth=1, heads=2, dim_head=3, num_latents=4, num_time_embeds=3, num_media_embeds=2)
+NO_LATENTS_IN_KV = refimpl.ResamplerConfig(dim=6, depth=1, heads=2, dim_head=3, num_latents=4, latents_in_kv=False)
+EMPTY_SECOND_ITEM = np.ones((2, 3, 5), dtype=bool)
+EMPTY_SECOND_ITEM[1] = False
+SAME_ERROR_CASES = {
+    "more frames than time embeddings": (CHECKED, np.zeros((2, 4, 5, 6)), None, r"x has T = 4 frames .*num_time_embeds = 3"),
+    "more media items than media embeddings": (CHECKED, np.zeros((3, 2, 5, 6)), None, r"x has I = 3 media items .*num_media_embeds = 2"),
+    "no media embeddings axis": (CHECKED, np.zeros((2, 5, 6)), None, r"x must have shape \(\.\.\., I, T, S, D\)"),
+    "a batch item with no real token, latents not among the keys": (
+        NO_LATENTS_IN_KV,
+        np.zeros((2, 3, 5, 6)),
+        EMPTY_SECOND_ITEM,
+        r"mask marks no real token in 1 batch item\(s\) \(the first at index \(1,\)\) and config\.latents_in_kv is False",
+    ),
+    "no media tokens, latents not among the keys": (NO_LATENTS_IN_KV, np.zeros((2, 3, 0, 6)), None, r"x has no media tokens \(T \* S = 0"),
+    "a mask of the wrong shape": (NO_LATENTS_IN_KV, np.zeros((2, 3, 5, 6)), np.ones((2, 3, 4), dtype=bool), r"mask must have shape \(\.\.\., T, S\)"),
+}
+
+
+@pytest.mark.parametrize(("config", "x", "mask", "message"), SAME_ERROR_CASES.values(), ids=SAME_ERROR_CASES.keys())
+def test_torch_module_raises_refimpls_error_for_input_that_does_not_fit(config, x, mask, message):
+    numpy_error, torch_error = torch_and_refimpl_errors(config, x, mask)
+    assert re.search(message, numpy_error), numpy_error
+    assert torch_error == numpy_error
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.int64, torch.uint8], ids=str)
+def test_torch_module_rejects_a_mask_that_is_not_bool(dtype):
+    # scaled_dot_product_attention adds a float mask to the scores: a 0/1 mask would shift them, silently
+    config, params, x, mask = switches_case({})
+    module = rt.PerceiverResampler.from_refimpl(config, params)
+    with pytest.raises(TypeError, match=rf"mask must be a bool tensor \(True = real token\); got dtype {dtype}"):
+        module(torch.from_numpy(x), torch.from_numpy(mask).to(dtype))
+
+
+def test_torch_module_rejects_input_of_another_dtype():
+    config, params, x, mask = switches_case({})
+    module = rt.PerceiverResampler.from_refimpl(config, params)
+    with pytest.raises(TypeError, match=r"x must have the module's dtype torch\.float64; got torch\.float32"):
+        module(torch.from_numpy(x).float(), torch.from_numpy(mask))
+
+
+def test_torch_module_rejects_a_numpy_array_and_a_config_that_is_not_a_resampler_config():
+    config, params, x, _ = switches_case({})
+    with pytest.raises(TypeError, match=r"x must be a torch\.Tensor; got ndarray"):
+        rt.PerceiverResampler.from_refimpl(config, params)(x)
+    with pytest.raises(TypeError, match=r"config must be a refimpl\.ResamplerConfig; got dict"):
+        rt.PerceiverResampler({"dim": 12})
+
+
+def test_gated_module_rejects_a_mask_that_is_not_bool():
+    params = refimpl.init_gated_xattn_dense(6, 4, heads=2, dim_head=3, seed=0)
+    module = rt.GatedXAttnDense.from_refimpl(params, heads=2)
+    hidden, visual = torch.zeros(2, 5, 6, dtype=torch.float64), torch.zeros(2, 7, 4, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"mask must be a bool tensor \(True = text token may see visual token\); got dtype torch\.float64"):
+        module(hidden, visual, torch.ones(2, 5, 7, dtype=torch.float64))
