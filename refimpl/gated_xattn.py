@@ -18,20 +18,24 @@ The paper's pseudo-code (Flamingo, Fig. 4):
 With both gates at 0, tanh(0) = 0 and the block is the identity: inserting it into a
 pretrained language model changes nothing until training opens the gates. As in
 open_flamingo, the text (not the visual tokens) is normalised before the attention and
-the feed-forward is pre-norm; a text token that may see no visual token at all (text
-before the first image) gets no attention output.
+the feed-forward is pre-norm; by default a text token that may see no visual token at all
+(text before the first image) gets no attention output.
 
 The published gated layers differ in a handful of switches (GatedXattnConfig); each has a
-row here (refimpl.interop reads and writes their weights):
+row here, and refimpl.interop reads and writes their weights:
 
-| layer                                  | norm              | q/k norm | Hkv     | feed-forward  | gates        | a text row that sees no image         |
-|----------------------------------------|-------------------|----------|---------|---------------|--------------|---------------------------------------|
-| Flamingo / open_flamingo (the default) | layernorm 1e-5    | none     | = H     | gelu          | scalar       | no attention output ("zero")          |
-| flamingo-pytorch GatedCrossAttentionBlock | layernorm 1e-5 | none     | = H     | gelu          | scalar       | "zero"; "uniform" with                |
-|                                        |                   |          |         |               |              | only_attend_immediate_media=False     |
-| HF IDEFICS IdeficsGatedCrossAttentionLayer | rmsnorm 1e-6  | rmsnorm, optional | = H | swiglu     | scalar or vector | "zero" (its cross_attention_gate) |
-| HF Mllama MllamaCrossAttentionDecoderLayer | rmsnorm 1e-5  | rmsnorm  | < H     | swiglu        | scalar       | attends to every visual token         |
-|                                        |                   |          |         |               |              | ("attend_all"), feed-forward output 0 |
+| layer                        | norm           | qk_norm           | Hkv | activation | gates            | blind_rows (, zero_blind_ff) |
+|------------------------------|----------------|-------------------|-----|------------|------------------|------------------------------|
+| Flamingo, open_flamingo      | layernorm 1e-5 | none              | = H | gelu       | scalar           | "zero"                       |
+| flamingo-pytorch             | layernorm 1e-5 | none              | = H | gelu       | scalar           | "zero", or "uniform" (*)     |
+| HF IDEFICS                   | rmsnorm 1e-6   | rmsnorm, optional | = H | swiglu     | scalar or vector | "zero"                       |
+| HF Mllama (Llama 3.2 Vision) | rmsnorm 1e-5   | rmsnorm           | < H | swiglu     | scalar           | "attend_all", zero_blind_ff  |
+
+A blind row is a text token that the mask lets see no visual token (text before the first
+image). "zero": it gets no attention output; "attend_all": its mask is lifted and it attends
+to every visual token; "uniform": equal weights on every visual token (the mean of the
+values); zero_blind_ff: its feed-forward output is 0 too.
+(*) flamingo-pytorch with only_attend_immediate_media=False, whose all-masked scores tie.
 
 Axis letters: L text tokens, Dt text width, Nv visual tokens (e.g. R per image, several
 images concatenated), Dv visual width, H heads, Hkv key/value heads, Dh head width,
@@ -132,16 +136,19 @@ def gated_xattn_param_shapes(config):
     """
     if not isinstance(config, GatedXattnConfig):
         raise TypeError(f"config must be a refimpl.GatedXattnConfig; got {type(config).__name__}")
-    dim, inner, kv_inner, ff_dim = config.dim, config.heads * config.dim_head, config.num_kv_heads * config.dim_head, config.num_ff
+    dim, ff_dim = config.dim, config.num_ff
+    inner, kv_inner = config.heads * config.dim_head, config.num_kv_heads * config.dim_head  # H*Dh, Hkv*Dh
     gate = (dim,) if config.vector_gates else ()
 
     def norm_shapes(prefix, width, kind):
         return {f"{prefix}.weight": (width,)} | ({f"{prefix}.bias": (width,)} if kind == "layernorm" else {})
 
     shapes = norm_shapes("attn.norm", dim, config.norm)
-    shapes |= {"attn.wq": (dim, inner), "attn.wk": (config.dim_visual, kv_inner), "attn.wv": (config.dim_visual, kv_inner), "attn.wo": (inner, dim)}
+    shapes |= {"attn.wq": (dim, inner), "attn.wk": (config.dim_visual, kv_inner), "attn.wv": (config.dim_visual, kv_inner)}
+    shapes["attn.wo"] = (inner, dim)
     if config.qk_norm is not None:
-        shapes |= norm_shapes("attn.q_norm", config.dim_head, config.qk_norm) | norm_shapes("attn.k_norm", config.dim_head, config.qk_norm)
+        for which in ("attn.q_norm", "attn.k_norm"):
+            shapes |= norm_shapes(which, config.dim_head, config.qk_norm)
     shapes |= {"attn_gate": gate} | norm_shapes("ff.norm", dim, config.norm)
     if config.activation == "swiglu":
         shapes |= {"ff.w_gate": (dim, ff_dim), "ff.w_up": (dim, ff_dim), "ff.w_down": (ff_dim, dim)}
@@ -195,7 +202,9 @@ def init_gated_xattn_dense(dim, dim_visual, *, heads=8, dim_head=64, ff_mult=4, 
     return init_gated_xattn(_default_config(dim, dim_visual, heads, dim_head, ff_mult), gate=gate, seed=seed)
 
 
-def gated_xattn_dense(params, hidden, visual, config=None, *, heads=None, mask=None, norm_eps=None, backend="numpy", dtype=np.float64):
+def gated_xattn_dense(
+    params, hidden, visual, config=None, *, heads=None, mask=None, norm_eps=None, backend="numpy", dtype=np.float64
+):
     """One gated cross-attention block: the text hidden states attend to the visual tokens.
 
         y = hidden + tanh(attn_gate) * attn(q = norm(hidden), kv = visual)

@@ -80,9 +80,8 @@ def to_flamingo_pytorch_gated_xattn(config, params, *, dtype=None):
     """
     if not isinstance(config, GatedXattnConfig):
         raise TypeError(f"config must be a refimpl.GatedXattnConfig; got {type(config).__name__}")
-    problems = _state_dict.differences(
-        config, dict(activation="gelu", norm="layernorm", norm_eps=LAYERNORM_EPS, qk_norm=None, vector_gates=False, zero_blind_ff=False), PEER
-    )
+    wanted = dict(activation="gelu", norm="layernorm", norm_eps=LAYERNORM_EPS, qk_norm=None, vector_gates=False, zero_blind_ff=False)
+    problems = _state_dict.differences(config, wanted, PEER)
     if config.dim_visual != config.dim:
         problems.append(f"dim_visual = {config.dim_visual}; {PEER}'s to_kv reads media of the text width dim = {config.dim}")
     if config.num_kv_heads != config.heads:
