@@ -281,10 +281,22 @@ class GatedXAttnDense(nn.Module):
     config.blind_rows and config.zero_blind_ff say: by default it gets no attention output.
     """
 
-    def __init__(self, config):
+    FLAMINGO_SIZES = dict(heads=8, dim_head=64, ff_mult=4, norm_eps=1e-5)
+
+    def __init__(self, config, dim_visual=None, **sizes):
+        """GatedXAttnDense(config) for a GatedXattnConfig, or GatedXAttnDense(dim, dim_visual,
+        heads=8, dim_head=64, ff_mult=4, norm_eps=1e-5) for the Flamingo block (F = round(dim * ff_mult))."""
         super().__init__()
-        if not isinstance(config, GatedXattnConfig):
-            raise TypeError(f"config must be a refimpl.GatedXattnConfig; got {type(config).__name__}")
+        if isinstance(config, GatedXattnConfig):
+            if dim_visual is not None or sizes:
+                raise TypeError(f"GatedXAttnDense(config) takes no sizes besides the config; got {dim_visual=}, {sizes}")
+        else:
+            unknown = sorted(set(sizes) - set(self.FLAMINGO_SIZES))
+            if unknown or dim_visual is None:
+                raise TypeError(f"GatedXAttnDense(dim, dim_visual, **sizes) takes sizes {sorted(self.FLAMINGO_SIZES)}; got {dim_visual=}, {sizes}")
+            sizes = self.FLAMINGO_SIZES | sizes
+            ff_dim = round(config * sizes["ff_mult"])
+            config = GatedXattnConfig(config, dim_visual, heads=sizes["heads"], dim_head=sizes["dim_head"], ff_dim=ff_dim, norm_eps=sizes["norm_eps"])
         self.config = config
         self.attn = CrossAttention(config.dim, config.dim_visual, heads=config.heads, kv_heads=config.kv_heads, dim_head=config.dim_head)
         self.attn.norm = Norm(config.dim, config.norm, config.norm_eps)

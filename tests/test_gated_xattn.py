@@ -305,3 +305,13 @@ def test_gated_xattn_dense_checks_its_config_against_the_arguments():
         refimpl.gated_xattn_dense(
             params, hidden, visual[:, :0], dataclasses.replace(config, blind_rows="attend_all"), mask=np.zeros((2, 3, 0), dtype=bool)
         )
+
+
+def test_the_torch_twin_is_built_from_a_config_or_from_the_flamingo_sizes():
+    config = refimpl.GatedXattnConfig(dim=6, dim_visual=5, heads=2, dim_head=3, ff_dim=12, norm_eps=1e-6)
+    assert rt.GatedXAttnDense(6, 5, heads=2, dim_head=3, ff_mult=2, norm_eps=1e-6).config == config
+    assert rt.GatedXAttnDense(config).config == config
+    with pytest.raises(TypeError, match=r"takes no sizes besides the config"):
+        rt.GatedXAttnDense(config, heads=2)
+    with pytest.raises(TypeError, match=r"takes sizes \['dim_head', 'ff_mult', 'heads', 'norm_eps'\]"):
+        rt.GatedXAttnDense(6, 5, kv_heads=1)
