@@ -16,7 +16,9 @@ refimpl's terms
 Text before the first media item (time 0) sees nothing. With only_attend_immediate_media
 its attention weights are set to 0 (no attention output: blind_rows="zero"); without, its
 scores are all filled with the same -max, tie, and the softmax puts equal weight on every
-media token (the mean of the values: blind_rows="uniform").
+media token (the mean of the values: blind_rows="uniform"). (A token after more media
+locations than there are items, time > T, sees nothing either, but is not zeroed even with
+only_attend_immediate_media: give media_locations at most T marks per row.)
 
 | flamingo-pytorch key                  | refimpl name                           |
 |---------------------------------------|----------------------------------------|
@@ -74,7 +76,8 @@ def from_flamingo_pytorch_gated_xattn(state_dict, *, heads, only_attend_immediat
 def to_flamingo_pytorch_gated_xattn(config, params, *, dtype=None):
     """The state dict (torch tensors of `dtype`, default torch.float64) that
     `GatedCrossAttentionBlock(dim=Dt, dim_head=Dh, heads=H, ff_mult=F / Dt,
-    only_attend_immediate_media=config.blind_rows == "zero")` loads with strict=True.
+    only_attend_immediate_media=config.blind_rows == "zero")` loads with strict=True (its
+    FeedForward is int(Dt * ff_mult) wide: check that this is F where F / Dt is not exact).
 
     Raises ValueError if the block cannot express `config` (see the module docstring).
     """
