@@ -293,12 +293,18 @@ class GatedXAttnDense(nn.Module):
         else:
             unknown = sorted(set(sizes) - set(self.FLAMINGO_SIZES))
             if unknown or dim_visual is None:
-                raise TypeError(f"GatedXAttnDense(dim, dim_visual, **sizes) takes sizes {sorted(self.FLAMINGO_SIZES)}; got {dim_visual=}, {sizes}")
+                raise TypeError(
+                    f"GatedXAttnDense(dim, dim_visual, **sizes) takes sizes {sorted(self.FLAMINGO_SIZES)}; got {dim_visual=}, {sizes}"
+                )
             sizes = self.FLAMINGO_SIZES | sizes
-            ff_dim = round(config * sizes["ff_mult"])
-            config = GatedXattnConfig(config, dim_visual, heads=sizes["heads"], dim_head=sizes["dim_head"], ff_dim=ff_dim, norm_eps=sizes["norm_eps"])
+            config = GatedXattnConfig(
+                config, dim_visual, heads=sizes["heads"], dim_head=sizes["dim_head"], ff_dim=round(config * sizes["ff_mult"]),
+                norm_eps=sizes["norm_eps"],
+            )
         self.config = config
-        self.attn = CrossAttention(config.dim, config.dim_visual, heads=config.heads, kv_heads=config.kv_heads, dim_head=config.dim_head)
+        self.attn = CrossAttention(
+            config.dim, config.dim_visual, heads=config.heads, kv_heads=config.kv_heads, dim_head=config.dim_head
+        )
         self.attn.norm = Norm(config.dim, config.norm, config.norm_eps)
         if config.qk_norm is not None:  # over each head's Dh; CrossAttention.attend applies them
             self.attn.q_norm = Norm(config.dim_head, config.qk_norm, config.norm_eps)
