@@ -42,7 +42,7 @@ the state dict back. The inputs map onto gated_xattn_dense's hidden (B, L, Dt), 
 
 | layer (module here)                                           | its inputs -> refimpl hidden, visual, mask                                  | switches it sets                                                                     |
 |---------------------------------------------------------------|-----------------------------------------------------------------------------|--------------------------------------------------------------------------------------|
-| flamingo-pytorch GatedCrossAttentionBlock (`gated_flamingo_pytorch`) | x; media (b, T, m, Dt) -> (b, T*m, Dt); media_locations -> cumsum(...) == (or >=) item index | layernorm 1e-5, gelu, blind_rows "zero" ("uniform" without only_attend_immediate_media) |
+| flamingo-pytorch (and open_flamingo) GatedCrossAttentionBlock (`gated_flamingo_pytorch`) | x; media (b, T, m, Dv) -> (b, T*m, Dv); media_locations -> cumsum(...) == (or >=) item index | layernorm 1e-5, gelu, blind_rows "zero" ("uniform" without only_attend_immediate_media) |
 | HF IDEFICS IdeficsGatedCrossAttentionLayer (`gated_idefics`)  | hidden_states; image_hidden_states; image_attention_mask[:, 0] == 0          | rmsnorm, swiglu, qk_norm "rmsnorm" if qk_layer_norms, vector_gates if alpha_type "vector", blind_rows "zero" |
 | HF Mllama MllamaCrossAttentionDecoderLayer (`mllama`)         | hidden_states; cross_attention_states; the (b, L, I, tiles) 0/1 mask repeated over each tile's tokens | rmsnorm, qk_norm "rmsnorm", kv_heads, swiglu, blind_rows "attend_all", zero_blind_ff  |
 

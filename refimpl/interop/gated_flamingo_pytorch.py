@@ -31,7 +31,12 @@ only_attend_immediate_media: give media_locations at most T marks per row.)
 | ff.1.weight (F, Dt), ff.3.weight (Dt, F) (GELU at ff.2) | ff.w_in, ff.w_out (transposed) |
 
 Config switches: layernorm eps 1e-5, gelu, Dv = Dt, Hkv = H, no q/k norm, scalar gates.
-open_flamingo's GatedCrossAttentionBlock computes the same (its keys differ).
+
+open_flamingo's GatedCrossAttentionBlock (open_flamingo/src/helpers.py) computes the same
+with the same keys, and a visual width of its own (dim_visual: to_kv is (2*H*Dh, Dv)), which
+the import reads off to_kv; inside open_flamingo's model a block's keys start with
+"...gated_cross_attn_layers.{i}." (pass `prefix`). The export writes flamingo-pytorch's
+block, Dv = Dt.
 """
 
 from . import _state_dict
@@ -47,12 +52,12 @@ def from_flamingo_pytorch_gated_xattn(state_dict, *, heads, only_attend_immediat
     GatedCrossAttentionBlock.
 
     state_dict: its `module.state_dict()` (torch tensors on any device, any float dtype) or
-        the same names mapped to NumPy arrays; with `prefix`, only the keys that start with
-        it are read, the prefix stripped.
+        the same names mapped to NumPy arrays, or open_flamingo's block's; with `prefix`,
+        only the keys that start with it are read, the prefix stripped.
     heads: H, which the shapes cannot tell (to_q has H * Dh rows).
     only_attend_immediate_media: the module's flag (not in the state dict), which decides
         what text before the first media item gets (see the module docstring).
-    returns a GatedXattnConfig with Dt, Dh and F read off the tensors, and refimpl's params
+    returns a GatedXattnConfig with Dt, Dv, Dh and F read off the tensors, and refimpl's params
     (float64 copies, projections (in, out)). Raises ValueError listing every missing,
     unexpected and mis-shaped key.
     """
@@ -61,7 +66,7 @@ def from_flamingo_pytorch_gated_xattn(state_dict, *, heads, only_attend_immediat
     inner = _state_dict.size(state, ("attn.to_q.weight", 0), ("attn.to_out.weight", 1), default=None)
     config = GatedXattnConfig(
         dim=dim,
-        dim_visual=dim,
+        dim_visual=_state_dict.size(state, ("attn.to_kv.weight", 1), default=dim),
         heads=heads,
         dim_head=1 if inner is None else _state_dict.heads_divide(inner, heads, "attn.to_q.weight"),
         ff_dim=_state_dict.size(state, ("ff.1.weight", 0), ("ff.3.weight", 1)),
