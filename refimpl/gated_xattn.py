@@ -177,9 +177,9 @@ def init_gated_xattn(config, *, gate=0.0, seed=0):
     return params
 
 
-def _default_config(dim, dim_visual, heads, dim_head, ff_mult, norm_eps=1e-5):
+def _default_config(dim, dim_visual, heads, dim_head, ff_mult):
     """The Flamingo block (layernorm, gelu, scalar gates) with F = round(dim * ff_mult)."""
-    return GatedXattnConfig(dim, dim_visual, heads=heads, dim_head=dim_head, ff_dim=round(dim * ff_mult), norm_eps=norm_eps)
+    return GatedXattnConfig(dim, dim_visual, heads=heads, dim_head=dim_head, ff_dim=round(dim * ff_mult))
 
 
 def gated_xattn_dense_shapes(dim, dim_visual, *, heads=8, dim_head=64, ff_mult=4):
@@ -289,11 +289,10 @@ def resolve_config(config, heads, norm_eps, params, dim, dim_visual):
     for name, value in (("heads", heads), ("norm_eps", norm_eps)):
         if value is not None and value != getattr(config, name):
             raise ValueError(f"{name} must be None or config.{name} = {getattr(config, name)} with a config; got {value!r}")
-    for name, value in (("hidden", dim), ("visual", dim_visual)):
-        width = config.dim if name == "hidden" else config.dim_visual
-        if value != width:
-            axes = "(..., L, Dt) with Dt = config.dim" if name == "hidden" else "(..., Nv, Dv) with Dv = config.dim_visual"
-            raise ValueError(f"{name} must have shape {axes} = {width}; got width {value}")
+    if dim != config.dim:
+        raise ValueError(f"hidden must have shape (..., L, Dt) with Dt = config.dim = {config.dim}; got width {dim}")
+    if dim_visual != config.dim_visual:
+        raise ValueError(f"visual must have shape (..., Nv, Dv) with Dv = config.dim_visual = {config.dim_visual}; got width {dim_visual}")
     return config
 
 
