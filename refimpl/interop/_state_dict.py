@@ -18,7 +18,8 @@ and `kind` says how the peer's tensor and refimpl's parameter(s) are laid out:
 
 Import reads the sizes off the tensors (each peer module says from which keys), builds the
 ResamplerConfig, derives every key's expected shape from `refimpl.param_shapes(config)`
-(for a gated cross-attention layer, from the `shapes` of its GatedXattnConfig) through the layout, and reports every missing, unexpected and mis-shaped key at once.
+(for a gated cross-attention layer, from the `shapes` of its GatedXattnConfig) through the
+layout, and reports every missing, unexpected and mis-shaped key at once.
 Export checks the parameters against the config and writes the layout's tensors.
 
 torch is imported only where a torch tensor is made (export); import recognises torch
