@@ -16,18 +16,28 @@ generated data is in refimpl.scenes, and its small trained model in refimpl.tiny
 from . import grad
 from .attention import attention, softmax
 from .config import ResamplerConfig
-from .gated_xattn import gated_xattn_dense, gated_xattn_dense_shapes, init_gated_xattn_dense
+from .gated_xattn import (
+    GatedXattnConfig,
+    gated_xattn_dense,
+    gated_xattn_dense_shapes,
+    gated_xattn_param_shapes,
+    init_gated_xattn,
+    init_gated_xattn_dense,
+)
 from .multi_head import multi_head_attention
 from .params import init_resampler, param_shapes
 from .resampler import interpolate_time_embeds, perceiver_resampler
 from .tolerances import TOLERANCES, relative_error
 
 __all__ = [
+    "GatedXattnConfig",
     "TOLERANCES",
     "ResamplerConfig",
     "attention",
     "gated_xattn_dense",
     "gated_xattn_dense_shapes",
+    "gated_xattn_param_shapes",
+    "init_gated_xattn",
     "init_gated_xattn_dense",
     "init_resampler",
     "interpolate_time_embeds",

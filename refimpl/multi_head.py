@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _checks
 from .attention import _attention, _check_rows_allowed, check_backend
-from .layers import layer_norm
+from .layers import norm
 from .params import check_params
 
 
@@ -106,8 +106,8 @@ def merge_heads(x):
 
 
 def _multi_head_attention(
-    params, prefix, queries, context, *, heads, kv_heads, mask=None, qk_norm_eps=None, backend="numpy",
-    return_weights=False,
+    params, prefix, queries, context, *, heads, kv_heads, mask=None, qk_norm_eps=None, qk_norm_kind="layernorm",
+    backend="numpy", return_weights=False,
 ):
     """`multi_head_attention` on checked arguments, with parameter names `prefix + "wq"` etc.
 
@@ -118,7 +118,8 @@ def _multi_head_attention(
     mask: bool (..., R or 1, N) or None, True = query may attend to key (the same for every head)
     params[prefix + ...]: wq (D, H*Dh), wk (Dc, Hkv*Dh), wv (Dc, Hkv*Dh), wo (H*Dh, D);
     with qk_norm_eps, also q_norm.weight/bias and k_norm.weight/bias (Dh,): a LayerNorm
-    over each head's queries and keys before the scores.
+    over each head's queries and keys before the scores (qk_norm_kind="rmsnorm": an RMSNorm,
+    q_norm.weight and k_norm.weight only, as in IDEFICS's gated layers and Mllama).
     returns out (..., R, D), and the weights (..., H, R, N) if `return_weights` (else None).
 
     Grouped-query attention needs no copies: the H query heads are viewed as (Hkv, G)
@@ -128,8 +129,8 @@ def _multi_head_attention(
     k = split_heads(context @ params[prefix + "wk"], kv_heads)  # (..., Hkv, N, Dh)
     v = split_heads(context @ params[prefix + "wv"], kv_heads)  # (..., Hkv, N, Dh)
     if qk_norm_eps is not None:
-        q = layer_norm(q, params[prefix + "q_norm.weight"], params[prefix + "q_norm.bias"], qk_norm_eps)
-        k = layer_norm(k, params[prefix + "k_norm.weight"], params[prefix + "k_norm.bias"], qk_norm_eps)
+        q = norm(params, prefix + "q_norm.", q, qk_norm_kind, qk_norm_eps)  # (..., H, R, Dh)
+        k = norm(params, prefix + "k_norm.", k, qk_norm_kind, qk_norm_eps)  # (..., Hkv, N, Dh)
     *batch, _, n_queries, head_dim = q.shape
     group = heads // kv_heads
     q = q.reshape(*batch, kv_heads, group, n_queries, head_dim)  # (..., Hkv, G, R, Dh)

@@ -30,6 +30,7 @@ from torch import nn
 
 from . import _checks
 from .config import ResamplerConfig, check_config
+from .gated_xattn import GatedXattnConfig, gated_xattn_param_shapes, resolve_config
 from .params import check_params, param_shapes
 
 
@@ -305,21 +306,48 @@ class PerceiverResampler(nn.Module):
 
 
 class GatedXAttnDense(nn.Module):
-    """Flamingo's GATED XATTN-DENSE block (refimpl.gated_xattn_dense).
+    """A gated cross-attention block (refimpl.gated_xattn_dense) for any GatedXattnConfig.
 
     forward(hidden (..., L, Dt), visual (..., Nv, Dv), mask bool (..., L, Nv) or None).
-    A text token that may see no visual token gets no attention output.
+    A text token that may see no visual token (a blind row) is handled as
+    config.blind_rows and config.zero_blind_ff say: by default it gets no attention output.
     """
 
-    def __init__(self, dim, dim_visual, *, heads=8, dim_head=64, ff_mult=4, norm_eps=1e-5):
+    FLAMINGO_SIZES = dict(heads=8, dim_head=64, ff_mult=4, norm_eps=1e-5)
+
+    def __init__(self, config, dim_visual=None, **sizes):
+        """GatedXAttnDense(config) for a GatedXattnConfig, or GatedXAttnDense(dim, dim_visual,
+        heads=8, dim_head=64, ff_mult=4, norm_eps=1e-5) for the Flamingo block (F = round(dim * ff_mult))."""
         super().__init__()
-        self.attn = CrossAttention(dim, dim_visual, heads=heads, dim_head=dim_head)
-        self.attn.norm = Norm(dim, "layernorm", norm_eps)
-        self.attn_gate = nn.Parameter(torch.zeros(()))
-        self.ff = FeedForward(dim, round(dim * ff_mult), "gelu", "layernorm", norm_eps)
-        self.ff_gate = nn.Parameter(torch.zeros(()))
+        if isinstance(config, GatedXattnConfig):
+            if dim_visual is not None or sizes:
+                raise TypeError(f"GatedXAttnDense(config) takes no sizes besides the config; got {dim_visual=}, {sizes}")
+        else:
+            unknown = sorted(set(sizes) - set(self.FLAMINGO_SIZES))
+            if unknown or dim_visual is None:
+                raise TypeError(
+                    f"GatedXAttnDense(dim, dim_visual, **sizes) takes sizes {sorted(self.FLAMINGO_SIZES)}; got {dim_visual=}, {sizes}"
+                )
+            sizes = self.FLAMINGO_SIZES | sizes
+            config = GatedXattnConfig(
+                config, dim_visual, heads=sizes["heads"], dim_head=sizes["dim_head"], ff_dim=round(config * sizes["ff_mult"]),
+                norm_eps=sizes["norm_eps"],
+            )
+        self.config = config
+        self.attn = CrossAttention(
+            config.dim, config.dim_visual, heads=config.heads, kv_heads=config.kv_heads, dim_head=config.dim_head
+        )
+        self.attn.norm = Norm(config.dim, config.norm, config.norm_eps)
+        if config.qk_norm is not None:  # over each head's Dh; CrossAttention.attend applies them
+            self.attn.q_norm = Norm(config.dim_head, config.qk_norm, config.norm_eps)
+            self.attn.k_norm = Norm(config.dim_head, config.qk_norm, config.norm_eps)
+        gate_shape = (config.dim,) if config.vector_gates else ()
+        self.attn_gate = nn.Parameter(torch.zeros(gate_shape))
+        self.ff = FeedForward(config.dim, config.num_ff, config.activation, config.norm, config.norm_eps)
+        self.ff_gate = nn.Parameter(torch.zeros(gate_shape))
 
     def forward(self, hidden, visual, mask=None):
+        config = self.config
         batch = torch.broadcast_shapes(hidden.shape[:-2], visual.shape[:-2])
         queries = hidden.expand(*batch, *hidden.shape[-2:]).reshape(-1, *hidden.shape[-2:])  # (B, L, Dt)
         context = visual.expand(*batch, *visual.shape[-2:]).reshape(-1, *visual.shape[-2:])  # (B, Nv, Dv)
@@ -328,26 +356,35 @@ class GatedXAttnDense(nn.Module):
             _check_bool_mask(mask, "True = text token may see visual token", hidden.device)
             mask = mask.expand(*batch, hidden.shape[-2], visual.shape[-2]).reshape(queries.shape[0], -1, visual.shape[-2])
             sees = mask.any(dim=-1, keepdim=True)  # (B, L, 1)
-            mask = mask | ~sees  # blind rows attend anywhere, then are zeroed
-        attended, _ = self.attn(self.attn.norm(queries), context, mask)
-        if sees is not None:
+            mask = mask | ~sees  # blind rows attend anywhere (then are zeroed, by default)
+        attended, _ = self.attn(self.attn.norm(queries), context, mask)  # (B, L, Dt)
+        if sees is not None and config.blind_rows == "zero":
             attended = attended * sees
+        elif sees is not None and config.blind_rows == "uniform":
+            attended = torch.where(sees, attended, self.mean_of_values(context))
         out = queries + torch.tanh(self.attn_gate) * attended
-        out = out + torch.tanh(self.ff_gate) * self.ff(out)
+        fed = self.ff(out)  # (B, L, Dt)
+        if sees is not None and config.zero_blind_ff:
+            fed = fed * sees
+        out = out + torch.tanh(self.ff_gate) * fed
         return out.reshape(*batch, *hidden.shape[-2:])
 
+    def mean_of_values(self, context):
+        """Uniform weights: each head's mean value through wo. context (B, Nv, Dv) -> (B, 1, Dt)."""
+        config = self.config
+        values = self.attn.wv(context).mean(dim=-2).unflatten(-1, (config.num_kv_heads, config.dim_head))  # (B, Hkv, Dh)
+        values = values.repeat_interleave(config.heads // config.num_kv_heads, dim=-2)  # (B, H, Dh)
+        return self.attn.wo(values.flatten(-2))[:, None, :]
+
     @classmethod
-    def from_refimpl(cls, params, *, heads=8, norm_eps=1e-5, dtype=torch.float64, device=None):
-        """A block holding refimpl's gated_xattn_dense `params` exactly."""
-        dim, inner = np.shape(params["attn.wq"])
-        module = cls(
-            dim,
-            np.shape(params["attn.wk"])[0],
-            heads=heads,
-            dim_head=inner // heads,
-            ff_mult=np.shape(params["ff.w_in"])[1] / dim,
-            norm_eps=norm_eps,
-        ).to(dtype=dtype, device=device)
+    def from_refimpl(cls, params, config=None, *, heads=None, norm_eps=None, dtype=torch.float64, device=None):
+        """A block holding refimpl's gated_xattn_dense `params` exactly: for `config`, or,
+        without one, the default block with the sizes read off params (heads default 8,
+        norm_eps 1e-5), as refimpl.gated_xattn_dense reads them."""
+        dim, dim_visual = np.shape(params["attn.wq"])[0], np.shape(params["attn.wk"])[0]
+        config = resolve_config(config, heads, norm_eps, params, dim, dim_visual)
+        params = check_params(params, gated_xattn_param_shapes(config), np.float64, f"the config {config}")
+        module = cls(config).to(dtype=dtype, device=device)
         module.load_state_dict(to_state_dict(params, dtype, device))
         return module
 

@@ -51,6 +51,18 @@ module and one line there.
 file (a whole model's too), builds the peer's module with its weights and compares it with
 refimpl (refimpl.interop.verify).
 
+The language model's side has importers too, for refimpl.gated_xattn_dense: each
+`from_<layer>(state_dict, *, heads, ..., prefix="")` returns `(config, params)` with a
+refimpl.GatedXattnConfig, and its `to_<layer>(config, params, *, dtype=None)` twin writes
+the state dict back. The inputs map onto gated_xattn_dense's hidden (B, L, Dt), visual
+(B, Nv, Dv) and mask (B, L, Nv), True = may see:
+
+| layer (module here)                                           | its inputs -> refimpl hidden, visual, mask                                  | switches it sets                                                                     |
+|---------------------------------------------------------------|-----------------------------------------------------------------------------|--------------------------------------------------------------------------------------|
+| flamingo-pytorch (and open_flamingo) GatedCrossAttentionBlock (`gated_flamingo_pytorch`) | x; media (b, T, m, Dv) -> (b, T*m, Dv); media_locations -> cumsum(...) == (or >=) item index | layernorm 1e-5, gelu, blind_rows "zero" ("uniform" without only_attend_immediate_media) |
+| HF IDEFICS IdeficsGatedCrossAttentionLayer (`gated_idefics`)  | hidden_states; image_hidden_states; image_attention_mask[:, 0] == 0          | rmsnorm, swiglu, qk_norm "rmsnorm" if qk_layer_norms, vector_gates if alpha_type "vector", blind_rows "zero" |
+| HF Mllama MllamaCrossAttentionDecoderLayer (`mllama`)         | hidden_states; cross_attention_states; the (b, L, I, tiles) 0/1 mask repeated over each tile's tokens | rmsnorm, qk_norm "rmsnorm", kv_heads, swiglu, blind_rows "attend_all", zero_blind_ff  |
+
 `import refimpl` does not import this package (`from refimpl import interop` does), and
 importing it imports no torch: only `to_<peer>` does, to build the tensors.
 """
@@ -58,8 +70,11 @@ importing it imports no torch: only `to_<peer>` does, to build the tensors.
 from .compare import compare
 from .compare_grads import compare_grads
 from .flamingo_pytorch import from_flamingo_pytorch, to_flamingo_pytorch
+from .gated_flamingo_pytorch import from_flamingo_pytorch_gated_xattn, to_flamingo_pytorch_gated_xattn
+from .gated_idefics import from_idefics_gated_xattn, to_idefics_gated_xattn
 from .idefics import from_idefics, to_idefics
 from .idefics2 import from_idefics2, to_idefics2
+from .mllama import from_mllama_cross_attention, to_mllama_cross_attention
 from .module_spec import ModuleSpec, Point
 from .open_flamingo import from_open_flamingo, to_open_flamingo
 
@@ -69,11 +84,17 @@ __all__ = [
     "compare",
     "compare_grads",
     "from_flamingo_pytorch",
+    "from_flamingo_pytorch_gated_xattn",
     "from_idefics",
     "from_idefics2",
+    "from_idefics_gated_xattn",
+    "from_mllama_cross_attention",
     "from_open_flamingo",
     "to_flamingo_pytorch",
+    "to_flamingo_pytorch_gated_xattn",
     "to_idefics",
     "to_idefics2",
+    "to_idefics_gated_xattn",
+    "to_mllama_cross_attention",
     "to_open_flamingo",
 ]

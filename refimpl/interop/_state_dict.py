@@ -15,10 +15,13 @@ and `kind` says how the peer's tensor and refimpl's parameter(s) are laid out:
 | "fused_qkv" | qkv.weight (3 * H*Dh, D)             | wq, wk, wv (D, H*Dh): queries, keys, values in    |
 |             |                                      | thirds (kv_heads = heads)                         |
 | "per_item"  | (I, 1, D), one row per media item    | (I, D)                                            |
+| "gate"      | a tanh gate: (1,), or (1, 1, Dt) for | () or (Dt,) (refimpl.gated_xattn_dense)           |
+|             | a per-channel one (IDEFICS "vector") |                                                   |
 
 Import reads the sizes off the tensors (each peer module says from which keys), builds the
 ResamplerConfig, derives every key's expected shape from `refimpl.param_shapes(config)`
-through the layout, and reports every missing, unexpected and mis-shaped key at once.
+(for a gated cross-attention layer, from the `shapes` of its GatedXattnConfig) through the
+layout, and reports every missing, unexpected and mis-shaped key at once.
 Export checks the parameters against the config and writes the layout's tensors.
 
 torch is imported only where a torch tensor is made (export); import recognises torch
@@ -35,7 +38,7 @@ from .. import _checks
 from ..config import ResamplerConfig
 from ..params import check_params, param_shapes
 
-SAME, LINEAR, FUSED_KV, FUSED_QKV, PER_ITEM = "same", "linear", "fused_kv", "fused_qkv", "per_item"
+SAME, LINEAR, FUSED_KV, FUSED_QKV, PER_ITEM, GATE = "same", "linear", "fused_kv", "fused_qkv", "per_item", "gate"
 
 
 # ---------------------------------------------------------------- reading a state dict
@@ -97,6 +100,17 @@ def heads_divide(width, heads, key, what="H * Dh"):
     return width // heads
 
 
+def kv_heads_divide(kv_width, dim_head, heads, key):
+    """Hkv = kv_width / Dh for the key projection `key` (Hkv * Dh rows); ValueError where
+    that is not a whole divisor of heads."""
+    if kv_width == 0 or kv_width % dim_head or heads % (kv_width // dim_head):
+        raise ValueError(
+            f"{key} has {kv_width} rows, which is not Hkv * Dh for a number of key/value heads Hkv "
+            f"dividing heads = {heads} (Dh = {dim_head} from the query projection)"
+        )
+    return kv_width // dim_head
+
+
 def ff_mult(ff_dim, dim):
     """F / D as a number that ResamplerConfig turns back into F exactly: an int where D
     divides F, else a float where dim * (F / D) == F, else a Fraction."""
@@ -106,19 +120,20 @@ def ff_mult(ff_dim, dim):
     return ratio if dim * ratio == ff_dim else Fraction(ff_dim, dim)
 
 
-def to_params(state, layout, config, what, prefix=""):
+def to_params(state, layout, config, what, prefix="", shapes=None):
     """refimpl's parameters (float64, (in, out) projections) from `state` (see `read`),
-    after checking it against the peer shapes that `layout` and `config` give.
+    after checking it against the peer shapes that `layout` and `config` give; `shapes`
+    (refimpl name -> shape) defaults to `param_shapes(config)`, the resampler's.
 
     Raises ValueError listing every missing, unexpected and mis-shaped key at once.
     """
-    shapes = param_shapes(config)
+    shapes = param_shapes(config) if shapes is None else shapes
     expected = {key: peer_shape(kind, [shapes[name] for name in names]) for key, (kind, names) in layout.items()}
     _check_fits(state, expected, f"{what} with the sizes read from it ({config})", prefix)
     params = {}
     for key, (kind, names) in layout.items():
         params |= dict(zip(names, to_refimpl(kind, state[key])))
-    return {name: np.ascontiguousarray(params[name]) for name in shapes}  # refimpl's order
+    return {name: np.asarray(params[name], order="C") for name in shapes}  # refimpl's order; 0-d stays 0-d
 
 
 def _check_fits(state, expected, what, prefix):
@@ -237,13 +252,15 @@ def check_config(config):
         raise TypeError(f"config must be a refimpl.ResamplerConfig; got {type(config).__name__}")
 
 
-def to_state_dict(params, config, layout, dtype):
+def to_state_dict(params, config, layout, dtype, shapes=None):
     """{peer key: torch tensor of `dtype` (default torch.float64), a fresh contiguous copy}
-    in the layout's order, from refimpl's `params` (checked against `config`)."""
+    in the layout's order, from refimpl's `params` (checked against `config`, or against
+    `shapes` where given: refimpl name -> shape)."""
     import torch
 
     dtype = _torch_dtype(torch, dtype)
-    params = check_params(params, param_shapes(config), np.float64, f"the config {config}")
+    shapes = param_shapes(config) if shapes is None else shapes
+    params = check_params(params, shapes, np.float64, f"the config {config}")
     return {
         key: torch.tensor(np.ascontiguousarray(to_peer(kind, [params[name] for name in names])), dtype=dtype)
         for key, (kind, names) in layout.items()
@@ -292,6 +309,8 @@ def peer_shape(kind, shapes):
     if kind == PER_ITEM:
         items, d = shapes[0]
         return (items, 1, d)
+    if kind == GATE:
+        return (1,) if shapes[0] == () else (1, 1) + shapes[0]
     raise AssertionError(f"unknown kind {kind!r}")
 
 
@@ -308,6 +327,8 @@ def to_refimpl(kind, tensor):
         return tuple(part.T for part in np.split(tensor, 3, axis=0))  # queries, keys, values
     if kind == PER_ITEM:
         return (tensor[:, 0, :],)  # (I, 1, D) -> (I, D)
+    if kind == GATE:
+        return (tensor.reshape(tensor.shape[2:]),)  # (1,) -> (), (1, 1, Dt) -> (Dt,)
     raise AssertionError(f"unknown kind {kind!r}")
 
 
@@ -324,4 +345,6 @@ def to_peer(kind, arrays):
         return np.concatenate([w.T for w in arrays], axis=0)  # (3 * H*Dh, D)
     if kind == PER_ITEM:
         return arrays[0][:, None, :]
+    if kind == GATE:
+        return arrays[0].reshape(peer_shape(GATE, [arrays[0].shape]))
     raise AssertionError(f"unknown kind {kind!r}")
