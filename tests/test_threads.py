@@ -9,6 +9,12 @@ import pytest
 from refimpl.threads import limit_blas_threads
 
 
+def test_limit_blas_threads_says_what_it_did():
+    said = limit_blas_threads(1)
+    assert "1 thread" in said or said.startswith("BLAS threads unchanged"), said
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="NumPy's wheels bundle OpenBLAS with this setter on Linux")
 def test_limit_blas_threads_sets_the_loaded_openblas_to_one_thread():
     # in a fresh process (the limit stays for the rest of a process), read back by OpenBLAS's own getter
     script = textwrap.dedent(
