@@ -1,4 +1,4 @@
-"""Command line: `python -m refimpl selfcheck`, `demo --out FILE.png` and `verify CHECKPOINT --peer NAME`.
+"""Command line: `python -m refimpl selfcheck`, `demo [--out latents.png]` and `verify CHECKPOINT --peer NAME`.
 
 selfcheck: is this installation working? It prints the versions, which backends exist
 (NumPy, Numba, torch on the CPU, CUDA and its device), and how closely each agrees with
@@ -85,6 +85,13 @@ def selfcheck(out=sys.stdout):
         if torch.cuda.is_available():
             cuda = f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
     print(f"CUDA   {cuda}\n", file=out)
+    if _version("numba"):  # said before the wait, so a first run does not look stuck
+        print(
+            "The first run after installing takes about a minute longer: Numba compiles refimpl's kernels once\n"
+            "and caches them on disk (NUMBA_CACHE_DIR, or __pycache__ beside refimpl), so later runs take seconds.\n",
+            file=out,
+            flush=True,
+        )
 
     config = ResamplerConfig(dim=64, depth=2, heads=4, dim_head=16, num_latents=8, num_time_embeds=2)
     params = init_resampler(config, seed=0)
@@ -112,7 +119,7 @@ def main(argv=None):
     demo = commands.add_parser("demo", help="run the shipped tiny model and draw what each latent attends to")
     demo.add_argument("--image", help="an image file of any size (default: a generated scene)")
     demo.add_argument("--seed", type=int, default=0, help="the generated scene's seed (default 0)")
-    demo.add_argument("--out", required=True, help="where to write the figure, e.g. latents.png")
+    demo.add_argument("--out", default="latents.png", help="where to write the figure (default latents.png)")
     _add_verify(commands)
     args = parser.parse_args(argv)
     if args.command == "selfcheck":

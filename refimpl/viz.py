@@ -53,22 +53,27 @@ def _on_grid(weights, grid, frame, what):
     return on_frame.reshape(h, w), float(weights.sum() - on_frame.sum())
 
 
-def attention_map(weights, grid, image=None, *, frame=0, ax=None, title=None, alpha=0.6):
+def attention_map(weights, grid, image=None, *, frame=0, ax=None, title=None, alpha=0.6, vmax=None, min_elsewhere=5e-3):
     """One query's (one latent's) attention over the patch grid, over the image if given.
 
     weights: (N [+ R],) one attention row, media tokens first (row-major patches, frame by
     frame); grid: (h, w) patches per frame, S = h*w; image: (height, width[, 3]) drawn under
-    the map, stretched to the same extent. Returns the Axes; its title adds the weight that
-    went elsewhere (other frames, the latents) when there is any.
+    the map, stretched to the same extent. vmax: the weight at the top of the colour scale
+    (from 0), the same for every panel of a figure that shares a colour bar; None scales each
+    map to its own range. Returns the Axes (the map is its last image); its title adds the
+    weight that went elsewhere (other frames, the latents) when it is at least `min_elsewhere`
+    (0: on every map that has an elsewhere).
     """
     on_grid, elsewhere = _on_grid(weights, grid, frame, "weights")
     ax = ax if ax is not None else plt.figure(figsize=(3, 3)).add_subplot()
     extent = (0, on_grid.shape[1], on_grid.shape[0], 0)
     if image is not None:
         ax.imshow(np.asarray(image), extent=extent, cmap="gray" if np.ndim(image) == 2 else None)
-    ax.imshow(on_grid, extent=extent, cmap=CMAP, alpha=alpha if image is not None else 1.0, interpolation="nearest")
+    scale = {} if vmax is None else {"vmin": 0.0, "vmax": float(vmax)}
+    ax.imshow(on_grid, extent=extent, cmap=CMAP, alpha=alpha if image is not None else 1.0, interpolation="nearest", **scale)
     label = title or ""
-    if elsewhere > 5e-3:
+    has_elsewhere = np.size(weights) > (int(frame) + 1) * on_grid.size or int(frame) > 0
+    if has_elsewhere and elsewhere >= min_elsewhere:
         label = f"{label}{chr(10) if label else ''}{elsewhere:.0%} elsewhere"
     ax.set_title(label, fontsize=8)
     ax.set_xticks([]), ax.set_yticks([])

@@ -20,6 +20,20 @@ def test_demo_on_a_generated_scene_prints_the_shapes_and_writes_the_figure(tmp_p
         assert figure.format == "PNG" and figure.width > 800
 
 
+def test_demo_writes_latents_png_when_no_out_is_given(tmp_path):
+    result = run_demo(cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "latents.png").stat().st_size > 10_000
+    assert "not a generated scene" not in result.stdout and "trained only on generated scenes" not in result.stdout
+
+
+def test_demo_says_the_model_knows_only_generated_scenes_when_given_another_image(tmp_path):
+    Image.fromarray(np.full((64, 64, 3), 200, dtype=np.uint8)).save(tmp_path / "grey.png")
+    result = run_demo("--image", "grey.png", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "trained only on generated scenes" in result.stdout
+
+
 def test_demo_takes_an_image_of_any_size_and_still_gives_r_tokens(tmp_path):
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (300, 517, 3), dtype=np.uint8)).save(tmp_path / "wide.jpg")

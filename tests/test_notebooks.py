@@ -1,5 +1,5 @@
-"""The notebooks' house rules, checked on the committed files (nbval runs them; see
-notebooks/conftest.py for the time budget): all there and listed in the README, Colab badge
+"""The notebooks' house rules, checked on the committed files (nbval runs them; their time
+is a benchmark, benchmarks/notebook_times.py, not a test): all there and listed in the README, Colab badge
 and install cell written from the one repository URL, kernelspec python3, outputs committed
 and free of machine paths and addresses, agreement checks, exercises with checks."""
 

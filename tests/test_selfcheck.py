@@ -26,3 +26,11 @@ def test_selfcheck_exits_nonzero_and_names_the_backend_that_disagrees(monkeypatc
     assert cli.selfcheck(out) == 1
     assert "| Broken     | float64  |  1.0e-09 |  1e-12 | NO  |" in out.getvalue()
     assert "1 backend(s) disagree" in out.getvalue()
+
+
+def test_selfcheck_says_before_the_table_that_a_first_run_compiles_numba_kernels():
+    out = io.StringIO()
+    cli.selfcheck(out)
+    text = out.getvalue()
+    assert "Numba compiles refimpl's kernels once" in text
+    assert text.index("Numba compiles") < text.index("| backend")

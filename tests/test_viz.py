@@ -38,6 +38,18 @@ def test_attention_map_reports_the_weight_that_went_elsewhere():
     assert "elsewhere" not in viz.attention_map(np.full(4, 0.25), (2, 2)).get_title()
 
 
+def test_attention_map_can_report_elsewhere_on_every_map_that_has_one():
+    on_the_frame = np.r_[np.full(4, 0.25), np.zeros(3)]  # all on the frame, 3 latents with weight 0
+    assert "0% elsewhere" in viz.attention_map(on_the_frame, (2, 2), min_elsewhere=0.0).get_title()
+    assert "elsewhere" not in viz.attention_map(on_the_frame, (2, 2)).get_title()
+    assert "elsewhere" not in viz.attention_map(np.full(4, 0.25), (2, 2), min_elsewhere=0.0).get_title()  # no latents
+
+
+def test_attention_map_shares_a_colour_scale_when_given_vmax():
+    ax = viz.attention_map(np.full(4, 0.25), (2, 2), vmax=0.8)
+    assert ax.get_images()[-1].get_clim() == (0.0, 0.8)
+
+
 def test_attention_map_draws_the_image_under_the_map():
     image = np.random.default_rng(0).random((40, 60, 3))
     ax = viz.attention_map(np.full(6, 1 / 6), (2, 3), image)

@@ -10,8 +10,11 @@ for every exercise, the worked solution and a check:
     ex.check_stable_softmax(stable_softmax)
 
 A check runs the function on seeded random inputs (non-square shapes, so a transpose cannot
-hide) and edge cases, compares with refimpl under a stated bound and prints one line. A wrong
-answer raises AssertionError saying what differed. A stub that raises NotImplementedError is
+hide) and edge cases, through `call` (an exception in the student's code is reported with
+the case that raised it), compares with refimpl under a stated bound and prints one line. A
+wrong answer raises AssertionError saying which case differed and how, with a hint; where the
+answer is what a likely mistake computes (an inverted mask, a missing scale, the wrong key/value
+head for a query head), `likely_mistake` makes the hint name that mistake. A stub that raises NotImplementedError is
 reported, and the worked solution is checked in its place, so every notebook runs top to
 bottom as it ships, in CI too. The solution is `ex.<name>`: `??ex.stable_softmax` shows it.
 """
@@ -47,6 +50,25 @@ def agree(what, actual, expected, bound, scale=None, hint=None):
     error = relative_error(actual, expected, scale)
     assert error <= bound, f"{what}: relative error {error:.2g} > {bound:g}{tail}"
     return error
+
+
+def likely_mistake(actual, mistakes, general, bound, scale=None):
+    """The hint for an answer: that of the first likely mistake whose result `actual` equals
+    (relative error <= bound), else `general`.
+
+    mistakes: [(hint, what that mistake computes), ...], e.g. ("True means may attend: ...",
+    the reference run with the mask inverted). So a hint names a mistake only when the
+    answer is that mistake's result, and otherwise says what the function must do.
+    """
+    try:
+        actual = np.asarray(actual, dtype=np.float64)
+    except (TypeError, ValueError):  # not an array of numbers: the comparison will say so
+        return general
+    for hint, result in mistakes:
+        result = np.asarray(result, dtype=np.float64)
+        if actual.shape == result.shape and np.isfinite(actual).all() and relative_error(actual, result, scale) <= bound:
+            return hint
+    return general
 
 
 def call(what, hint, fn, *args, **kwargs):

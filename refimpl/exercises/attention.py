@@ -14,11 +14,11 @@ import numpy as np
 from ..attention import attention as reference_attention
 from ..attention import softmax as reference_softmax
 from ..tolerances import TOLERANCES
-from . import agree, call, check
+from . import agree, call, check, likely_mistake
 
-# the same float64 math as refimpl in another order: the bound of the Numba kernel against
-# the NumPy path (about 1e-16 is typical; a 10% mistake is 1e11 times larger)
-BOUND = TOLERANCES[("float64", "numba vs numpy")]
+# the same float64 math as refimpl in another order (about 1e-16 is typical; a 10% mistake
+# is 1e11 times larger)
+BOUND = TOLERANCES[("float64", "same math in another order")]
 
 
 # ---------------------------------------------------------------- worked solutions
@@ -117,11 +117,13 @@ def _test_masked_softmax(fn):
         "set the masked scores to -inf before the softmax (np.where(mask, scores, -np.inf)), so they "
         "get weight exactly 0, the row max is taken over allowed keys only, and rows still sum to 1"
     )
+    inverted = "the mask is inverted: True means may attend, so the scores where the mask is False get -inf"
     errors = []
     for what, (scores, mask) in cases.items():
         actual = call(what, hint, fn, scores, mask)
         expected = reference_softmax(scores, mask=mask)
-        errors.append(agree(f"case '{what}'", actual, expected, BOUND, hint=hint))
+        mistakes = [(inverted, reference_softmax(scores, mask=~mask))] if (~mask).any(axis=-1).all() else []
+        errors.append(agree(f"case '{what}'", actual, expected, BOUND, hint=likely_mistake(actual, mistakes, hint, BOUND)))
         masked = np.abs(np.asarray(actual)[~np.broadcast_to(mask, expected.shape)])
         assert not masked.any(), f"case '{what}': masked weights must be exactly 0; got up to {masked.max():.1e}. {hint}"
     return f"{len(cases)} cases, max error {max(errors):.0e} <= {BOUND:g}, masked weights exactly 0"
@@ -154,12 +156,16 @@ def _test_attention(fn):
     }
     hint = (
         "scores = q @ swapaxes(k, -1, -2) / sqrt(Dh) with Dh = q.shape[-1]; a stable, masked softmax "
-        "over the keys (the last axis); then weights @ v"
+        "over the keys (the last axis; mask True = may attend); then weights @ v"
     )
     errors = []
     for what, (q, k, v, mask) in cases.items():
         actual = call(what, hint, fn, q, k, v) if mask is None else call(what, hint, fn, q, k, v, mask)
         expected = reference_attention(q, k, v, mask=mask)
         # each output row is a weighted mean of the rows of v: measure the error against max |v|
-        errors.append(agree(f"case '{what}'", actual, expected, BOUND, hint=hint, scale=np.abs(v).max()))
+        scale = np.abs(v).max()
+        mistakes = [("divide the scores by sqrt(Dh), Dh = q.shape[-1]", reference_attention(q, k, v, mask=mask, scale=1.0))]
+        if mask is not None and np.broadcast_to(~mask, expected.shape[:-1] + (k.shape[-2],)).any(axis=-1).all():
+            mistakes.append(("the mask is inverted: True means may attend", reference_attention(q, k, v, mask=~mask)))
+        errors.append(agree(f"case '{what}'", actual, expected, BOUND, hint=likely_mistake(actual, mistakes, hint, BOUND, scale), scale=scale))
     return f"{len(cases)} cases, max error {max(errors):.0e} <= {BOUND:g} (relative to max |v|)"

@@ -16,13 +16,14 @@ from ..attention import attention
 from ..multi_head import merge_heads as _reference_merge_heads
 from ..multi_head import multi_head_attention
 from ..multi_head import split_heads as _reference_split_heads
-from . import agree, check
+from ..tolerances import TOLERANCES
+from . import agree, call, check, likely_mistake
 
 # A reshape or a transpose moves numbers without rounding them: the answer is exact.
 EXACT = 0.0
 # float64 attention computed in another order (BLAS sums, another batching): about 1e-16 in
 # practice; 1e-12 leaves room for other BLAS builds and is still far below a wrong answer.
-FLOAT64_BOUND = 1e-12
+FLOAT64_BOUND = TOLERANCES["float64", "same math in another order"]
 
 
 # ---- split_heads -------------------------------------------------------------------------
@@ -49,13 +50,19 @@ def _test_split_heads(fn):
         ((9, 8), 1),  # one head: only a new axis
         ((6, 4), 4),  # Dh = 1
     ]
-    for index, (shape, heads) in enumerate(cases):
+    general = "head h must be columns h*Dh ... (h+1)*Dh - 1 of x, and the result (..., H, L, Dh)"
+    for shape, heads in cases:
         x = rng.standard_normal(shape)
-        agree(
-            f"case {index}: split_heads(x of shape {shape}, heads={heads}) (head h must be columns "
-            f"h*Dh ... (h+1)*Dh - 1, and the result (..., H, L, Dh))",
-            fn(x.copy(), heads), _reference_split_heads(x, heads), EXACT,
-        )
+        what = f"split_heads(x of shape {shape}, heads={heads})"
+        actual = call(what, general, fn, x, heads)
+        *batch, length, width = shape
+        mistakes = [(
+            "reshape x to (..., L, H, Dh) first (each row cut into H pieces), then swap the L and H axes; "
+            "reshaping straight to (..., H, L, Dh) mixes the tokens of different rows into one head",
+            x.reshape(*batch, heads, length, width // heads),
+        )]
+        hint = likely_mistake(actual, mistakes, general, EXACT)
+        agree(f"case '{what}'", actual, _reference_split_heads(x, heads), EXACT, hint=hint)
     return f"{len(cases)} cases, exact"
 
 
@@ -82,12 +89,19 @@ def _test_merge_heads(fn):
         (1, 9, 8),  # one head
         (4, 6, 1),  # Dh = 1
     ]
-    for index, shape in enumerate(shapes):
+    general = "row l of the result must be head 0's row l, then head 1's, ..., shape (..., L, H*Dh)"
+    for shape in shapes:
         x = rng.standard_normal(shape)
-        agree(
-            f"case {index}: merge_heads(x of shape {shape}) (row l must be head 0's row l, then head 1's, ...)",
-            fn(x.copy()), _reference_merge_heads(x), EXACT,
-        )
+        what = f"merge_heads(x of shape {shape})"
+        actual = call(what, general, fn, x)
+        *batch, heads, length, head_dim = shape
+        mistakes = [(
+            "swap the H and L axes first (to (..., L, H, Dh)), then reshape to (..., L, H*Dh); "
+            "reshaping (..., H, L, Dh) straight to (..., L, H*Dh) puts rows of one head side by side",
+            x.reshape(*batch, length, heads * head_dim),
+        )]
+        hint = likely_mistake(actual, mistakes, general, EXACT)
+        agree(f"case '{what}'", actual, _reference_merge_heads(x), EXACT, hint=hint)
     return f"{len(shapes)} cases, exact"
 
 
@@ -120,6 +134,23 @@ def check_grouped_query_cross_attention(fn):
     return check("grouped_query_cross_attention", fn, grouped_query_cross_attention, _test_grouped_query_cross_attention)
 
 
+def _mistaken(params, latents, media, heads, kv_heads, *, tile=False, unscaled=False):
+    """What the layer computes with a likely mistake: query head h reading key/value head
+    h % Hkv (np.tile where np.repeat belongs), and/or the scores not divided by sqrt(Dh)."""
+    head_dim = params["wq"].shape[1] // heads
+    q = _reference_split_heads(latents @ params["wq"], heads)  # (..., H, R, Dh)
+    k = _reference_split_heads(media @ params["wk"], kv_heads)  # (..., Hkv, N, Dh)
+    v = _reference_split_heads(media @ params["wv"], kv_heads)  # (..., Hkv, N, Dh)
+    group = heads // kv_heads
+    if tile:  # (..., H, N, Dh): head h gets kv head h % Hkv
+        reps = (1,) * (k.ndim - 3) + (group, 1, 1)
+        k, v = np.tile(k, reps), np.tile(v, reps)
+    else:  # (..., H, N, Dh): head h gets kv head h // G
+        k, v = np.repeat(k, group, axis=-3), np.repeat(v, group, axis=-3)
+    out = attention(q, k, v, scale=1.0 if unscaled else head_dim**-0.5)  # (..., H, R, Dh)
+    return _reference_merge_heads(out) @ params["wo"]  # (..., R, D)
+
+
 def _test_grouped_query_cross_attention(fn):
     rng = np.random.default_rng(22)
     cases = [  # (batch, R, N, D, H, Hkv, Dh)
@@ -129,8 +160,17 @@ def _test_grouped_query_cross_attention(fn):
         ((2,), 6, 11, 8, 3, 3, 5),  # Hkv = H: plain multi-head attention
         ((), 3, 1, 7, 2, 1, 4),  # N = 1: every weight is 1, the output is that token's value
     ]
+    general = (
+        "Q = latents @ wq in H heads, K and V = media @ wk, media @ wv in Hkv heads; query head h reads "
+        "key/value head h // (H / Hkv); softmax(Q K^T / sqrt(Dh)) V per head; heads merged, then @ wo"
+    )
+    head_mapping = (
+        "query head h must use key/value head h // (H / Hkv): the G = H / Hkv query heads of a group are "
+        "neighbours (np.repeat(k, G, axis=-3)); np.tile gives head h the key/value head h % Hkv"
+    )
+    missing_scale = "divide the scores by sqrt(Dh) (Dh = wq.shape[1] // heads) before the softmax"
     worst = 0.0
-    for index, (batch, n_latents, n_media, dim, heads, kv_heads, head_dim) in enumerate(cases):
+    for batch, n_latents, n_media, dim, heads, kv_heads, head_dim in cases:
         latents = rng.standard_normal(batch + (n_latents, dim))
         media = rng.standard_normal(batch + (n_media, dim))
         params = {
@@ -139,11 +179,15 @@ def _test_grouped_query_cross_attention(fn):
             "wv": rng.normal(0, dim**-0.5, (dim, kv_heads * head_dim)),
             "wo": rng.normal(0, (heads * head_dim) ** -0.5, (heads * head_dim, dim)),
         }
-        ours = fn(latents.copy(), media.copy(), *(params[name].copy() for name in ("wq", "wk", "wv", "wo")), heads, kv_heads)
+        what = f"latents {latents.shape}, media {media.shape}, H = {heads}, Hkv = {kv_heads}, Dh = {head_dim}"
+        weights = (params[name] for name in ("wq", "wk", "wv", "wo"))
+        ours = call(what, general, fn, latents, media, *weights, heads, kv_heads)
         expected = multi_head_attention(params, latents, media, heads=heads, kv_heads=kv_heads)
-        worst = max(worst, agree(
-            f"case {index}: latents {latents.shape}, media {media.shape}, H = {heads}, Hkv = {kv_heads}, "
-            f"Dh = {head_dim} (query head h uses key/value head h // (H / Hkv): np.repeat, not np.tile)",
-            ours, expected, FLOAT64_BOUND,
-        ))
+        mistakes = [
+            (missing_scale, _mistaken(params, latents, media, heads, kv_heads, unscaled=True)),
+            (head_mapping, _mistaken(params, latents, media, heads, kv_heads, tile=True)),
+            (f"{head_mapping}; and {missing_scale}", _mistaken(params, latents, media, heads, kv_heads, tile=True, unscaled=True)),
+        ]
+        hint = likely_mistake(ours, mistakes, general, FLOAT64_BOUND)
+        worst = max(worst, agree(f"case '{what}'", ours, expected, FLOAT64_BOUND, hint=hint))
     return f"{len(cases)} cases, max error {worst:.1g} <= {FLOAT64_BOUND:g}"

@@ -23,7 +23,7 @@ from . import agree, call, check
 
 # the same float64 math in another order (a token alone vs in its sequence): rounding only,
 # about 1e-16; a 10% mistake is 1e11 times larger
-BOUND = TOLERANCES[("float64", "numba vs numpy")]
+BOUND = TOLERANCES[("float64", "same math in another order")]
 # float64 gradients vs torch's autograd: the same products and sums in another order
 GRAD_BOUND = TOLERANCES[("float64", "gradient vs torch autograd")]
 

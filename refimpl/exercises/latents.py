@@ -18,7 +18,7 @@ from ..tolerances import TOLERANCES
 from . import agree, call, check
 
 # the same float64 math in another order (sums over N terms); a 10% mistake is 1e11 times larger
-BOUND = TOLERANCES[("float64", "numba vs numpy")]
+BOUND = TOLERANCES[("float64", "same math in another order")]
 
 
 # ---------------------------------------------------------------- worked solutions

@@ -22,10 +22,10 @@ import numpy as np
 
 from ..attention import attention, softmax
 from ..tolerances import TOLERANCES
-from . import agree, check
+from . import agree, call, check, likely_mistake
 
 # the same float64 math as refimpl's, summed in another order (blocks, a merge)
-BOUND = TOLERANCES["float64", "numba vs numpy"]
+BOUND = TOLERANCES["float64", "same math in another order"]
 
 
 # ---------------------------------------------------------------- merge_partials
@@ -70,6 +70,14 @@ def _test_merge_partials(fn):
         ("one row, 1 + 40 keys, offsets up to +-50", (), 1, 1, 40, 3, 50.0),
         ("part 2 empty (a thread that got no keys)", (3,), 2, 11, 0, 5, 30.0),
     ]
+    general = (
+        "m = max(m1, m2); then bring each state to m: l = l1 exp(m1 - m) + l2 exp(m2 - m), and acc the same "
+        "way (exp(m1 - m)[..., None] broadcasts over Dv); an empty part (m2 = -inf) gets exp(-inf) = 0"
+    )
+    no_rescale = (
+        "l1 and l2 (and acc1, acc2) were summed relative to their own maxes m1 and m2: multiply each by "
+        "exp(m_i - m), m = max(m1, m2), before adding them"
+    )
     worst = 0.0
     for what, batch, rows, n1, n2, value_dim, spread in cases:
         scores = 5.0 * rng.standard_normal(batch + (rows, n1 + n2))  # (..., M, N)
@@ -79,19 +87,24 @@ def _test_merge_partials(fn):
         values = rng.standard_normal(batch + (n1 + n2, value_dim))  # (..., N, Dv)
         part1 = _state(scores[..., :n1], values[..., :n1, :])
         part2 = _state(scores[..., n1:], values[..., n1:, :])
-        result = fn(*part1, *part2)
-        assert isinstance(result, tuple) and len(result) == 3, f"{what}: return (m, l, acc), got {type(result).__name__}"
+        result = call(what, general, fn, *part1, *part2)
+        assert isinstance(result, tuple | list) and len(result) == 3, (
+            f"case '{what}': return (m, l, acc), a tuple of 3; got {type(result).__name__}. {general}"
+        )
         m, l, acc = (np.asarray(x, dtype=np.float64) for x in result)
         # the reference: the whole row at once, through refimpl.softmax
         m_ref = scores.max(axis=-1)  # (..., M)
         l_ref = np.exp(scores - m_ref[..., None]).sum(axis=-1)  # (..., M)
         out_ref = softmax(scores) @ values  # (..., M, Dv)
+        # the likely mistake: adding the two states as they are, each relative to its own max
+        hint_l = likely_mistake(l, [(no_rescale, part1[1] + part2[1])], general, BOUND)
+        hint_acc = likely_mistake(acc, [(no_rescale, part1[2] + part2[2])], general, BOUND)
         worst = max(
             worst,
-            agree(f"{what}: m", m, m_ref, BOUND),
-            agree(f"{what}: l", l, l_ref, BOUND),
-            agree(f"{what}: acc", acc, l_ref[..., None] * out_ref, BOUND),
-            agree(f"{what}: acc / l (the attention output)", acc / l[..., None], out_ref, BOUND),
+            agree(f"case '{what}': m", m, m_ref, BOUND, hint=general),
+            agree(f"case '{what}': l", l, l_ref, BOUND, hint=hint_l),
+            agree(f"case '{what}': acc", acc, l_ref[..., None] * out_ref, BOUND, hint=hint_acc),
+            agree(f"case '{what}': acc / l (the attention output)", acc / l[..., None], out_ref, BOUND, hint=general),
         )
     return f"{len(cases)} cases, max error {worst:.0e} <= {BOUND:g}"
 
@@ -135,6 +148,16 @@ def online_softmax_attention(q, k, v, block):
     return acc / l[..., None]  # (..., M, Dv)
 
 
+def _without_rescale(q, k, v, block):
+    """The likely mistake, computed another way: each key's term exp(s - m) taken relative to the
+    running max after its own block, never rescaled when a later block raises the max."""
+    s = q @ np.swapaxes(k, -1, -2) * q.shape[-1] ** -0.5  # (..., M, N)
+    starts = np.arange(0, s.shape[-1], block)
+    running = np.maximum.accumulate(np.maximum.reduceat(s, starts, axis=-1), axis=-1)  # (..., M, blocks)
+    e = np.exp(s - np.repeat(running, np.diff(np.append(starts, s.shape[-1])), axis=-1))  # (..., M, N)
+    return (e @ v) / e.sum(axis=-1, keepdims=True)  # (..., M, Dv)
+
+
 def _test_online_softmax_attention(fn):
     rng = np.random.default_rng(31)
     # (what, batch, M, N, Dh, Dv, block, ramp): keys grow by `ramp` from first to last, so
@@ -146,6 +169,16 @@ def _test_online_softmax_attention(fn):
         ("M=5, N=20, one block bigger than N", (), 5, 20, 8, 2, 64, 1.0),
         ("M=3, N=300, blocks of 32, scores up to 1000 (exp overflows unless the max keeps up)", (2,), 3, 300, 12, 4, 32, 40.0),
     ]
+    general = (
+        "per block: s = q k_block^T / sqrt(Dh); m_new = max(m, max of s); c = exp(m - m_new); "
+        "l = c l + sum exp(s - m_new); acc = c acc + exp(s - m_new) v_block; m = m_new; at the end acc / l "
+        "(subtract the running max before exp, or exp overflows)"
+    )
+    missing_scale = "divide the scores by sqrt(Dh), Dh = q.shape[-1], before the softmax"
+    no_rescale = (
+        "when a block raises the max, what was summed so far is relative to the old max: multiply l and acc "
+        "by c = exp(m - m_new) before adding the block's terms"
+    )
     worst = 0.0
     for what, batch, rows, n_keys, head_dim, value_dim, block, ramp in cases:
         q = rng.standard_normal(batch + (rows, head_dim))  # (..., M, Dh)
@@ -154,13 +187,15 @@ def _test_online_softmax_attention(fn):
         if "overflows" in what:  # scale q so that the largest score is 1000: exp(1000) = inf
             q *= 1000.0 / (q @ np.swapaxes(k, -1, -2) * head_dim**-0.5).max()
         v = rng.standard_normal(batch + (n_keys, value_dim))  # (..., N, Dv)
-        with np.errstate(over="raise", invalid="raise"):
-            try:
-                out = fn(q, k, v, block)
-            except FloatingPointError as error:
-                raise AssertionError(f"{what}: {error} (subtract the running max, updated every block, before exp)") from None
+        out = call(what, general, fn, q, k, v, block)  # overflow shows as inf or nan in the comparison
+        scale_v = np.abs(v).max()
+        mistakes = [
+            (missing_scale, attention(q, k, v, scale=1.0)),
+            (no_rescale, _without_rescale(q, k, v, block)),
+        ]
+        hint = likely_mistake(out, mistakes, general, BOUND, scale=scale_v)
         expected = attention(q, k, v)  # refimpl, the (M, N) weights at once
-        worst = max(worst, agree(what, out, expected, BOUND, scale=np.abs(v).max()))
+        worst = max(worst, agree(f"case '{what}'", out, expected, BOUND, scale=scale_v, hint=hint))
     return f"{len(cases)} cases, max error {worst:.0e} <= {BOUND:g} (relative to max |v|)"
 
 

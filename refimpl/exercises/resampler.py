@@ -14,7 +14,11 @@ import numpy as np
 from ..config import ResamplerConfig
 from ..params import init_resampler, param_shapes
 from ..resampler import perceiver_resampler
-from . import agree, check
+from ..tolerances import TOLERANCES
+from . import agree, call, check, likely_mistake
+
+# float64, the same math in another order (a padded batch against one item alone)
+BOUND = TOLERANCES["float64", "same math in another order"]
 
 # ---------------------------------------------------------------- patchify
 
@@ -47,10 +51,21 @@ def _patches_by_loops(image, patch):
 def _test_patchify(fn):
     rng = np.random.default_rng(40)
     cases = [((32, 48, 3), 16), ((15, 10, 2), 5), ((8, 8, 3), 8), ((12, 28, 1), 4)]
+    general = (
+        "patch r * w + c is image[r*p:(r+1)*p, c*p:(c+1)*p, :] flattened (pixel row, pixel column, channel); "
+        "reshape to (h, p, w, p, C), bring the grid axes (h, w) to the front, then flatten"
+    )
+    no_transpose = (
+        "a reshape alone keeps the pixels in the image's row order, so a 'patch' is a strip of pixel rows: "
+        "reshape to (h, p, w, p, C), transpose to (h, w, p, p, C), then reshape to (h * w, p * p * C)"
+    )
     for shape, patch in cases:
         image = rng.random(shape)
         what = f"patchify(image of shape {shape}, patch={patch})"
-        agree(what, fn(image, patch), _patches_by_loops(image, patch), 0.0)
+        actual = call(what, general, fn, image, patch)
+        expected = _patches_by_loops(image, patch)
+        hint = likely_mistake(actual, [(no_transpose, image.reshape(expected.shape))], general, 0.0)
+        agree(f"case '{what}'", actual, expected, 0.0, hint=hint)
     return f"{len(cases)} images (non-square, 1 to 3 channels), exactly the patches of an explicit loop"
 
 
@@ -91,27 +106,39 @@ def _test_pad_and_mask(fn):
         "one item, nothing to pad": [(2, 6)],
         "two items of the same size": [(1, 8), (1, 8)],
     }
-    bound, worst = 1e-12, 0.0
+    general = (
+        "x (B, Tmax, Smax, D) holds item b in x[b, :T_b, :S_b] and a finite filler (0) elsewhere; "
+        "mask (B, Tmax, Smax) is boolean, True exactly where x holds a real token"
+    )
+    inverted = "the mask is inverted: True means may attend, a real token; the padding is False"
+    worst = 0.0
     for name, sizes in cases.items():
         features = [rng.standard_normal((frames, tokens, config.dim)) for frames, tokens in sizes]
-        x, mask = fn(features)
+        result = call(name, general, fn, features)
+        assert isinstance(result, tuple | list) and len(result) == 2, f"case '{name}': return (x, mask); got {type(result).__name__}. {general}"
+        x, mask = (np.asarray(item) for item in result)
         b_size, t_max, s_max = len(sizes), max(t for t, _ in sizes), max(s for _, s in sizes)
-        x, mask = np.asarray(x), np.asarray(mask)
-        assert x.shape == (b_size, t_max, s_max, config.dim), f"{name}: x has shape {x.shape}, expected {(b_size, t_max, s_max, config.dim)}"
-        assert mask.dtype == bool, f"{name}: mask must be boolean (True = real token); got dtype {mask.dtype}"
-        assert np.isfinite(x).all(), f"{name}: x holds NaN or inf; pad with a finite value such as 0"
+        expected_mask = np.zeros((b_size, t_max, s_max), dtype=bool)
+        for b, (frames, tokens) in enumerate(sizes):
+            expected_mask[b, :frames, :tokens] = True
+        expected_shape = (b_size, t_max, s_max, config.dim)
+        assert x.shape == expected_shape, f"case '{name}': x has shape {x.shape}, expected {expected_shape}. {general}"
+        assert mask.dtype == bool, f"case '{name}': mask must be boolean (True = real token); got dtype {mask.dtype}. {general}"
+        assert np.isfinite(x).all(), f"case '{name}': x holds NaN or inf; pad with a finite value such as 0"
+        assert mask.shape == expected_mask.shape, f"case '{name}': mask has shape {mask.shape}, expected {expected_mask.shape}. {general}"
+        hint = inverted if (mask == ~expected_mask).all() else general
+        assert (mask == expected_mask).all(), (
+            f"case '{name}': mask is wrong at {int((mask != expected_mask).sum())} of {mask.size} places; mask[b] must be "
+            f"True exactly on item b's first T_b frames x S_b tokens. {hint}"
+        )
         out = perceiver_resampler(params, x, config, mask=mask)  # (B, R, D)
         for b, item in enumerate(features):
             frames, tokens = item.shape[:2]
-            expected_mask = np.zeros((t_max, s_max), dtype=bool)
-            expected_mask[:frames, :tokens] = True
-            assert mask.shape == (b_size, t_max, s_max) and (mask[b] == expected_mask).all(), (
-                f"{name}: mask[{b}] should be True exactly on the first {frames} frames x {tokens} tokens"
-            )
-            agree(f"{name}: x[{b}, :{frames}, :{tokens}] (the real tokens)", x[b, :frames, :tokens], item, 0.0)
+            agree(f"case '{name}': x[{b}, :{frames}, :{tokens}] (the real tokens)", x[b, :frames, :tokens], item, 0.0, hint=general)
             alone = perceiver_resampler(params, item, config)  # (R, D)
-            worst = max(worst, agree(f"{name}: resampler output of item {b}, padded+masked vs alone", out[b], alone, bound))
-    return f"{len(cases)} batches, padded+masked = alone to {worst:.0e} <= {bound:g}"
+            what = f"case '{name}': resampler output of item {b}, padded+masked vs alone"
+            worst = max(worst, agree(what, out[b], alone, BOUND, hint=general))
+    return f"{len(cases)} batches, padded+masked = alone to {worst:.0e} <= {BOUND:g}"
 
 
 def check_pad_and_mask(fn):
@@ -151,10 +178,29 @@ def _test_count_params(fn):
         "grouped-query attention, H=6, Hkv=2": ResamplerConfig(dim=24, depth=2, heads=6, kv_heads=2, dim_head=4, num_latents=5),
         "open_flamingo's defaults (D=1024)": ResamplerConfig(dim=1024),
     }
+    general = (
+        "per layer: 3 LayerNorms of 2D, wq (D, H*Dh), wk and wv (D, Hkv*Dh), wo (H*Dh, D), w_in (D, F), w_out (F, D); "
+        "once: the latents (R, D), the final LayerNorm (2D), and the time / media embedding tables where set"
+    )
     for name, config in configs.items():
-        expected = sum(int(np.prod(shape)) for shape in param_shapes(config).values())
-        got = fn(config)
-        assert got == expected, f"{name}: counted {got} parameters, refimpl.param_shapes has {expected} (off by {got - expected})"
+        shapes = param_shapes(config)
+        expected = sum(int(np.prod(shape)) for shape in shapes.values())
+        got = call(name, general, fn, config)
+        assert isinstance(got, int | np.integer), f"case '{name}': return the count as an int; got {type(got).__name__}. {general}"
+        d = config.dim
+        mistakes = [  # (hint, the count that mistake gives)
+            ("wk and wv have Hkv * Dh columns (config.num_kv_heads), not H * Dh: grouped-query attention shares them",
+             expected + config.depth * 2 * d * (config.heads - config.num_kv_heads) * config.dim_head),
+            ("each LayerNorm has a weight and a bias of D: 2D per norm, three per layer and a final one",
+             expected - (3 * config.depth + 1) * d),
+            ("the R latents are parameters too: R * D of them, and the final LayerNorm's 2D",
+             expected - config.num_latents * d - 2 * d),
+            ("the time and media embedding tables count where the config sets them: Tmax * D and Imax * D",
+             expected - sum(0 if t is None else t * d for t in (config.num_time_embeds, config.num_media_embeds))),
+        ]
+        mistakes = [(hint, count) for hint, count in mistakes if count != expected]
+        hint = likely_mistake(got, mistakes, general, 0.0)
+        assert got == expected, f"case '{name}': counted {got} parameters, refimpl.param_shapes has {expected} (off by {got - expected}). {hint}"
     return f"{len(configs)} configurations, every count exactly refimpl.param_shapes'"
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..attention import attention as reference_attention
 from ..layers import feed_forward as reference_feed_forward
 from ..tolerances import TOLERANCES
-from . import agree, check
+from . import agree, call, check, likely_mistake
 
 BOUND = TOLERANCES["float64", "torch vs numpy"]  # the same float64 math in torch and NumPy: 1e-12
 
@@ -63,12 +63,23 @@ def _test_attention_torch(fn):
         "padding mask (B, 1, 1, N)": (q, k, v, padding),
         "huge scores (up to ~1e3: subtract the row max)": (40.0 * q, 10.0 * k, v, None),
     }
+    general = (
+        "scores = q @ k.transpose(-1, -2) / sqrt(Dh), Dh = q.shape[-1]; masked scores to -inf (True = may attend); "
+        "subtract each row's max, exp, divide by the row sum; then weights @ v; return a float64 tensor"
+    )
+    inverted = "the mask is inverted: True means may attend, so fill the scores where the mask is False (~mask) with -inf"
+    missing_scale = "divide the scores by sqrt(Dh), Dh = q.shape[-1], before the softmax"
     errors = []
     for name, (q_, k_, v_, mask) in cases.items():
         expected = reference_attention(q_, k_, v_, mask=mask)
-        args = [torch.from_numpy(a) for a in (q_, k_, v_)]
-        out = fn(*args, mask=None if mask is None else torch.from_numpy(mask))
-        errors.append(agree(f"case '{name}'", _float64_numpy(out, name), expected, BOUND, scale=np.abs(v_).max()))
+        args = [torch.from_numpy(a.copy()) for a in (q_, k_, v_)]
+        out = _float64_numpy(call(name, general, fn, *args, mask=None if mask is None else torch.from_numpy(mask.copy())), name, general)
+        scale = np.abs(v_).max()
+        mistakes = [(missing_scale, reference_attention(q_, k_, v_, mask=mask, scale=1.0))]
+        if mask is not None and (~mask).any(axis=-1).all():  # every row still allows a key with the mask inverted
+            mistakes.append((inverted, reference_attention(q_, k_, v_, mask=~mask)))
+        hint = likely_mistake(out, mistakes, general, BOUND, scale=scale)
+        errors.append(agree(f"case '{name}'", out, expected, BOUND, scale=scale, hint=hint))
     return f"{len(cases)} cases, max error {max(errors):.0e} <= {BOUND:g} (relative to max |v|)"
 
 
@@ -108,17 +119,35 @@ def _test_feed_forward_torch(fn):
         "x (B, R, D) = (2, 3, 12), eps 1e-6": (3.0 * rng.standard_normal((2, 3, dim)) + 1.0, params(), 1e-6),
         "large pre-activations (where tanh-GELU is off)": (rng.standard_normal((4, dim)), params(scale=4.0), 1e-5),
     }
+    general = (
+        "h = F.layer_norm(x, x.shape[-1:], norm_weight, norm_bias, eps); h = F.gelu(h @ w_in) (exact GELU); "
+        "return h @ w_out; the weights come in (in, out) layout: h @ w_in, not h @ w_in.T as for nn.Linear's (out, in)"
+    )
     errors = []
     for name, (x, p, eps) in cases.items():
         expected = reference_feed_forward(p, "", x, "gelu", "layernorm", eps)
-        t = {key: torch.from_numpy(value) for key, value in p.items()}
-        out = fn(torch.from_numpy(x), t["norm.weight"], t["norm.bias"], t["w_in"], t["w_out"], eps=eps)
-        errors.append(agree(f"case '{name}'", _float64_numpy(out, name), expected, BOUND))
+        t = {key: torch.from_numpy(value.copy()) for key, value in p.items()}
+        x_t = torch.from_numpy(x.copy())
+        out = call(name, general, fn, x_t, t["norm.weight"], t["norm.bias"], t["w_in"], t["w_out"], eps=eps)
+        out = _float64_numpy(out, name, general)
+        normed = F.layer_norm(x_t, x_t.shape[-1:], t["norm.weight"], t["norm.bias"], eps)  # (..., D)
+        mistakes = [
+            ("use the exact GELU, F.gelu(h) = h * Phi(h), not the tanh approximation (approximate='tanh')",
+             (F.gelu(normed @ t["w_in"], approximate="tanh") @ t["w_out"]).numpy()),
+            ("the block is pre-norm: apply the LayerNorm (with its weight and bias) to x before w_in",
+             (F.gelu(x_t @ t["w_in"]) @ t["w_out"]).numpy()),
+            ("the LayerNorm has a weight and a bias: layer_norm(x) * norm_weight + norm_bias",
+             (F.gelu(F.layer_norm(x_t, x_t.shape[-1:], eps=eps) @ t["w_in"]) @ t["w_out"]).numpy()),
+            ("the block returns gelu(layer_norm(x) @ w_in) @ w_out, without adding x (the residual is the layer's)",
+             expected + x),
+        ]
+        hint = likely_mistake(out, mistakes, general, BOUND)
+        errors.append(agree(f"case '{name}'", out, expected, BOUND, hint=hint))
     return f"{len(cases)} cases, max error {max(errors):.0e} <= {BOUND:g}"
 
 
-def _float64_numpy(out, case):
+def _float64_numpy(out, case, hint):
     """The student's result as a NumPy array, after checking it is a float64 tensor."""
-    assert isinstance(out, torch.Tensor), f"case '{case}': return a torch tensor; got {type(out).__name__}"
-    assert out.dtype == torch.float64, f"case '{case}': the inputs are float64, the result is {out.dtype}"
+    assert isinstance(out, torch.Tensor), f"case '{case}': return a torch tensor; got {type(out).__name__}. {hint}"
+    assert out.dtype == torch.float64, f"case '{case}': the inputs are float64, the result is {out.dtype}. {hint}"
     return out.detach().cpu().numpy()

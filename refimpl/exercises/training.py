@@ -17,7 +17,7 @@ from . import agree, call, check
 
 # the same float64 arithmetic in another order: rounding only (about 1e-16; a 10% mistake
 # is 1e11 times larger)
-BOUND = TOLERANCES[("float64", "numba vs numpy")]
+BOUND = TOLERANCES[("float64", "same math in another order")]
 
 
 # ---------------------------------------------------------------- worked solutions
