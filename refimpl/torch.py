@@ -268,6 +268,7 @@ class PerceiverResampler(nn.Module):
         if self.config.positions is None and grid is None:
             return None, None
         mask = None if mask is None else mask.detach().cpu().numpy()
+        grid = grid.cpu().numpy() if isinstance(grid, torch.Tensor) else grid
         found = positions_for(self.config, grid, tuple(x.shape), mask)
         return tuple(None if p is None else torch.tensor(p, dtype=x.dtype, device=x.device) for p in found)
 
