@@ -59,9 +59,15 @@ def test_init_resampler_makes_every_family_parameter_random(config, seed):
     assert params.keys() == refimpl.param_shapes(config).keys()
     for name, value in params.items():
         assert not np.isin(value, [0.0, 1.0]).any(), f"{name} has an entry of exactly 0 or 1"
-    for name in ("media_proj.weight", "out_proj.weight"):  # projections, N(0, 1/fan_in): some negative
-        if name in params and params[name].size > 4:
-            assert (params[name] < 0).any(), name
+
+
+def test_init_resampler_draws_the_input_and_output_projections_like_projections():
+    # N(0, 1 / fan_in), not a norm scale's U(0.5, 1.5)
+    config = refimpl.ResamplerConfig(dim=16, depth=1, heads=2, dim_head=3, num_latents=4, media_dim=40, out_dim=24)
+    params = refimpl.init_resampler(config, seed=0)
+    for name, fan_in in (("media_proj.weight", 40), ("out_proj.weight", 16)):
+        assert (params[name] < 0).mean() > 0.3, name
+        assert abs(params[name].std() * fan_in**0.5 - 1) < 0.2, name
 
 
 # ---- positions
