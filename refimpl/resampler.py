@@ -56,8 +56,8 @@ def perceiver_resampler(
         an int array (..., 2) per image (MiniCPM-V's tgt_sizes); the first h*w of the S tokens
         of a frame are its patches, row-major, and those past h*w are padding the mask marks.
     params: from `init_resampler(config)` (names and shapes in `refimpl.params`).
-    returns latents (..., R, D) (R, out_dim with config.out_dim); with `return_attention`, also a list with one array per
-    layer of the attention weights (..., H, R, N [+ R]): N = T*S media tokens in
+    returns latents (..., R, D) ((..., R, out_dim) with config.out_dim); with `return_attention`,
+    also a list with one array per layer of the attention weights (..., H, R, N [+ R]): N = T*S media tokens in
     frame-major order (token t*S + s), then the R latents if config.latents_in_kv.
 
     Computes in `dtype`: float64 (the reference) whatever the input's float dtype, or
@@ -118,7 +118,7 @@ def resample_with_trace(params, x, config, *, mask=None, grid=None, backend="num
     """perceiver_resampler in float64, with every intermediate value: returns (output, trace).
 
     params, x, config, mask, grid, backend: as for perceiver_resampler (checked by checked_arguments).
-    output: (..., R, D). trace: a list of TraceRow(block, layer, value), in the order the
+    output: (..., R, D or out_dim). trace: a list of TraceRow(block, layer, value), in the order the
     forward pass computes them, each row there only where the config has its block:
 
     | block                    | layer | value                                              |
@@ -153,7 +153,7 @@ def _resample(params, x, config, mask, grid, backend, return_attention, trace=No
     """The resampler on checked arguments; with a list `trace`, appends the TraceRows of
     resample_with_trace to it."""
     media, key_mask, latents = first_layer_inputs(params, x, config, mask=mask)
-    positions = positions_for(config, grid, x.shape, mask)
+    positions = tuple(None if p is None else p.astype(x.dtype, copy=False) for p in positions_for(config, grid, x.shape, mask))
     record = trace.append if trace is not None else lambda row: None
     record(TraceRow("media", None, media))
     attention_maps = []

@@ -177,6 +177,15 @@ def test_keys_and_queries_positions_written_out():
     assert_close(refimpl.perceiver_resampler(params, x, config, grid=(2, 3)), expected, FLOAT64)
 
 
+def test_float32_arithmetic_stays_float32_with_every_switch():
+    config = qwen_like(media_dim=5, media_proj_bias=True, out_dim=7, out_norm=True)
+    params = refimpl.init_resampler(config, seed=2)
+    x = np.random.default_rng(2).standard_normal((2, 1, 6, 5))
+    out = refimpl.perceiver_resampler(params, x, config, grid=(3, 2), dtype=np.float32)
+    assert out.dtype == np.float32
+    assert_close(out, refimpl.perceiver_resampler(params, x, config, grid=(3, 2)), ("float32", "vs float64 reference"))
+
+
 def test_defaults_of_the_new_switches_change_nothing():
     config = refimpl.ResamplerConfig(dim=12, depth=2, heads=3, dim_head=5, num_latents=7)
     explicit = dataclasses.replace(
