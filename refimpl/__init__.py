@@ -26,6 +26,7 @@ from .gated_xattn import (
 )
 from .multi_head import multi_head_attention
 from .params import init_resampler, param_shapes
+from .positions import resize_positions, sincos_2d
 from .resampler import interpolate_time_embeds, perceiver_resampler
 from .tolerances import TOLERANCES, relative_error
 
@@ -45,5 +46,7 @@ __all__ = [
     "param_shapes",
     "perceiver_resampler",
     "relative_error",
+    "resize_positions",
+    "sincos_2d",
     "softmax",
 ]

@@ -153,8 +153,9 @@ def resampler_input(x_shape, mask_shape, config):
     """Check the shapes of x (..., [I,] T, S, D) and of its mask (..., [I,] T, S) (None for
     no mask) against `config`: the width, the time- and media-embedding tables' rows."""
     x_shape = tuple(x_shape)
-    if len(x_shape) < 3 or x_shape[-1] != config.dim:
-        raise ValueError(f"x must have shape (..., T, S, D) with D = config.dim = {config.dim}; got {x_shape}")
+    if len(x_shape) < 3 or x_shape[-1] != config.media_width:
+        width = "D = config.dim" if config.media_dim is None else "D = config.media_dim"
+        raise ValueError(f"x must have shape (..., T, S, D) with {width} = {config.media_width}; got {x_shape}")
     n_frames = x_shape[-3]
     if config.num_time_embeds is not None and n_frames > config.num_time_embeds:
         raise ValueError(

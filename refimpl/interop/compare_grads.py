@@ -75,7 +75,7 @@ def compare_grads(module, x, *, mask=None, spec=None, seed=0, tolerance=None, ou
 
     config = driven.config
     params, x64, mask64 = checked_arguments(driven.params, driven.x, config, mask=driven.mask)
-    dout = upstream.reshape(x64.shape[:-3] + (config.num_latents, config.dim))  # refimpl's (..., [I,] R, D)
+    dout = upstream.reshape(x64.shape[:-3] + (config.num_latents, config.out_width))  # refimpl's (..., [I,] R, D)
     dx, ours = perceiver_resampler_backward(params, x64, config, dout, mask=mask64)
 
     floor = FLOOR * max(np.abs(g).max(initial=0.0) for g in (dx, *ours.values()))
@@ -94,18 +94,21 @@ def compare_grads(module, x, *, mask=None, spec=None, seed=0, tolerance=None, ou
 FLOOR = 1e-4
 
 # within a block, the order in which back-propagation reaches the parameters (first component of the name)
-_ATTENTION_ORDER = ("wo", "q_norm", "k_norm", "wq", "wk", "wv", "norm_latents", "norm_media")
+_ATTENTION_ORDER = ("bo", "wo", "q_norm", "k_norm", "bq", "wq", "bk", "wk", "bv", "wv", "norm_latents", "norm_media")
 _FEED_FORWARD_ORDER = ("w_out", "w_down", "w_gate", "w_up", "w_in", "norm")
 
 
 def _backward_rank(name):
-    """Sort key: the final norm, then each layer from the last (feed-forward, then attention), then the rest."""
+    """Sort key: the output norm and projection, the final norm, then each layer from the last
+    (feed-forward, then attention), then the rest."""
     layer = re.match(r"layers\.(\d+)\.(attn|ff)\.(\w+)", name)
     if layer is not None:
         index, block, part = int(layer.group(1)), layer.group(2), layer.group(3)
         order = _ATTENTION_ORDER if block == "attn" else _FEED_FORWARD_ORDER
         return (1, -index, block == "attn", order.index(part), name)
-    return (0 if name.startswith("norm.") else 2, 0, False, 0, name)
+    output_blocks = ("out_norm.", "out_proj.", "norm.")
+    first = next((rank for rank, prefix in enumerate(output_blocks) if name.startswith(prefix)), None)
+    return (0 if first is not None else 2, first or 0, False, 0, name)
 
 
 def _row(name, theirs, ours, floor):

@@ -34,7 +34,7 @@ def drive(module, x, mask):
     config = module.config
     spec = ModuleSpec(
         config=config,
-        layout=_layout(config, sys.modules["refimpl.torch"].PROJECTIONS),
+        layout=_layout(config, sys.modules["refimpl.torch"].state_dict_key),
         attention="layers.{i}.attn",  # ResamplerAttention(kv, latents, ...) -> (output, weights)
         feed_forward="layers.{i}.ff",
         final_norm="norm",
@@ -43,9 +43,11 @@ def drive(module, x, mask):
     return _driving.drive(module, spec, x, mask, what="refimpl.torch.PerceiverResampler", tolerance_key64=TOLERANCE_KEY64)
 
 
-def _layout(config, projections):
-    """refimpl's names, a projection w* as the nn.Linear weight "<name>.weight" (out, in)."""
-    return dict(
-        (f"{name}.weight", (LINEAR, (name,))) if name.rsplit(".", 1)[-1] in projections else (name, (SAME, (name,)))
-        for name in param_shapes(config)
-    )
+def _layout(config, state_dict_key):
+    """refimpl's names, a projection w* as the nn.Linear weight "<name>.weight" (out, in), its
+    bias b* as "<w*>.bias" (refimpl.torch.state_dict_key says which key and whether transposed)."""
+    layout = {}
+    for name in param_shapes(config):
+        key, transposed = state_dict_key(name)
+        layout[key] = (LINEAR if transposed else SAME, (name,))
+    return layout
