@@ -66,7 +66,8 @@ def compare(module, x, *, mask=None, spec=None, out=sys.stdout):
 
     driven = _driven(module, x, mask, spec)
     bound, key = _bound(module, driven)
-    reference, trace = resample_with_trace(driven.params, driven.x, driven.config, mask=driven.mask)  # refimpl's checks first
+    grid = {} if driven.grid is None else dict(grid=driven.grid)  # where the config has positions
+    reference, trace = resample_with_trace(driven.params, driven.x, driven.config, mask=driven.mask, **grid)  # refimpl's checks first
     with torch.no_grad():
         output, recorded = run_recorded(driven)
     rows = [_row(block, layer, recorded[block, layer], value, bound) for block, layer, value in trace if (block, layer) in recorded]
