@@ -125,13 +125,15 @@ def sigmoid(x):
 ACTIVATIONS = {"gelu": gelu, "relu": relu, "squared_relu": squared_relu}
 
 
-def feed_forward(params, prefix, x, activation, norm_kind, eps, norm_dtype=None):
+def feed_forward(params, prefix, x, activation, norm_kind, eps, norm_dtype=None, *, pre_norm=True):
     """Pre-norm MLP: x (..., D) -> (..., D), without the residual.
 
         plain:   act(norm(x) @ w_in) @ w_out                       w_in (D, F), w_out (F, D)
         swiglu:  (silu(h @ w_gate) * (h @ w_up)) @ w_down, h = norm(x)   (D, F), (D, F), (F, D)
+
+    pre_norm=False: h = x, no norm.
     """
-    h = norm(params, prefix + "norm.", x, norm_kind, eps, norm_dtype)  # (..., D)
+    h = norm(params, prefix + "norm.", x, norm_kind, eps, norm_dtype) if pre_norm else x  # (..., D)
     if activation == "swiglu":
         hidden = silu(h @ params[prefix + "w_gate"]) * (h @ params[prefix + "w_up"])  # (..., F)
         return hidden @ params[prefix + "w_down"]  # (..., D)

@@ -107,7 +107,7 @@ def merge_heads(x):
 
 def _multi_head_attention(
     params, prefix, queries, context, *, heads, kv_heads, mask=None, qk_norm_eps=None, backend="numpy",
-    return_weights=False,
+    return_weights=False, bias=False, key_positions=None,
 ):
     """`multi_head_attention` on checked arguments, with parameter names `prefix + "wq"` etc.
 
@@ -119,14 +119,19 @@ def _multi_head_attention(
     params[prefix + ...]: wq (D, H*Dh), wk (Dc, Hkv*Dh), wv (Dc, Hkv*Dh), wo (H*Dh, D);
     with qk_norm_eps, also q_norm.weight/bias and k_norm.weight/bias (Dh,): a LayerNorm
     over each head's queries and keys before the scores.
+    bias: also the biases bq (H*Dh,), bk, bv (Hkv*Dh,), bo (D,) on the four projections.
+    key_positions: None, or positions broadcastable to context (..., N, Dc), added to the key
+        projection's input only: K = (context + key_positions) @ wk, V = context @ wv.
     returns out (..., R, D), and the weights (..., H, R, N) if `return_weights` (else None).
 
     Grouped-query attention needs no copies: the H query heads are viewed as (Hkv, G)
     and the keys and values broadcast over G.
     """
-    q = split_heads(queries @ params[prefix + "wq"], heads)  # (..., H, R, Dh)
-    k = split_heads(context @ params[prefix + "wk"], kv_heads)  # (..., Hkv, N, Dh)
-    v = split_heads(context @ params[prefix + "wv"], kv_heads)  # (..., Hkv, N, Dh)
+    keys_input = context if key_positions is None else context + key_positions  # (..., N, Dc)
+    q, k, v = (
+        split_heads(project(params, prefix, name, inputs, bias), n)  # (..., H or Hkv, R or N, Dh)
+        for name, inputs, n in (("q", queries, heads), ("k", keys_input, kv_heads), ("v", context, kv_heads))
+    )
     if qk_norm_eps is not None:
         q = layer_norm(q, params[prefix + "q_norm.weight"], params[prefix + "q_norm.bias"], qk_norm_eps)
         k = layer_norm(k, params[prefix + "k_norm.weight"], params[prefix + "k_norm.bias"], qk_norm_eps)
@@ -136,8 +141,14 @@ def _multi_head_attention(
     k, v = k[..., None, :, :], v[..., None, :, :]  # (..., Hkv, 1, N, Dh)
     mask = None if mask is None else mask[..., None, None, :, :]  # (..., 1, 1, R|1, N)
     out, weights = _attention(q, k, v, mask, head_dim**-0.5, backend, return_weights)  # (..., Hkv, G, R, Dh)
-    out = merge_heads(out.reshape(*batch, heads, n_queries, head_dim)) @ params[prefix + "wo"]  # (..., R, D)
+    out = project(params, prefix, "o", merge_heads(out.reshape(*batch, heads, n_queries, head_dim)), bias)  # (..., R, D)
     return out, None if weights is None else weights.reshape(*batch, heads, n_queries, k.shape[-2])
+
+
+def project(params, prefix, which, x, bias):
+    """x @ params[prefix + "w" + which] (+ params[prefix + "b" + which] with `bias`)."""
+    out = x @ params[prefix + "w" + which]
+    return out + params[prefix + "b" + which] if bias else out
 
 
 # ---- the seam for refimpl.grad: multi-head attention's checks

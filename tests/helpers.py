@@ -55,14 +55,16 @@ def divisors(n):
 
 
 @st.composite
-def resampler_configs(draw, *, max_depth=2, time_embeds=None, latents_in_kv=None, activation=None, norm=None):
+def resampler_configs(draw, *, max_depth=2, time_embeds=None, latents_in_kv=None, activation=None, norm=None, family=False):
     """A small ResamplerConfig with every switch drawn. Keyword arguments pin a switch
-    (time_embeds: True, False or None = either)."""
+    (time_embeds: True, False or None = either). family=True draws the switches of the
+    later resamplers too (family_switches), after the others: without it the draws are
+    those of before they existed."""
     heads = draw(st.integers(1, 4))
     dim = draw(st.integers(1, 12))
     if time_embeds is None:
         time_embeds = draw(st.booleans())
-    return refimpl.ResamplerConfig(
+    config = refimpl.ResamplerConfig(
         dim=dim,
         depth=draw(st.integers(1, max_depth)),
         heads=heads,
@@ -77,6 +79,33 @@ def resampler_configs(draw, *, max_depth=2, time_embeds=None, latents_in_kv=None
         qk_norm=draw(st.booleans()),
         latents_in_kv=draw(st.booleans()) if latents_in_kv is None else latents_in_kv,
     )
+    return dataclasses.replace(config, **draw(family_switches(config))) if family else config
+
+
+@st.composite
+def family_switches(draw, config):
+    """The switches of the later resamplers (Kosmos-2, Evolla, Qwen-VL, MiniCPM-V), drawn for
+    `config`: a dict for dataclasses.replace. With positions, D is redrawn divisible by 4, the
+    latents leave the keys, and for "keys_and_queries" R = pos_grid**2."""
+    switches = dict(
+        attn_bias=draw(st.booleans()),
+        media_dim=draw(st.sampled_from([None, 3, 7])),
+        pre_norm=draw(st.booleans()),
+        attn_residual=draw(st.booleans()),
+        feed_forward=draw(st.booleans()),
+        final_norm=draw(st.booleans()),
+        out_dim=draw(st.sampled_from([None, 5, 9])),
+        positions=draw(st.sampled_from([None, "keys", "keys_and_queries"])),
+    )
+    switches["media_proj_bias"] = switches["media_dim"] is not None and draw(st.booleans())
+    if switches["out_dim"] is not None:
+        switches |= dict(out_proj_bias=draw(st.booleans()), out_norm=draw(st.booleans()))
+    if switches["positions"] is not None:
+        switches |= dict(dim=draw(st.sampled_from([4, 8, 12])), latents_in_kv=False)
+    if switches["positions"] == "keys_and_queries":
+        side = draw(st.integers(1, 3))
+        switches |= dict(pos_grid=side, num_latents=side**2)
+    return switches
 
 
 @st.composite
@@ -90,7 +119,7 @@ def resampler_cases(draw, *, configs=None, min_frames=0, max_frames=3, min_space
     batch_shape = draw(batch if batch is not None else batch_shapes())
     rng = np.random.default_rng(draw(seeds))
     params = refimpl.init_resampler(config, seed=int(rng.integers(2**31)))
-    x = rng.standard_normal(batch_shape + (n_frames, n_space, config.dim))
+    x = rng.standard_normal(batch_shape + (n_frames, n_space, config.media_width))
     if masked is None:
         masked = draw(st.booleans())
     mask = None
@@ -99,6 +128,40 @@ def resampler_cases(draw, *, configs=None, min_frames=0, max_frames=3, min_space
         if needs_tokens:
             mask[..., 0, 0] = True
     return config, params, x, mask
+
+
+@st.composite
+def family_cases(draw, *, masked=None, max_depth=2):
+    """(config, params, x, mask, grid): resampler_cases for configs with the family's switches
+    drawn (resampler_configs(family=True)). With positions, grid is (h, w) for the batch or
+    (..., 2) per item, S is at least every h*w (more only with a mask, which marks the tokens
+    past h*w as padding); else grid is None."""
+    config = draw(resampler_configs(max_depth=max_depth, family=True))
+    if masked is None:
+        masked = draw(st.booleans())
+    if config.positions is None:
+        return (*draw(resampler_cases(configs=st.just(config), masked=masked)), None)
+    batch_shape = draw(batch_shapes(max_dims=2))
+    n_frames = draw(st.integers(1, 2))
+    sides = st.integers(1, 4)
+    per_item = draw(st.booleans())
+    rng = np.random.default_rng(draw(seeds))
+    if per_item:
+        grid = np.stack([rng.integers(1, 5, batch_shape), rng.integers(1, 5, batch_shape)], axis=-1)  # (..., 2)
+        if not masked:  # every item the same size: h*w = S
+            grid[...] = [draw(sides), draw(sides)]
+    else:
+        grid = (draw(sides), draw(sides))
+    sizes = np.asarray(grid)[..., 0] * np.asarray(grid)[..., 1]
+    n_space = int(sizes.max(initial=1)) + (draw(st.integers(0, 2)) if masked else 0)
+    params = refimpl.init_resampler(config, seed=int(rng.integers(2**31)))
+    x = rng.standard_normal(batch_shape + (n_frames, n_space, config.media_width))
+    mask = None
+    if masked:
+        real = np.arange(n_space) < np.broadcast_to(sizes, batch_shape)[..., None, None]  # (..., 1, S)
+        mask = (rng.random(x.shape[:-1]) < 0.7) & real
+        mask[..., 0, 0] = True
+    return config, params, x, mask, grid
 
 
 def broadcast_operand_batch(draw, batch):

@@ -177,17 +177,24 @@ def attention(q, k, v, mask=None, scale=None):
     return out, weights
 
 
-def multi_head_rows(params, prefix, queries, context, allowed, heads, kv_heads, qk_norm_eps):
+def multi_head_rows(params, prefix, queries, context, allowed, heads, kv_heads, qk_norm_eps, key_rows=None):
     """One batch item. queries (R, D), context (N, Dc) lists; allowed (R, N) bools.
+    key_rows: the key projection's inputs (N, Dc) where they differ from the context's.
+    Where params hold prefix + "bq" (attn_bias), every projection adds its bias.
 
     returns out (R, D) and weights (H, R, N) as lists.
     """
     wq, wk, wv, wo = (params[prefix + name] for name in ("wq", "wk", "wv", "wo"))
     head_dim = len(wq[0]) // heads
     group = heads // kv_heads
-    q_all = [project(row, wq) for row in queries]  # (R, H*Dh)
-    k_all = [project(row, wk) for row in context]  # (N, Hkv*Dh)
-    v_all = [project(row, wv) for row in context]  # (N, Hkv*Dh)
+
+    def linear(row, which):
+        out = project(row, params[prefix + "w" + which])
+        return add(out, params[prefix + "b" + which]) if prefix + "bq" in params else out
+
+    q_all = [linear(row, "q") for row in queries]  # (R, H*Dh)
+    k_all = [linear(row, "k") for row in (context if key_rows is None else key_rows)]  # (N, Hkv*Dh)
+    v_all = [linear(row, "v") for row in context]  # (N, Hkv*Dh)
     concat = [[] for _ in queries]  # (R, H*Dh), built head by head
     weights = []
     for h in range(heads):
@@ -202,7 +209,7 @@ def multi_head_rows(params, prefix, queries, context, allowed, heads, kv_heads, 
         for i in range(len(queries)):
             concat[i] = concat[i] + out_h[i]
         weights.append(weights_h)
-    return [project(row, wo) for row in concat], weights
+    return [linear(row, "o") for row in concat], weights
 
 
 def multi_head_attention(params, queries, context, *, heads, kv_heads=None, mask=None, qk_norm_eps=None):
@@ -231,9 +238,9 @@ def norm_rows(params, prefix, rows, kind, eps):
     return [rms_norm(row, params[prefix + "weight"], eps) for row in rows]
 
 
-def feed_forward_row(params, prefix, x, activation, norm_kind, eps):
-    """The pre-norm MLP on one row, without the residual."""
-    h = norm_rows(params, prefix + "norm.", [x], norm_kind, eps)[0]
+def feed_forward_row(params, prefix, x, activation, norm_kind, eps, pre_norm=True):
+    """The pre-norm MLP on one row, without the residual (no norm without pre_norm)."""
+    h = norm_rows(params, prefix + "norm.", [x], norm_kind, eps)[0] if pre_norm else x
     if activation == "swiglu":
         gate = project(h, params[prefix + "w_gate"])
         up = project(h, params[prefix + "w_up"])
@@ -244,21 +251,45 @@ def feed_forward_row(params, prefix, x, activation, norm_kind, eps):
     return project(hidden, params[prefix + "w_out"])
 
 
-def resample_one(params, frames, real, config):
-    """One batch item: frames (T, S, D) lists, real (T, S) bools -> latents (R, D), weights per layer."""
+def resample_one(params, frames, real, config, grid=None):
+    """One batch item: frames (T, S, D) lists, real (T, S) bools, grid (h, w) or None ->
+    latents (R, D), weights per layer."""
     media, media_real = [], []
     for t, frame in enumerate(frames):
         for s, token in enumerate(frame):
+            if config.media_dim is not None:
+                token = project(token, params["media_proj.weight"])
+                if config.media_proj_bias:
+                    token = add(token, params["media_proj.bias"])
             if config.num_time_embeds is not None:
                 token = add(token, params["time_embeds"][t])
             media.append(token)  # frame-major: token t*S + s
             media_real.append(real[t][s])
     latents = [list(row) for row in params["latents"]]
+    key_positions = query_positions = None
+    if config.positions is not None:
+        h, w = grid
+        if config.pos_grid is None:
+            table = sincos_2d(config.dim, h, w)
+        else:
+            side = config.pos_grid
+            table = bicubic_resize(sincos_2d(config.dim, side, side), side, side, h, w)
+        padding = [[0.0] * config.dim] * (len(frames[0]) - h * w)
+        key_positions = (table + padding) * len(frames)  # every frame's S tokens alike
+        if config.positions == "keys_and_queries":
+            query_positions = sincos_2d(config.dim, config.pos_grid, config.pos_grid)
     maps = []
     for i in range(config.depth):
         prefix = f"layers.{i}.attn."
-        media_normed = norm_rows(params, prefix + "norm_media.", media, config.norm, config.norm_eps)
-        latents_normed = norm_rows(params, prefix + "norm_latents.", latents, config.norm, config.norm_eps)
+        media_normed, latents_normed = media, latents
+        if config.pre_norm:
+            media_normed = norm_rows(params, prefix + "norm_media.", media, config.norm, config.norm_eps)
+            latents_normed = norm_rows(params, prefix + "norm_latents.", latents, config.norm, config.norm_eps)
+        queries, key_rows = latents_normed, None
+        if key_positions is not None:
+            key_rows = [add(row, p) for row, p in zip(media_normed, key_positions, strict=True)]
+        if query_positions is not None:
+            queries = [add(row, p) for row, p in zip(latents_normed, query_positions, strict=True)]
         if config.latents_in_kv:
             context = media_normed + latents_normed
             allowed_row = media_real + [True] * len(latents)
@@ -268,24 +299,42 @@ def resample_one(params, frames, real, config):
         attended, weights = multi_head_rows(
             params,
             prefix,
-            latents_normed,
+            queries,
             context,
             allowed,
             config.heads,
             config.num_kv_heads,
             config.norm_eps if config.qk_norm else None,
+            key_rows,
         )
-        latents = [add(row, delta) for row, delta in zip(latents, attended, strict=True)]
-        ff = f"layers.{i}.ff."
-        latents = [add(row, feed_forward_row(params, ff, row, config.activation, config.norm, config.norm_eps)) for row in latents]
+        if config.attn_residual:
+            latents = [add(row, delta) for row, delta in zip(latents, attended, strict=True)]
+        else:
+            latents = attended
+        if config.feed_forward:
+            ff = f"layers.{i}.ff."
+            latents = [
+                add(row, feed_forward_row(params, ff, row, config.activation, config.norm, config.norm_eps, config.pre_norm))
+                for row in latents
+            ]
         maps.append(weights)
-    return norm_rows(params, "norm.", latents, config.norm, config.norm_eps), maps
+    if config.final_norm:
+        latents = norm_rows(params, "norm.", latents, config.norm, config.norm_eps)
+    if config.out_dim is not None:
+        latents = [project(row, params["out_proj.weight"]) for row in latents]
+        if config.out_proj_bias:
+            latents = [add(row, params["out_proj.bias"]) for row in latents]
+        if config.out_norm:
+            latents = norm_rows(params, "out_norm.", latents, config.norm, config.norm_eps)
+    return latents, maps
 
 
-def perceiver_resampler(params, x, config, mask=None):
-    """x (..., T, S, D) -> latents (..., R, D) and a list of weights (..., H, R, T*S [+ R]) per layer."""
+def perceiver_resampler(params, x, config, mask=None, grid=None):
+    """x (..., T, S, D) -> latents (..., R, D) and a list of weights (..., H, R, T*S [+ R]) per layer.
+    grid: (h, w), or an int array (..., 2) per batch item, where config.positions is set."""
     x = np.asarray(x, dtype=np.float64)
-    *batch, n_frames, n_space, dim = x.shape
+    *batch, n_frames, n_space, _ = x.shape
+    dim = config.dim if config.out_dim is None else config.out_dim
     batch = tuple(batch)
     real = np.ones(x.shape[:-1], dtype=bool) if mask is None else np.asarray(mask)
     lists = {name: as_lists(value) for name, value in params.items()}
@@ -293,8 +342,10 @@ def perceiver_resampler(params, x, config, mask=None):
     n_keys = n_frames * n_space + (r if config.latents_in_kv else 0)
     out = np.empty(batch + (r, dim))
     maps = [np.empty(batch + (config.heads, r, n_keys)) for _ in range(config.depth)]
+    grids = None if grid is None else np.broadcast_to(grid, batch + (2,))
     for index in np.ndindex(batch):
-        latents, weights = resample_one(lists, x[index].tolist(), real[index].tolist(), config)
+        item_grid = None if grids is None else tuple(int(side) for side in grids[index])
+        latents, weights = resample_one(lists, x[index].tolist(), real[index].tolist(), config, item_grid)
         out[index] = np.array(latents)
         for layer, w in enumerate(weights):
             maps[layer][index] = np.array(w).reshape(config.heads, r, n_keys)
@@ -306,27 +357,91 @@ def expected_param_shapes(config):
     d, r, h, dh, f = config.dim, config.num_latents, config.heads, config.dim_head, config.ff_dim
     hkv = config.heads if config.kv_heads is None else config.kv_heads
     norm = ("weight", "bias") if config.norm == "layernorm" else ("weight",)
-    shapes = {"latents": (r, d)}
+    shapes = {}
+    if config.media_dim is not None:
+        shapes["media_proj.weight"] = (config.media_dim, d)
+        if config.media_proj_bias:
+            shapes["media_proj.bias"] = (d,)
+    shapes["latents"] = (r, d)
     if config.num_time_embeds is not None:
         shapes["time_embeds"] = (config.num_time_embeds, d)
     for i in range(config.depth):
         a, m = f"layers.{i}.attn.", f"layers.{i}.ff."
-        for which in ("norm_media", "norm_latents"):
+        for which in ("norm_media", "norm_latents") if config.pre_norm else ():
             for p in norm:
                 shapes[f"{a}{which}.{p}"] = (d,)
         shapes[a + "wq"], shapes[a + "wk"], shapes[a + "wv"], shapes[a + "wo"] = (d, h * dh), (d, hkv * dh), (d, hkv * dh), (h * dh, d)
+        if config.attn_bias:
+            shapes[a + "bq"], shapes[a + "bk"], shapes[a + "bv"], shapes[a + "bo"] = (h * dh,), (hkv * dh,), (hkv * dh,), (d,)
         if config.qk_norm:
             for which in ("q_norm", "k_norm"):
                 shapes[f"{a}{which}.weight"] = shapes[f"{a}{which}.bias"] = (dh,)
-        for p in norm:
+        if not config.feed_forward:
+            continue
+        for p in norm if config.pre_norm else ():
             shapes[f"{m}norm.{p}"] = (d,)
         if config.activation == "swiglu":
             shapes[m + "w_gate"], shapes[m + "w_up"], shapes[m + "w_down"] = (d, f), (d, f), (f, d)
         else:
             shapes[m + "w_in"], shapes[m + "w_out"] = (d, f), (f, d)
-    for p in norm:
+    for p in norm if config.final_norm else ():
         shapes[f"norm.{p}"] = (d,)
+    if config.out_dim is not None:
+        shapes["out_proj.weight"] = (d, config.out_dim)
+        if config.out_proj_bias:
+            shapes["out_proj.bias"] = (config.out_dim,)
+        for p in norm if config.out_norm else ():
+            shapes[f"out_norm.{p}"] = (config.out_dim,)
     return shapes
+
+
+# ---------------------------------------------------------------- 2-D sin-cos positions
+
+
+def sincos_2d(dim, h, w):
+    """The MAE table as rows of Python floats: patch (r, c) is row r*w + c; its first dim/2
+    entries are sin(c * omega_k) for k < dim/4, then cos(c * omega_k), then the same for r,
+    with omega_k = 1 / 10000 ** (k / (dim / 4))."""
+    quarter = dim // 4
+    omegas = [1.0 / 10000 ** (k / quarter) for k in range(quarter)]
+    rows = []
+    for r in range(h):
+        for c in range(w):
+            rows.append(
+                [math.sin(c * o) for o in omegas] + [math.cos(c * o) for o in omegas]
+                + [math.sin(r * o) for o in omegas] + [math.cos(r * o) for o in omegas]
+            )
+    return rows
+
+
+def cubic_kernel(d, a=-0.75):
+    """Keys' cubic convolution kernel W(d): (a+2)|d|^3 - (a+3)|d|^2 + 1 for |d| <= 1,
+    a|d|^3 - 5a|d|^2 + 8a|d| - 4a for 1 < |d| < 2, else 0."""
+    d = abs(d)
+    if d <= 1:
+        return (a + 2) * d**3 - (a + 3) * d**2 + 1
+    if d < 2:
+        return a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a
+    return 0.0
+
+
+def bicubic_resize(table, h0, w0, h, w):
+    """Rows (h0*w0, D) of an h0 x w0 grid resized to h x w: output pixel (y, x) reads the input
+    at (sy, sx) = ((y + 0.5) h0/h - 0.5, (x + 0.5) w0/w - 0.5), summing W(sy - i) W(sx - j) times
+    pixel (clamp(i), clamp(j)) over the 4 x 4 pixels i = floor(sy) - 1 ... floor(sy) + 2 (and j)."""
+    out = []
+    for y in range(h):
+        sy = (y + 0.5) * h0 / h - 0.5
+        for x in range(w):
+            sx = (x + 0.5) * w0 / w - 0.5
+            row = [0.0] * len(table[0])
+            for i in range(math.floor(sy) - 1, math.floor(sy) + 3):
+                for j in range(math.floor(sx) - 1, math.floor(sx) + 3):
+                    weight = cubic_kernel(sy - i) * cubic_kernel(sx - j)
+                    pixel = table[min(max(i, 0), h0 - 1) * w0 + min(max(j, 0), w0 - 1)]
+                    row = [a + weight * b for a, b in zip(row, pixel, strict=True)]
+            out.append(row)
+    return out
 
 
 # ---------------------------------------------------------------- gated cross-attention
