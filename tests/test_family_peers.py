@@ -18,6 +18,7 @@ import refimpl
 import torch
 from refimpl import interop
 from refimpl.interop import compare
+from refimpl.positions import sincos_2d
 from safetensors.torch import save_file
 from transformers import EvollaConfig, Kosmos2Config
 from transformers.models.evolla.modeling_evolla import EvollaSequenceCompressorResampler
@@ -115,7 +116,8 @@ def minicpm_v_inputs(rng):
 CASES = {
     "kosmos2": Case(kosmos2_module, lambda sd: interop.from_kosmos2(sd, heads=4), interop.to_kosmos2, kosmos2_inputs),
     "evolla": Case(evolla_module, lambda sd: interop.from_evolla(sd, heads=3), interop.to_evolla, evolla_inputs),
-    "qwen_vl": Case(qwen_vl_module, lambda sd: interop.from_qwen_vl(sd, heads=4), interop.to_qwen_vl, qwen_vl_inputs(3)),
+    # the module's own pos_embed is made in float32 (as Qwen-VL's is): the float32 positions' bound
+    "qwen_vl": Case(qwen_vl_module, lambda sd: interop.from_qwen_vl(sd, heads=4), interop.to_qwen_vl, qwen_vl_inputs(3), POSITIONS64),
     "qwen_vl resized": Case(qwen_vl_module, lambda sd: interop.from_qwen_vl(sd, heads=4), interop.to_qwen_vl, qwen_vl_inputs(5), POSITIONS64),
     "minicpm_v": Case(minicpm_v_module, lambda sd: interop.from_minicpm_v(sd, heads=4), interop.to_minicpm_v, minicpm_v_inputs, POSITIONS64),
 }
@@ -157,10 +159,12 @@ def test_imported_weights_reproduce_the_module(name, dtype):
 
 
 def test_qwen_vl_on_the_tables_grid_agrees_to_float64_rounding():
-    # no resize, so no float32 anywhere: the generic float64 bound, not the positions' one
+    # holding refimpl's float64 table (to_qwen_vl's pos_embed) and not resizing it, the module
+    # computes nothing in float32: the generic float64 bound, not the positions' one
     module = random_module(qwen_vl_module).double()
-    inputs, x, mask, grid = qwen_vl_inputs(3)(np.random.default_rng(3))
     config, params = interop.from_qwen_vl(module.state_dict(), heads=4)
+    module.load_state_dict(interop.to_qwen_vl(config, params), strict=True)
+    inputs, x, mask, grid = qwen_vl_inputs(3)(np.random.default_rng(3))
     error = assert_agrees(run(module, inputs, torch.float64), reference(config, params, x, mask, grid), FLOAT64, "qwen_vl")
     assert error <= 1e-12
 
@@ -189,7 +193,7 @@ def test_the_stand_ins_tables_are_refimpls_sincos_2d():
     # two separate computations of the MAE table: the stand-ins' (float32, as the hub code) and refimpl's
     for dim, h, w in ((16, 3, 4), (64, 7, 5)):
         theirs = sincos_table(dim, h, w).reshape(h * w, dim)
-        assert np.abs(theirs - refimpl.sincos_2d(dim, h, w)).max() <= 1e-6
+        assert np.abs(theirs - sincos_2d(dim, h, w)).max() <= 1e-6
 
 
 def test_qwen_vl_pos_embed_is_checked_against_the_computed_table():
@@ -382,13 +386,13 @@ def test_verify_a_hub_only_peer(tmp_path, peer, build, prefix, module_class):
 
 
 def test_verify_fails_a_planted_bug_in_a_hub_only_peer(tmp_path):
-    class Buggy(MiniCPMVResampler):
+    class Resampler(MiniCPMVResampler):  # compare knows MiniCPM-V's by its class name and layout
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.ln_post.eps = 0.5
 
     path = saved(tmp_path, random_module(minicpm_v_module), "resampler.")
-    status, out = verify(path, "minicpm_v", heads=4, module_class=Buggy)
+    status, out = verify(path, "minicpm_v", heads=4, module_class=Resampler)
     assert status == 1, out
     assert "the first block over the bound is final norm" in out
 

@@ -143,8 +143,8 @@ def _layout(config):
         }
         layout |= _state_dict.norm(f"{ff}.norm", f"{ours}.ff.norm")
         layout |= {f"{ff}.fc1.weight": (LINEAR, (f"{ours}.ff.w_in",)), f"{ff}.fc2.weight": (LINEAR, (f"{ours}.ff.w_out",))}
-    layout |= {"protein_projector.weight": (LINEAR, ("out_proj.weight",)), "protein_projector.bias": (SAME, ("out_proj.bias",))}
-    return layout | _state_dict.norm("norm", "out_norm")
+    layout |= _state_dict.norm("norm", "out_norm")
+    return layout | {"protein_projector.weight": (LINEAR, ("out_proj.weight",)), "protein_projector.bias": (SAME, ("out_proj.bias",))}
 
 
 # ---------------------------------------------------------------- verify: finding the resampler in a checkpoint and building the peer's module

@@ -112,17 +112,17 @@ def to_kosmos2(config, params, *, dtype=None):
 
 def _layout(config):
     layout = {
+        "latent_query": (SAME, ("latents",)),
         "dense.weight": (LINEAR, ("media_proj.weight",)),
         "dense.bias": (SAME, ("media_proj.bias",)),
-        "latent_query": (SAME, ("latents",)),
     }
-    return layout | attention_layout("x_attn", "layers.0.attn", ("q_proj", "k_proj", "v_proj", "out_proj"))
+    return layout | _attention_layout("x_attn", "layers.0.attn")
 
 
-def attention_layout(peer, ours, names):
-    """An attention of four biased nn.Linear projections, named `names` (q, k, v, out)."""
+def _attention_layout(peer, ours):
+    """KosmosTextAttention's four biased nn.Linear projections, in its order (k, v, q, out)."""
     layout = {}
-    for name, (weight, bias) in zip(names, (("wq", "bq"), ("wk", "bk"), ("wv", "bv"), ("wo", "bo"))):
+    for name, weight, bias in (("k_proj", "wk", "bk"), ("v_proj", "wv", "bv"), ("q_proj", "wq", "bq"), ("out_proj", "wo", "bo")):
         layout[f"{peer}.{name}.weight"] = (LINEAR, (f"{ours}.{weight}",))
         layout[f"{peer}.{name}.bias"] = (SAME, (f"{ours}.{bias}",))
     return layout

@@ -111,8 +111,8 @@ def to_minicpm_v(config, params, *, dtype=None):
 
 
 def _layout(config):
-    layout = mha_layout(config) | _state_dict.norm("ln_post", "norm")
-    return layout | {"proj": (SAME, ("out_proj.weight",))}  # x @ proj: (in, out) already
+    layout = mha_layout(config, after_query={"proj": (SAME, ("out_proj.weight",))})  # x @ proj: (in, out) already
+    return layout | _state_dict.norm("ln_post", "norm")
 
 
 # ---------------------------------------------------------------- verify: finding the resampler in a checkpoint and building the peer's module

@@ -110,7 +110,7 @@ class ModuleSpec:
                 raise TypeError(f"ModuleSpec.{name} must be a str (a submodule's output) or a Point (an input); got {getattr(self, name)!r}")
         for name in ("attention", "feed_forward", "layer_input", "attention_residual"):
             point = getattr(self, name)
-            if point is not None and "{i}" not in _path(point):
+            if point is not None and "{i}" not in _path(point) and self.config.depth > 1:  # one layer: a plain path
                 raise ValueError(f"ModuleSpec.{name} must be a pattern with {{i}} for the layer, e.g. 'blocks.{{i}}.attn'; got {point!r}")
         for name in ("call", "to_refimpl", "record"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):

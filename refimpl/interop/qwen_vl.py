@@ -34,10 +34,13 @@ positions' bound. Inside Qwen-VL's model the keys start with "transformer.visual
 
 import math
 
+import numpy as np
+
 from . import _driving, _state_dict
 from ._state_dict import FIXED, FUSED_QKV, FUSED_QKV_BIAS, LINEAR, SAME
 from ..config import ResamplerConfig
-from .module_spec import ModuleSpec
+from ..positions import sincos_2d
+from .module_spec import ModuleSpec, Point
 
 PEER = "Qwen-VL's Resampler"
 LAYERNORM_EPS = 1e-6  # norm_layer = partial(nn.LayerNorm, eps=1e-6)
@@ -65,13 +68,16 @@ def recognises(module):
 
 def drive(module, x, mask):
     """compare's view of the module: x (B, L, D_in) is refimpl's x[:, None] on the grid
-    (sqrt(L), sqrt(L)); no mask. In float64, where the grid differs from the table's, the
-    module's float32 resize bounds it (TOLERANCES' float32 sin-cos positions key)."""
+    (sqrt(L), sqrt(L)); no mask. In float64, a module that holds refimpl's float64 table
+    (to_qwen_vl's) on the table's grid is held to 1e-10; one whose table was made in float32
+    (Qwen-VL's own), or which resizes it (in float32), to the float32 sin-cos positions' bound."""
     _driving.check_no_mask(mask, PEER)
     config, _ = from_qwen_vl(module.state_dict(), heads=module.attn.num_heads, eps=_driving.layer_norm_eps(module))
     side = square_side(x.shape[1])
     spec = ModuleSpec(**mha_spec(config, _layout(config)), to_refimpl=lambda x, mask: (x[:, None], None, (side, side)))
-    key64 = _driving.GENERIC_KEY64 if side == config.pos_grid else POSITIONS_KEY64
+    table = _driving.numpy(module.pos_embed)
+    exact = side == config.pos_grid and np.abs(table - sincos_2d(config.dim, side, side)).max() <= 1e-15
+    key64 = _driving.GENERIC_KEY64 if exact else POSITIONS_KEY64  # a float32-made table, or a float32 resize
     return _driving.drive(module, spec, x, None, what=PEER, tolerance_key64=key64)
 
 
@@ -93,7 +99,7 @@ def mha_spec(config, layout):
         attention="attn",
         feed_forward=None,
         final_norm="ln_post" if config.final_norm else None,
-        layer_input="attn.{i}",  # never read: depth 1
+        layer_input=Point("attn", "query"),  # one layer: never read
         media="kv_proj",
         record=lambda block, value: value.transpose(0, 1) if block == "attention" else value,
     )
@@ -167,15 +173,14 @@ def mha_problems(config, wanted, peer):
 
 
 def _layout(config):
-    from ..positions import sincos_2d
-
     table = sincos_2d(config.dim, config.pos_grid, config.pos_grid)  # (G*G, D)
     return {"pos_embed": (FIXED, _state_dict.Fixed(table, TABLE_ATOL)), **mha_layout(config)}
 
 
-def mha_layout(config):
-    """query, kv_proj (where media_dim), attn (nn.MultiheadAttention), ln_q and ln_kv."""
-    layout = {"query": (SAME, ("latents",))}
+def mha_layout(config, after_query=None):
+    """query, `after_query` (MiniCPM-V's proj), kv_proj (where media_dim), attn
+    (nn.MultiheadAttention), ln_q and ln_kv: a Qwen-VL-style module's state-dict order."""
+    layout = {"query": (SAME, ("latents",))} | (after_query or {})
     if config.media_dim is not None:
         layout["kv_proj.weight"] = (LINEAR, ("media_proj.weight",))
     attn = "layers.0.attn"
