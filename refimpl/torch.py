@@ -14,8 +14,11 @@ kernels; `return_attention=True` takes an explicit path that forms the weights.
 
 State-dict names are refimpl's parameter names; a projection `w*` becomes an nn.Linear
 whose `.weight` is the transpose of refimpl's (in, out) array: refimpl "layers.0.attn.wq"
-(D, H*Dh) is torch "layers.0.attn.wq.weight" (H*Dh, D). `from_refimpl` and `to_refimpl`
-move the weights both ways exactly.
+(D, H*Dh) is torch "layers.0.attn.wq.weight" (H*Dh, D), and its bias refimpl
+"layers.0.attn.bq" (config.attn_bias) is torch "layers.0.attn.wq.bias"; "media_proj.weight"
+and "out_proj.weight" keep their names, transposed. `from_refimpl` and `to_refimpl` move the
+weights both ways exactly. With config.positions, forward takes `grid` as
+refimpl.perceiver_resampler does; the positions are computed by refimpl.positions.
 
 Axis letters: B batch (the leading axes, flattened), N = T*S media tokens, R latents,
 H heads, Hkv key/value heads, Dh head width, D width, F feed-forward width.
@@ -29,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ResamplerConfig
-from .params import check_params, param_shapes
+from .params import ATTENTION_BIASES, PROJECTION_MATRICES, check_params, param_shapes
+from .resampler import positions_for
 
 
 class Norm(nn.Module):
@@ -66,13 +70,13 @@ class CrossAttention(nn.Module):
     Returns (B, R, D) and, with return_weights, the weights (B, H, R, N).
     """
 
-    def __init__(self, dim, dim_context, *, heads, kv_heads=None, dim_head=64, qk_norm_eps=None):
+    def __init__(self, dim, dim_context, *, heads, kv_heads=None, dim_head=64, qk_norm_eps=None, bias=False):
         super().__init__()
         self.heads, self.kv_heads, self.dim_head = heads, kv_heads or heads, dim_head
-        self.wq = nn.Linear(dim, heads * dim_head, bias=False)
-        self.wk = nn.Linear(dim_context, self.kv_heads * dim_head, bias=False)
-        self.wv = nn.Linear(dim_context, self.kv_heads * dim_head, bias=False)
-        self.wo = nn.Linear(heads * dim_head, dim, bias=False)
+        self.wq = nn.Linear(dim, heads * dim_head, bias=bias)
+        self.wk = nn.Linear(dim_context, self.kv_heads * dim_head, bias=bias)
+        self.wv = nn.Linear(dim_context, self.kv_heads * dim_head, bias=bias)
+        self.wo = nn.Linear(heads * dim_head, dim, bias=bias)
         self.q_norm = self.k_norm = None
         if qk_norm_eps is not None:
             self.q_norm = nn.LayerNorm(dim_head, eps=qk_norm_eps)
@@ -104,7 +108,8 @@ class CrossAttention(nn.Module):
 
 
 class ResamplerAttention(CrossAttention):
-    """attn(q = norm(latents), kv = concat(norm(media), norm(latents))), without the residual."""
+    """attn(q = norm(latents) [+ pq], kv = concat(norm(media), norm(latents))), without the residual
+    (no norms without config.pre_norm; query positions pq with positions="keys_and_queries")."""
 
     def __init__(self, config):
         super().__init__(
@@ -114,20 +119,25 @@ class ResamplerAttention(CrossAttention):
             kv_heads=config.num_kv_heads,
             dim_head=config.dim_head,
             qk_norm_eps=config.norm_eps if config.qk_norm else None,
+            bias=config.attn_bias,
         )
         self.latents_in_kv = config.latents_in_kv
-        self.norm_media = Norm(config.dim, config.norm, config.norm_eps, config.norm_dtype)
-        self.norm_latents = Norm(config.dim, config.norm, config.norm_eps, config.norm_dtype)
+        self.norm_media = self.norm_latents = None
+        if config.pre_norm:
+            self.norm_media = Norm(config.dim, config.norm, config.norm_eps, config.norm_dtype)
+            self.norm_latents = Norm(config.dim, config.norm, config.norm_eps, config.norm_dtype)
 
-    def forward(self, kv, latents, key_mask=None, return_weights=False):
+    def forward(self, kv, latents, key_mask=None, return_weights=False, query_positions=None):
         """kv (B, N [+ R], 2*Hkv*Dh): this layer's keys then values of the normalised media tokens,
         with R rows left for the latents' when they join the keys (PerceiverResampler.media_keys_values);
-        latents (B, R, D); key_mask (B, 1, N [+ R]) or None."""
-        latents = self.norm_latents(latents)
+        latents (B, R, D); key_mask (B, 1, N [+ R]) or None; query_positions (R, D) or None."""
+        if self.norm_latents is not None:
+            latents = self.norm_latents(latents)
         if self.latents_in_kv:
             kv = _replace_last_rows(kv, torch.cat([self.wk(latents), self.wv(latents)], dim=-1))  # (B, N + R, 2*Hkv*Dh)
         k, v = kv.chunk(2, dim=-1)  # (B, N [+ R], Hkv*Dh) each
-        return self.attend(self.wq(latents), k, v, key_mask, return_weights)
+        queries = latents if query_positions is None else latents + query_positions  # (B, R, D)
+        return self.attend(self.wq(queries), k, v, key_mask, return_weights)
 
 
 def _replace_last_rows(kv, rows):
@@ -147,10 +157,10 @@ def _replace_last_rows(kv, rows):
 class FeedForward(nn.Module):
     """Pre-norm MLP without the residual: act(norm(x) @ w_in) @ w_out, or gated SiLU (swiglu)."""
 
-    def __init__(self, dim, ff_dim, activation="gelu", norm="layernorm", eps=1e-5, norm_dtype=None):
+    def __init__(self, dim, ff_dim, activation="gelu", norm="layernorm", eps=1e-5, norm_dtype=None, pre_norm=True):
         super().__init__()
         self.activation = activation
-        self.norm = Norm(dim, norm, eps, norm_dtype)
+        self.norm = Norm(dim, norm, eps, norm_dtype) if pre_norm else None
         if activation == "swiglu":
             self.w_gate = nn.Linear(dim, ff_dim, bias=False)
             self.w_up = nn.Linear(dim, ff_dim, bias=False)
@@ -160,7 +170,7 @@ class FeedForward(nn.Module):
             self.w_out = nn.Linear(ff_dim, dim, bias=False)
 
     def forward(self, x):
-        h = self.norm(x)
+        h = x if self.norm is None else self.norm(x)
         if self.activation == "swiglu":
             return self.w_down(F.silu(self.w_gate(h)) * self.w_up(h))
         h = self.w_in(h)
@@ -176,39 +186,47 @@ class FeedForward(nn.Module):
 class PerceiverResampler(nn.Module):
     """The Perceiver Resampler for any `ResamplerConfig` (see refimpl.perceiver_resampler).
 
-    forward(x, mask=None, return_attention=False):
-      x (..., T, S, D), or (..., I, T, S, D) with config.num_media_embeds; mask bool (..., T, S)
-      (resp. (..., I, T, S)), True = real token. Returns (..., R, D) [and a list of the
-      per-layer attention weights (..., H, R, N [+ R])].
+    forward(x, mask=None, return_attention=False, grid=None):
+      x (..., T, S, D), or (..., I, T, S, D) with config.num_media_embeds (D = media_dim with
+      config.media_dim); mask bool (..., T, S) (resp. (..., I, T, S)), True = real token; grid
+      with config.positions, as for refimpl.perceiver_resampler. Returns (..., R, D) (D =
+      out_dim with config.out_dim) [and a list of the per-layer attention weights (..., H, R, N [+ R])].
     """
 
     def __init__(self, config: ResamplerConfig):
         super().__init__()
         self.config = config
+        if config.media_dim is not None:
+            self.media_proj = nn.Linear(config.media_dim, config.dim, bias=config.media_proj_bias)
         self.latents = nn.Parameter(torch.randn(config.num_latents, config.dim))
         if config.num_time_embeds is not None:
             self.time_embeds = nn.Parameter(torch.zeros(config.num_time_embeds, config.dim))
         if config.num_media_embeds is not None:
             self.media_embeds = nn.Parameter(torch.zeros(config.num_media_embeds, config.dim))
+        norm_options = (config.norm, config.norm_eps, config.norm_dtype)
         self.layers = nn.ModuleList(
             nn.ModuleDict(
-                {
-                    "attn": ResamplerAttention(config),
-                    "ff": FeedForward(
-                        config.dim, config.ff_dim, config.activation, config.norm, config.norm_eps, config.norm_dtype
-                    ),
-                }
+                {"attn": ResamplerAttention(config)}
+                | ({"ff": FeedForward(config.dim, config.ff_dim, config.activation, *norm_options, config.pre_norm)} if config.feed_forward else {})
             )
             for _ in range(config.depth)
         )
-        self.norm = Norm(config.dim, config.norm, config.norm_eps, config.norm_dtype)
+        self.norm = Norm(config.dim, *norm_options) if config.final_norm else None
+        if config.out_dim is not None:
+            self.out_proj = nn.Linear(config.dim, config.out_dim, bias=config.out_proj_bias)
+            if config.out_norm:
+                self.out_norm = Norm(config.out_dim, *norm_options)
 
-    def forward(self, x, mask=None, return_attention=False):
+    def forward(self, x, mask=None, return_attention=False, grid=None):
         config = self.config
-        if x.ndim < 3 or x.shape[-1] != config.dim:
-            raise ValueError(f"x must have shape (..., T, S, D) with D = config.dim = {config.dim}; got {tuple(x.shape)}")
+        if x.ndim < 3 or x.shape[-1] != config.media_width:
+            width = "D = config.dim" if config.media_dim is None else "D = config.media_dim"
+            raise ValueError(f"x must have shape (..., T, S, D) with {width} = {config.media_width}; got {tuple(x.shape)}")
         if mask is not None and mask.shape != x.shape[:-1]:
             raise ValueError(f"mask must have shape x.shape[:-1] = {tuple(x.shape[:-1])}; got {tuple(mask.shape)}")
+        key_positions, query_positions = self.sincos_positions(x, mask, grid)
+        if config.media_dim is not None:
+            x = self.media_proj(x)  # (..., T, S, D)
         *batch, n_frames, n_space, dim = x.shape
         if config.num_media_embeds is not None:
             x = x + self.media_embeds[: x.shape[-4], None, None, :]  # (..., I, T, S, D)
@@ -223,21 +241,41 @@ class PerceiverResampler(nn.Module):
             if config.latents_in_kv:
                 key_mask = torch.cat([key_mask, key_mask.new_ones(n_batch, config.num_latents)], dim=-1)
             key_mask = key_mask[:, None, :]  # (B, 1, N [+ R])
+        if key_positions is not None:
+            key_positions = key_positions.reshape(n_batch, n_frames * n_space, dim)  # (B, N, D)
         maps = []
-        for layer, kv in zip(self.layers, self.media_keys_values(media), strict=True):
-            attended, weights = layer["attn"](kv, latents, key_mask, return_attention)
-            latents = latents + attended
-            latents = latents + layer["ff"](latents)
+        for layer, kv in zip(self.layers, self.media_keys_values(media, key_positions), strict=True):
+            attended, weights = layer["attn"](kv, latents, key_mask, return_attention, query_positions)
+            latents = latents + attended if config.attn_residual else attended
+            if config.feed_forward:
+                latents = latents + layer["ff"](latents)
             maps.append(weights)
-        latents = self.norm(latents).reshape(*batch, config.num_latents, dim)  # (..., R, D)
+        if self.norm is not None:
+            latents = self.norm(latents)  # (B, R, D)
+        if config.out_dim is not None:
+            latents = self.out_proj(latents)  # (B, R, Do)
+            if config.out_norm:
+                latents = self.out_norm(latents)
+        latents = latents.reshape(*batch, config.num_latents, config.out_width)  # (..., R, D or Do)
         if not return_attention:
             return latents
         return latents, [w.reshape(*batch, *w.shape[1:]) for w in maps]
 
-    def media_keys_values(self, media):
+    def sincos_positions(self, x, mask, grid):
+        """The sin-cos positions for x's grid, as constant tensors in x's dtype and device:
+        keys (..., N, D) and queries (R, D), each None where config.positions has none
+        (refimpl.resampler.positions_for, with its checks of the grid)."""
+        if self.config.positions is None and grid is None:
+            return None, None
+        mask = None if mask is None else mask.detach().cpu().numpy()
+        found = positions_for(self.config, grid, tuple(x.shape), mask)
+        return tuple(None if p is None else torch.tensor(p, dtype=x.dtype, device=x.device) for p in found)
+
+    def media_keys_values(self, media, key_positions=None):
         """Every layer's keys and values of the media tokens, from one normalisation and one
         matrix product: media (B, N, D) -> a tuple of depth tensors (B, N [+ R], 2*Hkv*Dh), keys
         then values; when the latents join the keys, R more rows per tensor wait for each layer's.
+        key_positions (B, N, D) or None: added to the keys' inputs, never to the values'.
 
         The media tokens are the same in every layer; a layer only brings its own norm_media
         scale g and shift b and its projections W = [Wk | Wv] (D, 2*Hkv*Dh). With xhat the
@@ -248,17 +286,31 @@ class PerceiverResampler(nn.Module):
         and xhat is computed once, for all layers, and multiplied by every layer's folded W at
         once. The same function as normalising per layer, up to rounding; on a GPU it reads the
         media once instead of depth times and runs one large matrix product instead of 2*depth.
+        Without pre-norms or with positions, each layer projects on its own (_layer_keys_values).
         """
         attention = [layer["attn"] for layer in self.layers]
+        if not self.config.pre_norm or key_positions is not None:
+            return tuple(self._layer_keys_values(a, media, key_positions) for a in attention)
         weight = [torch.cat([a.wk.weight, a.wv.weight]) for a in attention]  # depth x (2*Hkv*Dh, D)
         folded = torch.cat([w * a.norm_media.weight for w, a in zip(weight, attention)])  # (depth*2*Hkv*Dh, D)
         bias = None
         if self.config.norm == "layernorm":
             bias = torch.cat([w @ a.norm_media.bias for w, a in zip(weight, attention)])  # (depth*2*Hkv*Dh,)
+        if self.config.attn_bias:
+            biases = torch.cat([torch.cat([a.wk.bias, a.wv.bias]) for a in attention])  # (depth*2*Hkv*Dh,)
+            bias = biases if bias is None else bias + biases
         xhat = attention[0].norm_media.normalize(media)  # every layer's norm has the same kind and eps
         if self.config.latents_in_kv:
             xhat = F.pad(xhat, (0, 0, 0, self.config.num_latents))  # (B, N + R, D), rows the layers overwrite
         return F.linear(xhat, folded, bias).chunk(len(attention), dim=-1)  # (B, N [+ R], depth*2*Hkv*Dh) -> per layer
+
+    def _layer_keys_values(self, attention, media, key_positions):
+        """One layer's keys and values: k = wk(norm(media) [+ positions]), v = wv(norm(media)),
+        (B, N [+ R], 2*Hkv*Dh) with R rows left for the latents' as in media_keys_values."""
+        normed = media if attention.norm_media is None else attention.norm_media(media)  # (B, N, D)
+        keys_input = normed if key_positions is None else normed + key_positions  # (B, N, D)
+        kv = torch.cat([attention.wk(keys_input), attention.wv(normed)], dim=-1)  # (B, N, 2*Hkv*Dh)
+        return F.pad(kv, (0, 0, 0, self.config.num_latents)) if self.config.latents_in_kv else kv
 
     @classmethod
     def from_refimpl(cls, config, params, dtype=torch.float64, device=None):
@@ -338,14 +390,34 @@ def _is_projection(name):
     return name.rsplit(".", 1)[-1] in PROJECTIONS
 
 
+def _torch_key(name):
+    """refimpl's name -> (the state-dict key, whether the array is transposed): "…wq" ->
+    "…wq.weight" (transposed), the bias "…bq" -> "…wq.bias", media_proj.weight and
+    out_proj.weight -> themselves (transposed), anything else -> itself."""
+    prefix, _, last = name.rpartition(".")
+    if last in PROJECTIONS:
+        return name + ".weight", True
+    if last in ATTENTION_BIASES:
+        return (f"{prefix}." if prefix else "") + f"w{last[1:]}.bias", False
+    return name, name in PROJECTION_MATRICES
+
+
+def _refimpl_name(key):
+    """The inverse of _torch_key: the state-dict key -> (refimpl's name, whether transposed)."""
+    prefix, _, last = key.rpartition(".")
+    head, _, projection = prefix.rpartition(".")
+    if projection in PROJECTIONS:
+        return (prefix, True) if last == "weight" else (f"{head}.b{projection[1:]}" if head else "b" + projection[1:], False)
+    return key, key in PROJECTION_MATRICES
+
+
 def to_state_dict(params, dtype=torch.float64, device=None):
     """refimpl's flat dict -> this module family's state dict (projections transposed)."""
-    return {
-        (name + ".weight" if _is_projection(name) else name): torch.as_tensor(
-            np.asarray(value).T if _is_projection(name) else np.asarray(value), dtype=dtype, device=device
-        )
-        for name, value in params.items()
-    }
+    state = {}
+    for name, value in params.items():
+        key, transposed = _torch_key(name)
+        state[key] = torch.as_tensor(np.asarray(value).T if transposed else np.asarray(value), dtype=dtype, device=device)
+    return state
 
 
 def from_state_dict(state_dict):
@@ -353,6 +425,6 @@ def from_state_dict(state_dict):
     params = {}
     for key, tensor in state_dict.items():
         array = tensor.detach().to("cpu", torch.float64).numpy()
-        name = key.removesuffix(".weight") if _is_projection(key.removesuffix(".weight")) else key
-        params[name] = array.T if _is_projection(name) else array
+        name, transposed = _refimpl_name(key)
+        params[name] = array.T if transposed else array
     return params
