@@ -19,6 +19,7 @@ from .config import ResamplerConfig
 from .gated_xattn import gated_xattn_dense, gated_xattn_dense_shapes, init_gated_xattn_dense
 from .multi_head import multi_head_attention
 from .params import init_resampler, param_shapes
+from .positions import resize_positions, sincos_2d
 from .resampler import interpolate_time_embeds, perceiver_resampler
 from .tolerances import TOLERANCES, relative_error
 
@@ -35,5 +36,7 @@ __all__ = [
     "param_shapes",
     "perceiver_resampler",
     "relative_error",
+    "resize_positions",
+    "sincos_2d",
     "softmax",
 ]

@@ -131,12 +131,12 @@ def resampler_cases(draw, *, configs=None, min_frames=0, max_frames=3, min_space
 
 
 @st.composite
-def family_cases(draw, *, masked=None, max_depth=2):
+def family_cases(draw, *, masked=None, configs=None):
     """(config, params, x, mask, grid): resampler_cases for configs with the family's switches
-    drawn (resampler_configs(family=True)). With positions, grid is (h, w) for the batch or
+    drawn (`configs`, resampler_configs(family=True) by default). With positions, grid is (h, w) for the batch or
     (..., 2) per item, S is at least every h*w (more only with a mask, which marks the tokens
     past h*w as padding); else grid is None."""
-    config = draw(resampler_configs(max_depth=max_depth, family=True))
+    config = draw(configs if configs is not None else resampler_configs(family=True))
     if masked is None:
         masked = draw(st.booleans())
     if config.positions is None:

@@ -140,7 +140,7 @@ def silu_backward(x, dout):
 ACTIVATION_BACKWARDS = {"gelu": gelu_backward, "relu": relu_backward, "squared_relu": squared_relu_backward}
 
 
-def feed_forward_backward(params, prefix, x, activation, norm_kind, eps, norm_dtype, dout):
+def feed_forward_backward(params, prefix, x, activation, norm_kind, eps, norm_dtype, dout, *, pre_norm=True):
     """Backward of refimpl.layers.feed_forward (the pre-norm MLP, without the residual).
 
     plain:   h = norm(x), a = h @ w_in, y = act(a) @ w_out
@@ -151,9 +151,9 @@ def feed_forward_backward(params, prefix, x, activation, norm_kind, eps, norm_dt
     and dx from dh through the norm (norm_backward).
 
     x (..., D), dout (..., D) -> dx (..., D) and the gradients {prefix + name: shaped like
-    the parameter} of the block's parameters (its norm's included).
+    the parameter} of the block's parameters (its norm's included). pre_norm=False: h = x.
     """
-    h = norm(params, prefix + "norm.", x, norm_kind, eps, norm_dtype)  # (..., D)
+    h = norm(params, prefix + "norm.", x, norm_kind, eps, norm_dtype) if pre_norm else x  # (..., D)
     grads = {}
     if activation == "swiglu":
         gate, up = h @ params[prefix + "w_gate"], h @ params[prefix + "w_up"]  # (..., F) each
@@ -168,5 +168,7 @@ def feed_forward_backward(params, prefix, x, activation, norm_kind, eps, norm_dt
         dhidden, grads[prefix + "w_out"] = linear_backward(hidden, params[prefix + "w_out"], dout)  # (..., F)
         dpre_activation = ACTIVATION_BACKWARDS[activation](pre_activation, dhidden)  # (..., F)
         dh, grads[prefix + "w_in"] = linear_backward(h, params[prefix + "w_in"], dpre_activation)  # (..., D)
+    if not pre_norm:
+        return dh, grads
     dx, norm_grads = norm_backward(params, prefix + "norm.", x, norm_kind, eps, norm_dtype, dh)
     return dx, grads | norm_grads

@@ -20,8 +20,9 @@ import numpy as np
 from .. import _checks
 from ..attention import attention_on_checked
 from ..layers import layer_norm
-from ..multi_head import checked_multi_head_arguments, merge_heads, split_heads
+from ..multi_head import checked_multi_head_arguments, merge_heads, project, split_heads
 from .attention import _attention_backward, check_backend
+from .broadcast import sum_to_shape
 from .layers import layer_norm_backward, linear_backward
 
 
@@ -51,16 +52,19 @@ def multi_head_attention_backward(
 
 def _multi_head_attention_backward(
     params, prefix, queries, context, dout, *, heads, kv_heads, mask=None, qk_norm_eps=None, backend="numpy",
+    bias=False, key_positions=None,
 ):
     """multi_head_attention_backward on checked arguments, with parameter names prefix + "wq" etc.
-    (the conventions of refimpl.multi_head._multi_head_attention: mask (..., R|1, N) or None).
+    (the conventions of refimpl.multi_head._multi_head_attention: mask (..., R|1, N) or None;
+    with `bias` the biases bq, bk, bv, bo; key_positions added to the keys' input, constants).
 
     returns dqueries (..., R, D), dcontext (..., N, Dc), and {prefix + name: gradient}.
     """
     # forward, keeping the intermediates (the steps of _multi_head_attention)
-    q = split_heads(queries @ params[prefix + "wq"], heads)  # (..., H, R, Dh)
-    k = split_heads(context @ params[prefix + "wk"], kv_heads)  # (..., Hkv, N, Dh)
-    v = split_heads(context @ params[prefix + "wv"], kv_heads)  # (..., Hkv, N, Dh)
+    keys_input = context if key_positions is None else context + key_positions  # (..., N, Dc)
+    q = split_heads(project(params, prefix, "q", queries, bias), heads)  # (..., H, R, Dh)
+    k = split_heads(project(params, prefix, "k", keys_input, bias), kv_heads)  # (..., Hkv, N, Dh)
+    v = split_heads(project(params, prefix, "v", context, bias), kv_heads)  # (..., Hkv, N, Dh)
     q_normed, k_normed = q, k
     if qk_norm_eps is not None:
         q_normed = layer_norm(q, params[prefix + "q_norm.weight"], params[prefix + "q_norm.bias"], qk_norm_eps)
@@ -79,6 +83,8 @@ def _multi_head_attention_backward(
     # backward
     grads = {}
     dmerged, grads[prefix + "wo"] = linear_backward(merged, params[prefix + "wo"], dout)  # (..., R, H*Dh)
+    if bias:  # each bias is added at every position: its gradient sums the output's over them
+        grads[prefix + "bo"] = sum_to_shape(dout, params[prefix + "bo"].shape)
     dout_grouped = split_heads(dmerged, heads).reshape(out.shape)  # (..., Hkv, G, R, Dh)
     dq, dk, dv = _attention_backward(q_grouped, k_grouped, v_grouped, mask, scale, dout_grouped, backend)
     dq = dq.reshape(q.shape)  # (..., H, R, Dh)
@@ -90,7 +96,11 @@ def _multi_head_attention_backward(
         dk, grads[prefix + "k_norm.weight"], grads[prefix + "k_norm.bias"] = layer_norm_backward(
             k, params[prefix + "k_norm.weight"], dk, qk_norm_eps
         )
-    dqueries, grads[prefix + "wq"] = linear_backward(queries, params[prefix + "wq"], merge_heads(dq))  # (..., R, D)
-    dcontext_k, grads[prefix + "wk"] = linear_backward(context, params[prefix + "wk"], merge_heads(dk))  # (..., N, Dc)
-    dcontext_v, grads[prefix + "wv"] = linear_backward(context, params[prefix + "wv"], merge_heads(dv))  # (..., N, Dc)
+    dq, dk, dv = merge_heads(dq), merge_heads(dk), merge_heads(dv)  # (..., R, H*Dh), (..., N, Hkv*Dh) x 2
+    dqueries, grads[prefix + "wq"] = linear_backward(queries, params[prefix + "wq"], dq)  # (..., R, D)
+    dcontext_k, grads[prefix + "wk"] = linear_backward(keys_input, params[prefix + "wk"], dk)  # (..., N, Dc)
+    dcontext_v, grads[prefix + "wv"] = linear_backward(context, params[prefix + "wv"], dv)  # (..., N, Dc)
+    if bias:
+        for which, dprojected in (("q", dq), ("k", dk), ("v", dv)):
+            grads[prefix + "b" + which] = sum_to_shape(dprojected, params[prefix + "b" + which].shape)
     return dqueries, dcontext_k + dcontext_v, grads
