@@ -8,7 +8,6 @@ runs through compare block by block (a planted bug named at its row) and through
 """
 
 import io
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -447,5 +446,13 @@ def test_compare_grads_agrees_for_every_parameter(name):
     out = io.StringIO()
     rows = compare_grads(module, torch.tensor(x), mask=None if mask is None else torch.tensor(mask), out=out)
     assert "Every gradient agrees with refimpl.grad" in out.getvalue(), out.getvalue()
-    config, params = case.read(module.state_dict())
+    _, params = case.read(module.state_dict())
     assert {row["name"] for row in rows} == set(params) | {"x"}
+
+
+def test_verify_refuses_an_eps_for_a_peer_without_norms(tmp_path):
+    from refimpl.interop.verify import VerifyError
+
+    path = saved(tmp_path, random_module(kosmos2_module), "")
+    with pytest.raises(VerifyError, match="kosmos2's resampler has no norm: --eps"):
+        verify(path, "kosmos2", heads=4, eps=1e-5)

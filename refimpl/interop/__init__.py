@@ -7,9 +7,9 @@ module per peer.
     expected = refimpl.perceiver_resampler(params, x, config, mask=mask)     # (B, R, D), float64
     module.load_state_dict(interop.to_idefics2(config, params), strict=True)  # and back
 
-`from_<peer>(state_dict, *, heads, eps, prefix="")` returns `(config, params)`: every size
-(D, depth, R, Dh = q rows / H, Hkv, F, the embedding tables, qk_norm) is read off the
-tensors; you give only what shapes cannot tell, the head count and the norms' eps. torch
+`from_<peer>(state_dict, *, heads, eps, prefix="")` (Kosmos-2's, which has no norm, takes no
+eps) returns `(config, params)`: every size (D, depth, R, Dh = q rows / H, Hkv, F, the
+embedding tables, qk_norm, the input and output widths) is read off the tensors; you give only what shapes cannot tell, the head count and the norms' eps. torch
 tensors (any device or float dtype) and NumPy arrays both work; params come out float64,
 projections (in, out). A state dict that does not fit raises ValueError naming every
 missing, unexpected and mis-shaped key. `to_<peer>(config, params, *, dtype=None)` returns

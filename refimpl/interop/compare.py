@@ -51,8 +51,10 @@ def compare(module, x, *, mask=None, spec=None, grid=None, out=sys.stdout):
 
     module: a torch resampler. One refimpl knows (refimpl.torch.PerceiverResampler,
         flamingo-pytorch's and open_flamingo's PerceiverResampler, transformers'
-        IdeficsPerceiverResampler and Idefics2PerceiverResampler: sizes, heads and eps are
-        read off the module), or any other, described by `spec`.
+        IdeficsPerceiverResampler, Idefics2PerceiverResampler, Kosmos2ImageToTextProjection
+        and EvollaSequenceCompressorResampler, a module laid out as Qwen-VL's or MiniCPM-V's
+        Resampler: sizes, heads and eps are read off the module), or any other, described
+        by `spec`.
     x: the module's own input (a torch tensor or array, in the module's layout; for a spec,
         refimpl's (..., T, S, D) unless spec.to_refimpl maps it).
     mask: refimpl.torch's mask, or Idefics2's and Evolla's mask (1 = real token), or

@@ -114,6 +114,8 @@ def _settings(opened, peer, peer_api, heads, eps, out):
     defaults = {"eps": peer_api.DEFAULT_EPS}
     settings, sources = {}, []
     names = getattr(peer_api, "SETTINGS", ("heads", "eps"))  # a peer without norms takes no eps
+    if eps is not None and "eps" not in names:
+        raise VerifyError(f"{peer}'s resampler has no norm: --eps is not one of its settings")
     for name, flag in ((name, flag) for name, flag in (("heads", heads), ("eps", eps)) if name in names):
         for source, value in (("--" + name, flag), ("config.json", from_config.get(name)), (f"{peer}'s default", defaults.get(name))):
             if value is not None:
