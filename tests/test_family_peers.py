@@ -17,6 +17,7 @@ import refimpl
 import refimpl.torch as rt
 import torch
 from hypothesis import given
+from hypothesis import strategies as st
 from refimpl import interop
 from refimpl.interop import compare, compare_grads
 from safetensors.torch import save_file
@@ -233,6 +234,48 @@ def test_round_trip_is_exact_and_loads_strictly(name):
     assert config_again == config and params_again.keys() == params.keys()
     assert all(np.array_equal(params_again[k], params[k]) for k in params)
     assert all(torch.equal(value, written[key]) for key, value in case.write(config_again, params_again).items())
+
+
+@st.composite
+def peer_configs(draw, peer):
+    """A config the peer can express, its sizes drawn small and unequal."""
+    heads, dim_head = draw(st.integers(1, 3)), 4 * draw(st.integers(1, 2))  # D = H * Dh, divisible by 4
+    dim = heads * dim_head
+    media_dim = draw(st.sampled_from([None, dim + 3, max(4, dim - 2)]))
+    media_dim = None if media_dim == dim else media_dim
+    side = draw(st.integers(1, 3))
+    common = dict(dim=dim, depth=1, heads=heads, dim_head=dim_head, latents_in_kv=False, attn_bias=True, norm_eps=1e-6,
+                  attn_residual=False, feed_forward=False, media_dim=media_dim)
+    if peer == "kosmos2":
+        return refimpl.ResamplerConfig(**(common | dict(num_latents=draw(st.integers(1, 6)), media_dim=media_dim or dim + 1,
+                                                        latents_in_kv=True, norm_eps=1e-5, media_proj_bias=True, pre_norm=False,
+                                                        final_norm=False)))
+    if peer == "evolla":
+        return refimpl.ResamplerConfig(dim=draw(st.integers(2, 9)), depth=draw(st.integers(1, 3)), heads=draw(st.integers(1, 3)),
+                                       dim_head=draw(st.integers(1, 5)), num_latents=draw(st.integers(1, 6)), ff_mult=draw(st.integers(1, 3)),
+                                       final_norm=False, out_dim=draw(st.integers(1, 9)), out_norm=True)
+    if peer == "qwen_vl":
+        return refimpl.ResamplerConfig(**(common | dict(num_latents=side * side, final_norm=False, positions="keys_and_queries", pos_grid=side)))
+    return refimpl.ResamplerConfig(**(common | dict(num_latents=draw(st.integers(1, 6)), out_dim=dim, out_proj_bias=False, positions="keys")))
+
+
+READ = {
+    "kosmos2": lambda sd, config: interop.from_kosmos2(sd, heads=config.heads),
+    "evolla": lambda sd, config: interop.from_evolla(sd, heads=config.heads),
+    "qwen_vl": lambda sd, config: interop.from_qwen_vl(sd, heads=config.heads),
+    "minicpm_v": lambda sd, config: interop.from_minicpm_v(sd, heads=config.heads),
+}
+WRITE = {"kosmos2": interop.to_kosmos2, "evolla": interop.to_evolla, "qwen_vl": interop.to_qwen_vl, "minicpm_v": interop.to_minicpm_v}
+
+
+@pytest.mark.parametrize("peer", READ)
+@given(data=st.data(), seed=st.integers(0, 2**31 - 1))
+def test_round_trip_from_refimpl_is_exact(peer, data, seed):
+    config = data.draw(peer_configs(peer))
+    params = refimpl.init_resampler(config, seed=seed)
+    config_again, params_again = READ[peer](WRITE[peer](config, params), config)
+    assert config_again == config
+    assert params_again.keys() == params.keys() and all(np.array_equal(params_again[k], params[k]) for k in params)
 
 
 @pytest.mark.parametrize(
