@@ -40,7 +40,8 @@ POSITIONS = (None, "keys", "keys_and_queries")
 class ResamplerConfig:
     """Sizes and switches of a Perceiver Resampler; invalid values raise at construction.
 
-    dim: D, the width of the media features, the latents and the output.
+    dim: D, the width of the media features (unless media_dim is set), the latents and the
+        output (unless out_dim is set).
     depth: number of layers, each attention then feed-forward.
     heads: H query heads. dim_head: Dh, the width of one head (H * Dh need not equal D).
     num_latents: R, the number of output tokens.

@@ -45,14 +45,22 @@ def cubic_weights(size_in, size_out):
     """
     x = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5  # (size_out,) source positions
     first = np.floor(x)
-    t = x - first  # (size_out,) in [0, 1)
-    near = lambda d: ((CUBIC_A + 2) * d - (CUBIC_A + 3)) * d * d + 1  # |d| <= 1  # noqa: E731
-    far = lambda d: ((CUBIC_A * d - 5 * CUBIC_A) * d + 8 * CUBIC_A) * d - 4 * CUBIC_A  # 1 < |d| < 2  # noqa: E731
-    taps = np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=-1)  # (size_out, 4)
+    t = x - first  # (size_out,) in [0, 1): the distances are t + 1, t, 1 - t, 2 - t
+    taps = np.stack([_cubic_far(t + 1), _cubic_near(t), _cubic_near(1 - t), _cubic_far(2 - t)], axis=-1)  # (size_out, 4)
     index = np.clip(first[:, None].astype(int) + np.arange(-1, 3), 0, size_in - 1)  # (size_out, 4)
     weights = np.zeros((size_out, size_in))
     np.add.at(weights, (np.arange(size_out)[:, None], index), taps)
     return weights
+
+
+def _cubic_near(d):
+    """The cubic convolution kernel for distances 0 <= d <= 1: (A + 2) d^3 - (A + 3) d^2 + 1."""
+    return ((CUBIC_A + 2) * d - (CUBIC_A + 3)) * d * d + 1
+
+
+def _cubic_far(d):
+    """The cubic convolution kernel for distances 1 < d < 2: A d^3 - 5A d^2 + 8A d - 4A."""
+    return ((CUBIC_A * d - 5 * CUBIC_A) * d + 8 * CUBIC_A) * d - 4 * CUBIC_A
 
 
 def resize_positions(table, old_grid, new_grid):

@@ -268,6 +268,7 @@ class PerceiverResampler(nn.Module):
         if self.config.positions is None and grid is None:
             return None, None
         mask = None if mask is None else mask.detach().cpu().numpy()
+        grid = grid.cpu().numpy() if isinstance(grid, torch.Tensor) else grid
         found = positions_for(self.config, grid, tuple(x.shape), mask)
         return tuple(None if p is None else torch.tensor(p, dtype=x.dtype, device=x.device) for p in found)
 
@@ -390,8 +391,9 @@ def _is_projection(name):
     return name.rsplit(".", 1)[-1] in PROJECTIONS
 
 
-def _torch_key(name):
-    """refimpl's name -> (the state-dict key, whether the array is transposed): "…wq" ->
+def state_dict_key(name):
+    """refimpl's parameter name -> (this module family's state-dict key, whether the array is
+    stored transposed there): "…wq" ->
     "…wq.weight" (transposed), the bias "…bq" -> "…wq.bias", media_proj.weight and
     out_proj.weight -> themselves (transposed), anything else -> itself."""
     prefix, _, last = name.rpartition(".")
@@ -403,7 +405,7 @@ def _torch_key(name):
 
 
 def _refimpl_name(key):
-    """The inverse of _torch_key: the state-dict key -> (refimpl's name, whether transposed)."""
+    """The inverse of state_dict_key: the state-dict key -> (refimpl's name, whether transposed)."""
     prefix, _, last = key.rpartition(".")
     head, _, projection = prefix.rpartition(".")
     if projection in PROJECTIONS:
@@ -415,7 +417,7 @@ def to_state_dict(params, dtype=torch.float64, device=None):
     """refimpl's flat dict -> this module family's state dict (projections transposed)."""
     state = {}
     for name, value in params.items():
-        key, transposed = _torch_key(name)
+        key, transposed = state_dict_key(name)
         state[key] = torch.as_tensor(np.asarray(value).T if transposed else np.asarray(value), dtype=dtype, device=device)
     return state
 

@@ -8,9 +8,10 @@ it is the gradient of (an input broadcast in the forward pass gets its gradients
     attention_backward(q, k, v, dout, *, mask, scale, backend)    -> dq, dk, dv
     multi_head_attention_backward(params, queries, context, dout, *, heads, ...)
                                                                   -> dqueries, dcontext, dparams
-    perceiver_resampler_backward(params, x, config, dout, *, mask, backend)
+    perceiver_resampler_backward(params, x, config, dout, *, mask, grid, backend)
                                                                   -> dx, dparams
-    value_and_grad(params, x, config, loss, *, mask, backend)     -> value, dx, dparams
+    value_and_grad(params, x, config, loss, *, mask, grid, backend)
+                                                                  -> value, dx, dparams
 
 dparams has the names of params. The arguments are checked as in the forward functions,
 and dout must have the forward output's shape. The backward of each piece (projection,

@@ -97,7 +97,7 @@ def compare_grads(module, x, *, mask=None, spec=None, grid=None, seed=0, toleran
 FLOOR = 1e-4
 
 # within a block, the order in which back-propagation reaches the parameters (first component of the name)
-_ATTENTION_ORDER = ("wo", "bo", "q_norm", "k_norm", "wq", "bq", "wk", "bk", "wv", "bv", "norm_latents", "norm_media")
+_ATTENTION_ORDER = ("bo", "wo", "q_norm", "k_norm", "bq", "wq", "bk", "wk", "bv", "wv", "norm_latents", "norm_media")
 _FEED_FORWARD_ORDER = ("w_out", "w_down", "w_gate", "w_up", "w_in", "norm")
 # outside the layers: the output norm and projection, the final norm, [the layers], the
 # latents and embedding tables, the input projection

@@ -12,8 +12,6 @@ Its media after the embeddings go straight into one fused key/value product for 
 
 import sys
 
-import numpy as np
-
 from . import _driving
 from ..params import param_shapes
 from ._state_dict import LINEAR, SAME
@@ -36,7 +34,7 @@ def drive(module, x, mask, grid=None):
     config = module.config
     spec = ModuleSpec(
         config=config,
-        layout=_layout(config),
+        layout=_layout(config, sys.modules["refimpl.torch"].state_dict_key),
         attention="layers.{i}.attn",  # ResamplerAttention(kv, latents, ...) -> (output, weights)
         feed_forward="layers.{i}.ff" if config.feed_forward else None,
         final_norm="norm" if config.final_norm else None,
@@ -49,13 +47,11 @@ def drive(module, x, mask, grid=None):
     return _driving.drive(module, spec, x, mask, what="refimpl.torch.PerceiverResampler", tolerance_key64=TOLERANCE_KEY64)
 
 
-def _layout(config):
-    """refimpl's names and where refimpl.torch.to_state_dict puts them: a probe (1, 2) array
-    for each matrix tells the transposed ones (nn.Linear weights, (out, in))."""
-    to_state_dict = sys.modules["refimpl.torch"].to_state_dict
+def _layout(config, state_dict_key):
+    """refimpl's names, a projection w* as the nn.Linear weight "<name>.weight" (out, in), its
+    bias b* as "<w*>.bias" (refimpl.torch.state_dict_key says which key and whether transposed)."""
     layout = {}
-    for name, shape in param_shapes(config).items():
-        probe = np.zeros((1, 2)) if len(shape) == 2 else np.zeros(shape)
-        ((key, tensor),) = to_state_dict({name: probe}).items()
-        layout[key] = (LINEAR if tuple(tensor.shape) == (2, 1) else SAME, (name,))
+    for name in param_shapes(config):
+        key, transposed = state_dict_key(name)
+        layout[key] = (LINEAR if transposed else SAME, (name,))
     return layout
