@@ -499,3 +499,14 @@ def test_verify_refuses_an_eps_for_a_peer_without_norms(tmp_path):
     path = saved(tmp_path, random_module(kosmos2_module), "")
     with pytest.raises(VerifyError, match="kosmos2's resampler has no norm: --eps"):
         verify(path, "kosmos2", heads=4, eps=1e-5)
+
+
+def test_every_peer_has_a_row_in_both_interop_tables():
+    # the README's interop table and refimpl.interop's docstring list each peer with its input mapping
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme_table = readme.split("### Importing a published resampler's weights", 1)[1].split("\n### ", 1)[0]
+    for name in interop._registry.PEERS:
+        assert f"(`{name}`" in readme_table, name
+        assert f"(`{name}`" in interop.__doc__, name
