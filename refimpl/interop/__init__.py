@@ -7,9 +7,9 @@ module per peer.
     expected = refimpl.perceiver_resampler(params, x, config, mask=mask)     # (B, R, D), float64
     module.load_state_dict(interop.to_idefics2(config, params), strict=True)  # and back
 
-`from_<peer>(state_dict, *, heads, eps, prefix="")` returns `(config, params)`: every size
-(D, depth, R, Dh = q rows / H, Hkv, F, the embedding tables, qk_norm) is read off the
-tensors; you give only what shapes cannot tell, the head count and the norms' eps. torch
+`from_<peer>(state_dict, *, heads, eps, prefix="")` (Kosmos-2's, which has no norm, takes no
+eps) returns `(config, params)`: every size (D, depth, R, Dh = q rows / H, Hkv, F, the
+embedding tables, qk_norm, the input and output widths) is read off the tensors; you give only what shapes cannot tell, the head count and the norms' eps. torch
 tensors (any device or float dtype) and NumPy arrays both work; params come out float64,
 projections (in, out). A state dict that does not fit raises ValueError naming every
 missing, unexpected and mis-shaped key. `to_<peer>(config, params, *, dtype=None)` returns
@@ -25,10 +25,17 @@ switches each peer sets (T is refimpl's frames axis; open_flamingo's own T is me
 | flamingo-pytorch PerceiverResampler (`flamingo_pytorch`) | x (b, times, n, D) or (b, n, D)        | x[:, :, None]: (B, I, 1, S, D); x[:, None, None] for (b, n, D) | none  | gelu; layernorm, eps 1e-5; num_media_embeds = len(media_pos_emb), always set     |
 | HF IDEFICS IdeficsPerceiverResampler (`idefics`)    | context (bsz, seq, D)                       | context[:, None]: (B, 1, S, D)          | none                         | relu; layernorm, eps 1e-5; qk_norm = qk_layer_norms_perceiver; ff_mult 4         |
 | HF Idefics2 Idefics2PerceiverResampler (`idefics2`) | context (bsz, seq, D), attention_mask (bsz, seq), 1 = real | context[:, None]: (B, 1, S, D) | attention_mask[:, None] == 1 | swiglu; rmsnorm, eps rms_norm_eps (1e-6), norm_dtype "float32"; kv_heads = num_key_value_heads (None where = heads); ff_mult 4 |
+| HF Kosmos-2 Kosmos2ImageToTextProjection (`kosmos2`) | features (bsz, seq, D_in)                 | features[:, None]: (B, 1, S, D_in)      | none                         | media_dim = D_in, media_proj_bias (dense); attn_bias; depth 1; no pre_norm, attn_residual, feed_forward, final_norm; latents in K/V |
+| HF Evolla EvollaSequenceCompressorResampler (`evolla`) | embeds (bsz, seq, D), mask (bsz, seq), 1 = real | embeds[:, None]: (B, 1, S, D) | mask[:, None] == 1           | gelu; layernorm, eps 1e-5; no final_norm; out_dim = hidden_size with bias (protein_projector), out_norm (norm) |
+| Qwen-VL Resampler, hub-only code (`qwen_vl`)        | x (B, L = h*h, D_in)                        | x[:, None]: (B, 1, L, D_in), grid (h, h) | none                        | layernorm, eps 1e-6; media_dim (kv_proj, no bias); attn_bias; depth 1; no residual, feed_forward, final_norm; latents not in K/V; positions "keys_and_queries", pos_grid = sqrt(R) |
+| MiniCPM-V 2.5/2.6 Resampler, hub-only (`minicpm_v`) | x (B, L, D_in), tgt_sizes (B, 2) (h, w)     | x[:, None]: (B, 1, L, D_in), grid tgt_sizes | t < h*w per image, (B, 1, L) | as Qwen-VL but positions "keys" (each image's table), final_norm (ln_post), out_dim = D, no bias (x @ proj) |
 
 Outputs: open_flamingo (b, T, R, D) and flamingo-pytorch (b, times, R, D) are refimpl's
-(B, I, R, D); IDEFICS and Idefics2 (bsz, R, D) are refimpl's (B, R, D). All four put the
-latents among the keys (latents_in_kv=True) and normalise before each block and at the end.
+(B, I, R, D); the others' (bsz, R, D) (Evolla's (bsz, R, Do)) are refimpl's (B, R, D). The
+Flamingo four put the latents among the keys (latents_in_kv=True) and normalise before each
+block and at the end; the later four make the choices in ResamplerConfig's second table.
+compare takes MiniCPM-V's tgt_sizes as its `mask`. Qwen-VL's and MiniCPM-V's code ships
+only with their checkpoints: refimpl knows them by layout (tests/family holds stand-ins).
 
 `compare(module, x, *, mask=None, spec=None)` runs one of these modules (or refimpl.torch's)
 and refimpl on the same input and prints, row by row, how far apart they are (the media after
@@ -40,8 +47,8 @@ its weights are, which submodules are layer i's blocks (refimpl.interop.module_s
 `compare_grads(module, x, mask=None, spec=None)` does the same for the gradients, parameter by
 parameter in backward order, against refimpl.grad (refimpl.interop.compare_grads).
 
-Each peer's module (`open_flamingo`, `flamingo_pytorch`, `idefics`, `idefics2`, and
-`refimpl_torch` for refimpl.torch's own) owns everything about it: from_/to_ its state dict,
+Each peer's module (`open_flamingo`, `flamingo_pytorch`, `idefics`, `idefics2`, `kosmos2`,
+`evolla`, `qwen_vl`, `minicpm_v`, and `refimpl_torch` for refimpl.torch's own) owns everything about it: from_/to_ its state dict,
 `recognises(module)`, and `drive(module, x, mask)`, which maps its input onto refimpl's and
 names its blocks as a ModuleSpec. compare, compare_grads and `python -m refimpl verify` find
 the peers through one closed registry (refimpl/interop/_registry.py): a new peer is one new
@@ -69,32 +76,44 @@ importing it imports no torch: only `to_<peer>` does, to build the tensors.
 
 from .compare import compare
 from .compare_grads import compare_grads
+from .evolla import from_evolla, to_evolla
 from .flamingo_pytorch import from_flamingo_pytorch, to_flamingo_pytorch
 from .gated_flamingo_pytorch import from_flamingo_pytorch_gated_xattn, to_flamingo_pytorch_gated_xattn
 from .gated_idefics import from_idefics_gated_xattn, to_idefics_gated_xattn
 from .idefics import from_idefics, to_idefics
 from .idefics2 import from_idefics2, to_idefics2
+from .kosmos2 import from_kosmos2, to_kosmos2
+from .minicpm_v import from_minicpm_v, to_minicpm_v
 from .mllama import from_mllama_cross_attention, to_mllama_cross_attention
 from .module_spec import ModuleSpec, Point
 from .open_flamingo import from_open_flamingo, to_open_flamingo
+from .qwen_vl import from_qwen_vl, to_qwen_vl
 
 __all__ = [
     "ModuleSpec",
     "Point",
     "compare",
     "compare_grads",
+    "from_evolla",
     "from_flamingo_pytorch",
     "from_flamingo_pytorch_gated_xattn",
     "from_idefics",
     "from_idefics2",
     "from_idefics_gated_xattn",
+    "from_kosmos2",
+    "from_minicpm_v",
     "from_mllama_cross_attention",
     "from_open_flamingo",
+    "from_qwen_vl",
+    "to_evolla",
     "to_flamingo_pytorch",
     "to_flamingo_pytorch_gated_xattn",
     "to_idefics",
     "to_idefics2",
     "to_idefics_gated_xattn",
+    "to_kosmos2",
+    "to_minicpm_v",
     "to_mllama_cross_attention",
     "to_open_flamingo",
+    "to_qwen_vl",
 ]

@@ -23,7 +23,8 @@ class Driven:
     """A module ready to be set beside refimpl.
 
     config, params: what it implements, its weights as refimpl's float64 params.
-    x, mask: its input as refimpl's x (float64) and mask (bool or None).
+    x, mask: its input as refimpl's x (float64) and mask (bool or None); grid: the patch
+        grid perceiver_resampler takes where the config has positions (else None).
     run: () -> the module's output on its input.
     module_x: the tensor it runs on (compare_grads differentiates with respect to it).
     read: a state dict in the module's names and layout -> (config, refimpl's params), for
@@ -31,6 +32,7 @@ class Driven:
     points: [(block, layer, submodule, argument or None)], in the order of refimpl's trace
         (refimpl.resampler.resample_with_trace): where each row's value is recorded.
     tolerance_key64: the TOLERANCES key that bounds it in float64.
+    record: (block, recorded tensor) -> the tensor in refimpl's layout (ModuleSpec.record).
     """
 
     config: object
@@ -42,6 +44,8 @@ class Driven:
     read: Callable
     points: list
     tolerance_key64: tuple = GENERIC_KEY64
+    grid: object = None
+    record: Callable = staticmethod(lambda block, value: value)
 
 
 def drive(module, spec, x, mask, *, what="the module", tolerance_key64=GENERIC_KEY64):
@@ -55,7 +59,7 @@ def drive(module, spec, x, mask, *, what="the module", tolerance_key64=GENERIC_K
     module_mask = None if mask is None else torch.as_tensor(mask, device=parameter.device)
     call = spec.call or _default_call
     to_refimpl = spec.to_refimpl or (lambda x, mask: (x, mask))
-    ours_x, ours_mask = to_refimpl(numpy(module_x), None if mask is None else numpy(module_mask, float_type=False))
+    ours_x, ours_mask, *grid = to_refimpl(numpy(module_x), None if mask is None else numpy(module_mask, float_type=False))
 
     def read(state_dict):
         return spec.config, _state_dict.to_params(_state_dict.read(state_dict), spec.layout, spec.config, what)
@@ -71,6 +75,8 @@ def drive(module, spec, x, mask, *, what="the module", tolerance_key64=GENERIC_K
         read=read,
         points=[(block, layer, *_resolve(module, point, block, layer)) for block, layer, point in spec.points()],
         tolerance_key64=tolerance_key64,
+        grid=grid[0] if grid else None,
+        **({} if spec.record is None else dict(record=spec.record)),
     )
 
 
@@ -94,7 +100,7 @@ def run_recorded(driven):
     recorded = {}
     handles = []
     for block, layer, submodule, argument in driven.points:
-        record = _recorder(recorded, (block, layer), submodule, argument)
+        record = _recorder(recorded, (block, layer), submodule, argument, driven.record)
         if argument is None:
             handles.append(submodule.register_forward_hook(record))
         else:
@@ -110,12 +116,12 @@ def run_recorded(driven):
     return output, recorded
 
 
-def _recorder(recorded, row, submodule, argument):
+def _recorder(recorded, row, submodule, argument, to_layout):
     if argument is None:
 
         def record(_, __, output):
             value = output[0] if isinstance(output, tuple) else output
-            recorded.setdefault(row, value.detach().clone())
+            recorded.setdefault(row, to_layout(row[0], value.detach().clone()))
 
         return record
     signature = inspect.signature(submodule.forward)
@@ -127,7 +133,7 @@ def _recorder(recorded, row, submodule, argument):
             value = signature.bind(*args, **kwargs).arguments.get(argument)
         if value is None:
             raise ValueError(f"{type(submodule).__name__} got no argument {argument!r} (the point of the {row} row)")
-        recorded.setdefault(row, value.detach().clone())
+        recorded.setdefault(row, to_layout(row[0], value.detach().clone()))
 
     return record_input
 

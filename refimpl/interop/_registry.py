@@ -6,7 +6,7 @@ checkpoint hooks for `python -m refimpl verify`. Adding a peer is one new module
 line in PEERS.
 """
 
-from . import flamingo_pytorch, idefics, idefics2, open_flamingo, refimpl_torch
+from . import evolla, flamingo_pytorch, idefics, idefics2, kosmos2, minicpm_v, open_flamingo, qwen_vl, refimpl_torch
 
 # the published resamplers: the names `python -m refimpl verify --peer` takes
 PEERS = {
@@ -14,6 +14,10 @@ PEERS = {
     "flamingo_pytorch": flamingo_pytorch,
     "idefics": idefics,
     "idefics2": idefics2,
+    "kosmos2": kosmos2,
+    "evolla": evolla,
+    "qwen_vl": qwen_vl,
+    "minicpm_v": minicpm_v,
 }
 
 # what compare and compare_grads recognise: the peers and refimpl's own torch module

@@ -17,6 +17,14 @@ and `kind` says how the peer's tensor and refimpl's parameter(s) are laid out:
 | "per_item"  | (I, 1, D), one row per media item    | (I, D)                                            |
 | "gate"      | a tanh gate: (1,), or (1, 1, Dt) for | () or (Dt,) (refimpl.gated_xattn_dense)           |
 |             | a per-channel one (IDEFICS "vector") |                                                   |
+| "fused_qkv_bias" | in_proj_bias (3 * H*Dh,)        | bq, bk, bv (H*Dh,): queries, keys, values in      |
+|             |                                      | thirds (nn.MultiheadAttention's in_proj_bias)     |
+| "fixed"     | a table the peer stores (Qwen-VL's   | none: refimpl computes it (the layout holds the   |
+|             | pos_embed)                           | table, a Fixed, in place of refimpl names)        |
+
+A "fixed" tensor is checked for its shape like the others; its values are checked by the
+peer's from_<peer> (`check_fixed`), not by `to_params`, which also reads gradients (zero
+for a table that is not trained). Export writes the computed table.
 
 Import reads the sizes off the tensors (each peer module says from which keys), builds the
 ResamplerConfig, derives every key's expected shape from `refimpl.param_shapes(config)`
@@ -30,6 +38,7 @@ tensors without importing torch (a caller who has one has imported torch already
 
 import re
 import sys
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -39,6 +48,16 @@ from ..config import ResamplerConfig
 from ..params import check_params, param_shapes
 
 SAME, LINEAR, FUSED_KV, FUSED_QKV, PER_ITEM, GATE = "same", "linear", "fused_kv", "fused_qkv", "per_item", "gate"
+FUSED_QKV_BIAS, FIXED = "fused_qkv_bias", "fixed"
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A table a peer stores but refimpl computes (Qwen-VL's pos_embed): `table` (float64),
+    and `atol`, how far a stored copy may be from it (a table computed in float32)."""
+
+    table: np.ndarray
+    atol: float
 
 
 # ---------------------------------------------------------------- reading a state dict
@@ -128,12 +147,32 @@ def to_params(state, layout, config, what, prefix="", shapes=None):
     Raises ValueError listing every missing, unexpected and mis-shaped key at once.
     """
     shapes = param_shapes(config) if shapes is None else shapes
-    expected = {key: peer_shape(kind, [shapes[name] for name in names]) for key, (kind, names) in layout.items()}
+    expected = {key: _expected_shape(kind, names, shapes) for key, (kind, names) in layout.items()}
     _check_fits(state, expected, f"{what} with the sizes read from it ({config})", prefix)
     params = {}
     for key, (kind, names) in layout.items():
-        params |= dict(zip(names, to_refimpl(kind, state[key])))
+        if kind != FIXED:
+            params |= dict(zip(names, to_refimpl(kind, state[key])))
     return {name: np.asarray(params[name], order="C") for name in shapes}  # refimpl's order; 0-d stays 0-d
+
+
+def _expected_shape(kind, names, shapes):
+    if kind == FIXED:
+        return names.table.shape
+    return peer_shape(kind, [shapes[name] for name in names])
+
+
+def check_fixed(state, layout, prefix=""):
+    """ValueError naming each "fixed" tensor of `state` (present, of the right shape) that is
+    further than its atol from the table refimpl computes."""
+    for key, (kind, fixed) in layout.items():
+        if kind == FIXED and key in state and state[key].shape == fixed.table.shape:
+            error = float(np.abs(state[key] - fixed.table).max(initial=0.0))
+            if error > fixed.atol:
+                raise ValueError(
+                    f"state_dict[{prefix + key!r}] must be the fixed 2-D sin-cos table refimpl computes (to {fixed.atol:g}); "
+                    f"it differs by {error:.2g}"
+                )
 
 
 def _check_fits(state, expected, what, prefix):
@@ -262,7 +301,7 @@ def to_state_dict(params, config, layout, dtype, shapes=None):
     shapes = param_shapes(config) if shapes is None else shapes
     params = check_params(params, shapes, np.float64, f"the config {config}")
     return {
-        key: torch.tensor(np.ascontiguousarray(to_peer(kind, [params[name] for name in names])), dtype=dtype)
+        key: torch.tensor(np.ascontiguousarray(names.table if kind == FIXED else to_peer(kind, [params[name] for name in names])), dtype=dtype)
         for key, (kind, names) in layout.items()
     }
 
@@ -311,6 +350,10 @@ def peer_shape(kind, shapes):
         return (items, 1, d)
     if kind == GATE:
         return (1,) if shapes[0] == () else (1, 1) + shapes[0]
+    if kind == FUSED_QKV_BIAS:
+        if len({shape for shape in shapes}) != 1:
+            raise ValueError(f"a fused_qkv_bias needs q, k and v biases of one width (kv_heads = heads); got {shapes}")
+        return (3 * shapes[0][0],)
     raise AssertionError(f"unknown kind {kind!r}")
 
 
@@ -329,6 +372,8 @@ def to_refimpl(kind, tensor):
         return (tensor[:, 0, :],)  # (I, 1, D) -> (I, D)
     if kind == GATE:
         return (tensor.reshape(tensor.shape[2:]),)  # (1,) -> (), (1, 1, Dt) -> (Dt,)
+    if kind == FUSED_QKV_BIAS:
+        return tuple(np.split(tensor, 3))  # queries, keys, values
     raise AssertionError(f"unknown kind {kind!r}")
 
 
@@ -347,4 +392,6 @@ def to_peer(kind, arrays):
         return arrays[0][:, None, :]
     if kind == GATE:
         return arrays[0].reshape(peer_shape(GATE, [arrays[0].shape]))
+    if kind == FUSED_QKV_BIAS:
+        return np.concatenate(arrays)  # (3 * H*Dh,)
     raise AssertionError(f"unknown kind {kind!r}")

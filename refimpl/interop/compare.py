@@ -45,28 +45,33 @@ from ._driving import drive, numpy, run_recorded
 from ._registry import COMPARED, peer_of_module
 
 
-def compare(module, x, *, mask=None, spec=None, out=sys.stdout):
+def compare(module, x, *, mask=None, spec=None, grid=None, out=sys.stdout):
     """Compare `module` with refimpl on input `x`, block by block; print the table, the bound
     and a verdict to `out`.
 
     module: a torch resampler. One refimpl knows (refimpl.torch.PerceiverResampler,
         flamingo-pytorch's and open_flamingo's PerceiverResampler, transformers'
-        IdeficsPerceiverResampler and Idefics2PerceiverResampler: sizes, heads and eps are
-        read off the module), or any other, described by `spec`.
+        IdeficsPerceiverResampler, Idefics2PerceiverResampler, Kosmos2ImageToTextProjection
+        and EvollaSequenceCompressorResampler, a module laid out as Qwen-VL's or MiniCPM-V's
+        Resampler: sizes, heads and eps are read off the module), or any other, described
+        by `spec`.
     x: the module's own input (a torch tensor or array, in the module's layout; for a spec,
         refimpl's (..., T, S, D) unless spec.to_refimpl maps it).
-    mask: refimpl.torch's mask, or Idefics2's attention_mask (1 = real token); for a spec,
-        passed to spec.call.
+    mask: refimpl.torch's mask, or Idefics2's and Evolla's mask (1 = real token), or
+        MiniCPM-V's tgt_sizes; for a spec, passed to spec.call.
     spec: a refimpl.interop.ModuleSpec, for a module refimpl does not know (it takes
         precedence over recognising the module).
+    grid: refimpl.torch's grid, where its config has positions (a peer's module reads its
+        grid off its own input).
     returns a list of dicts, one per table row: block (str), layer (int or None), max_abs,
     relative, bound (floats) and ok (relative <= bound).
     """
     import torch
 
-    driven = _driven(module, x, mask, spec)
+    driven = _driven(module, x, mask, spec, grid)
     bound, key = _bound(module, driven)
-    reference, trace = resample_with_trace(driven.params, driven.x, driven.config, mask=driven.mask)  # refimpl's checks first
+    grid = {} if driven.grid is None else dict(grid=driven.grid)  # where the config has positions
+    reference, trace = resample_with_trace(driven.params, driven.x, driven.config, mask=driven.mask, **grid)  # refimpl's checks first
     with torch.no_grad():
         output, recorded = run_recorded(driven)
     rows = [_row(block, layer, recorded[block, layer], value, bound) for block, layer, value in trace if (block, layer) in recorded]
@@ -75,8 +80,12 @@ def compare(module, x, *, mask=None, spec=None, out=sys.stdout):
     return rows
 
 
-def _driven(module, x, mask, spec):
+def _driven(module, x, mask, spec, grid=None):
     """The Driven for `module`: from `spec`, else from the peer module that recognises it."""
+    if grid is not None and (spec is not None or peer_of_module(module) is not COMPARED["refimpl_torch"]):
+        raise ValueError("grid is for refimpl.torch.PerceiverResampler; a peer's module reads its grid off its own input")
+    if grid is not None:
+        return COMPARED["refimpl_torch"].drive(module, x, mask, grid)
     if spec is not None:
         return drive(module, spec, x, mask, what=f"the spec's layout for {type(module).__qualname__}")
     peer = peer_of_module(module)

@@ -20,8 +20,9 @@ refimpl parameter:
 | latents                     |       | ...           | ...            |
 | x                           |       | ...           | ...            |
 
-Rows run in backward order: the final norm, the last layer's feed-forward, then its
-attention, down to the first layer, the latents and embeddings, and the input x last. An
+Rows run in backward order: the output norm and projection (where the config has them), the
+final norm, the last layer's feed-forward, then its attention, down to the first layer, the
+latents and embeddings, the input projection, and the input x last. An
 error in one backward shows in its own row and may spread to the rows below it, never to
 the rows above; so the first row over the tolerance, printed under the table, is where to
 look. Run `compare` first: where the forward passes differ, every gradient differs, the
@@ -38,13 +39,14 @@ from ..params import param_shapes
 from ..resampler import checked_arguments
 from ..tolerances import TOLERANCES, relative_error
 from ._driving import numpy
+from .qwen_vl import POSITIONS_KEY64
 from .compare import _driven
 
 
-def compare_grads(module, x, *, mask=None, spec=None, seed=0, tolerance=None, out=sys.stdout):
+def compare_grads(module, x, *, mask=None, spec=None, grid=None, seed=0, tolerance=None, out=sys.stdout):
     """Compare `module`'s gradients with refimpl.grad's, parameter by parameter; print the table to `out`.
 
-    module, x, mask, spec: as for `refimpl.interop.compare` (a module it knows, or one a
+    module, x, mask, spec, grid: as for `refimpl.interop.compare` (a module it knows, or one a
         refimpl.interop.ModuleSpec describes).
     seed: of the upstream gradient G, drawn from a standard normal in the output's shape.
     tolerance: the relative error above which a row is reported as the first divergence;
@@ -58,7 +60,7 @@ def compare_grads(module, x, *, mask=None, spec=None, seed=0, tolerance=None, ou
 
     from ..grad import perceiver_resampler_backward
 
-    driven = _driven(module, torch.as_tensor(x).detach().clone(), mask, spec)  # a copy: x itself gets no .grad
+    driven = _driven(module, torch.as_tensor(x).detach().clone(), mask, spec, grid)  # a copy: x itself gets no .grad
     module_x = driven.module_x.requires_grad_(True)
     module.zero_grad(set_to_none=True)
     with torch.enable_grad():
@@ -74,15 +76,16 @@ def compare_grads(module, x, *, mask=None, spec=None, seed=0, tolerance=None, ou
     _, theirs = driven.read(grads)
 
     config = driven.config
-    params, x64, mask64 = checked_arguments(driven.params, driven.x, config, mask=driven.mask)
-    dout = upstream.reshape(x64.shape[:-3] + (config.num_latents, config.out_width))  # refimpl's (..., [I,] R, D)
-    dx, ours = perceiver_resampler_backward(params, x64, config, dout, mask=mask64)
+    grid = {} if driven.grid is None else dict(grid=driven.grid)  # where the config has positions
+    params, x64, mask64 = checked_arguments(driven.params, driven.x, config, mask=driven.mask, **grid)
+    dout = upstream.reshape(x64.shape[:-3] + (config.num_latents, config.out_width))  # refimpl's (..., [I,] R, D or Do)
+    dx, ours = perceiver_resampler_backward(params, x64, config, dout, mask=mask64, **grid)
 
     floor = FLOOR * max(np.abs(g).max(initial=0.0) for g in (dx, *ours.values()))
     rows = [_row(name, theirs[name], ours[name], floor) for name in sorted(param_shapes(config), key=_backward_rank)]
     rows.append(_row("x", module_x.grad, dx, floor))
     if tolerance is None:
-        tolerance = _default_tolerance(parameters, config)
+        tolerance = _default_tolerance(parameters, config, driven.tolerance_key64)
     _print(rows, tolerance, out)
     return rows
 
@@ -96,19 +99,23 @@ FLOOR = 1e-4
 # within a block, the order in which back-propagation reaches the parameters (first component of the name)
 _ATTENTION_ORDER = ("bo", "wo", "q_norm", "k_norm", "bq", "wq", "bk", "wk", "bv", "wv", "norm_latents", "norm_media")
 _FEED_FORWARD_ORDER = ("w_out", "w_down", "w_gate", "w_up", "w_in", "norm")
+# outside the layers: the output norm and projection, the final norm, [the layers], the
+# latents and embedding tables, the input projection
+_OUTSIDE_ORDER = ("out_norm.", "out_proj.", "norm.")
 
 
 def _backward_rank(name):
     """Sort key: the output norm and projection, the final norm, then each layer from the last
-    (feed-forward, then attention), then the rest."""
+    (feed-forward, then attention), then the latents and tables, the input projection last."""
     layer = re.match(r"layers\.(\d+)\.(attn|ff)\.(\w+)", name)
     if layer is not None:
         index, block, part = int(layer.group(1)), layer.group(2), layer.group(3)
         order = _ATTENTION_ORDER if block == "attn" else _FEED_FORWARD_ORDER
-        return (1, -index, block == "attn", order.index(part), name)
-    output_blocks = ("out_norm.", "out_proj.", "norm.")
-    first = next((rank for rank, prefix in enumerate(output_blocks) if name.startswith(prefix)), None)
-    return (0 if first is not None else 2, first or 0, False, 0, name)
+        return (len(_OUTSIDE_ORDER), -index, block == "attn", order.index(part), name)
+    group = next((i for i, start in enumerate(_OUTSIDE_ORDER) if name.startswith(start)), None)
+    if group is None:
+        group = len(_OUTSIDE_ORDER) + (2 if name.startswith("media_proj.") else 1)
+    return (group, 0, False, 0, name)
 
 
 def _row(name, theirs, ours, floor):
@@ -122,11 +129,13 @@ def _row(name, theirs, ours, floor):
     )
 
 
-def _default_tolerance(parameters, config):
+def _default_tolerance(parameters, config, key64):
     import torch
 
     if next(iter(parameters.values())).dtype != torch.float64:
         return TOLERANCES["float32", "peer module vs float64 reference"]
+    if key64 == POSITIONS_KEY64:  # its sin-cos positions are float32 roundings, in every gradient
+        return TOLERANCES[key64]
     if config.norm_dtype == "float32":
         return TOLERANCES["float64", "Idefics2 module (float32 RMSNorm) vs refimpl"]
     return TOLERANCES["float64", "gradient vs torch autograd"]

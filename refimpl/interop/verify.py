@@ -17,10 +17,16 @@ a checkpoint file, run by its own peer's module?
    float64 and in float32 against refimpl in float64, and print `compare`'s table for each
    and a verdict naming the first block over its bound.
 
+Qwen-VL's and MiniCPM-V's resamplers ship only with their checkpoints (their visual.py /
+resampler.py, trust_remote_code), in no package: verify stops after step 3 for them, unless
+the Python call gives `module_class`, a class with the peer's constructor and layout (the
+file's Resampler, or the layout-faithful ones in the tests), which step 4 then builds.
+
 Exit status (`main` in refimpl.__main__): 0 within the bounds (or, without the peer's
 package, shapes that fit), 1 not, 2 bad input (`VerifyError`, one line, no traceback).
 """
 
+import inspect
 import sys
 
 import numpy as np
@@ -36,17 +42,20 @@ class VerifyError(ValueError):
     """Bad input to verify: the file, the flags or the tensors. The message is one line."""
 
 
-def verify(checkpoint, *, peer, prefix=None, heads=None, eps=None, out=None):
+def verify(checkpoint, *, peer, prefix=None, heads=None, eps=None, out=None, module_class=None):
     """Verify the `peer` resampler in `checkpoint` against refimpl; print the steps to `out`.
 
     checkpoint: a path (see the module docstring); peer: a peer module's name ("idefics2");
     prefix: where its keys start (found when None); heads, eps: what the tensors cannot tell
-    (from config.json or the peer's default eps when None); out: where to print (sys.stdout).
+    (from config.json or the peer's default eps when None); out: where to print (sys.stdout);
+    module_class: for qwen_vl and minicpm_v, whose code is in no package, the class to build.
     returns 0 if the module agrees with refimpl within the bounds in every dtype (or, where
     the peer's package is not installed, if the shapes fit), 1 if not. Raises VerifyError.
     """
     out = sys.stdout if out is None else out
     peer_api = peer_module(peer)
+    if module_class is not None and "module_class" not in inspect.signature(peer_api.build_module).parameters:
+        raise VerifyError(f"module_class is for the peers whose code ships only with their checkpoints (qwen_vl, minicpm_v); {peer}'s module is built from its package")
     try:
         opened = _checkpoint.open_checkpoint(checkpoint)
     except _checkpoint.CheckpointError as error:
@@ -65,7 +74,8 @@ def verify(checkpoint, *, peer, prefix=None, heads=None, eps=None, out=None):
     print(f"shape check: all {len(keys)} tensors have the shapes this config gives", file=out)
 
     try:
-        return _run(config, params, peer, peer_api, opened.hf_config, out)
+        build = {} if module_class is None else dict(module_class=module_class)
+        return _run(config, params, peer, peer_api, opened.hf_config, out, build)
     except ImportError as error:
         print(f"{error.name or 'a package'} is not installed ({error}): the shape check is all verify can do here", file=out)
         return 0
@@ -103,7 +113,10 @@ def _settings(opened, peer, peer_api, heads, eps, out):
             raise VerifyError(f"{opened.path}: {error}") from None
     defaults = {"eps": peer_api.DEFAULT_EPS}
     settings, sources = {}, []
-    for name, flag in (("heads", heads), ("eps", eps)):
+    names = getattr(peer_api, "SETTINGS", ("heads", "eps"))  # a peer without norms takes no eps
+    if eps is not None and "eps" not in names:
+        raise VerifyError(f"{peer}'s resampler has no norm: --eps is not one of its settings")
+    for name, flag in ((name, flag) for name, flag in (("heads", heads), ("eps", eps)) if name in names):
         for source, value in (("--" + name, flag), ("config.json", from_config.get(name)), (f"{peer}'s default", defaults.get(name))):
             if value is not None:
                 settings[name] = value
@@ -116,7 +129,7 @@ def _settings(opened, peer, peer_api, heads, eps, out):
     return settings
 
 
-def _run(config, params, peer, peer_api, hf_config, out):
+def _run(config, params, peer, peer_api, hf_config, out, build):
     """Build the peer's module in each dtype, compare it with refimpl; 0 if all rows are
     within their bounds, else 1. ImportError where the peer's package is not installed."""
     import torch
@@ -125,7 +138,7 @@ def _run(config, params, peer, peer_api, hf_config, out):
     failures = []
     for dtype_name in DTYPES:
         dtype = getattr(torch, dtype_name)
-        module = peer_api.build_module(config, params, dtype=dtype, hf_config=hf_config)
+        module = peer_api.build_module(config, params, dtype=dtype, hf_config=hf_config, **build)
         print(f"\n{peer}'s module in {dtype_name} vs refimpl in float64, on a seeded input:", file=out)
         rows = compare(module, torch.as_tensor(x, dtype=dtype), mask=None if mask is None else torch.as_tensor(mask), out=out)
         failures += [(dtype_name, row) for row in rows if not row["ok"]][:1]
