@@ -1,13 +1,16 @@
 """The longer sweep behind notebook 8: every pooler over several seeds, on the search task and
-on the quadrant control, recorded to notebooks/data/ablation_sweep.json, which the notebook
-loads and shows (tests/test_ablation_sweep.py keeps the record and the code in step).
+on the quadrant control, recorded to refimpl/tiny/ablation_sweep.json (shipped with refimpl, so that the notebook
+loads and shows it on Colab too; tests/test_ablation.py keeps the record and the code in step).
 
     python tools/ablation_sweep.py            # the recorded plan, about 20-30 minutes on a laptop CPU
     python tools/ablation_sweep.py --out /tmp/sweep.json --plan search:400:0   # one slice
 
 A plan entry is task:steps:seeds, seeds as 0-4 or 0,2. Each (task, steps, seed) trains every
 entrant of refimpl.tiny.poolers.KINDS with refimpl.tiny.ablation.run_seed, on one torch thread.
-The record is rewritten after each, so an interrupted sweep keeps what it finished.
+The record is rewritten after each, so an interrupted sweep keeps what it finished. Slices run
+apart (one process per core) are joined with
+
+    python tools/ablation_sweep.py --merge part1.json part2.json     # into --out
 """
 
 import argparse
@@ -25,7 +28,6 @@ from refimpl.tiny import ablation
 from refimpl.tiny.poolers import KINDS, count_parameters, ablation_model
 
 ROOT = Path(__file__).resolve().parent.parent
-RECORD = ROOT / "notebooks" / "data" / "ablation_sweep.json"
 PLAN = ("search:400:0-4", "quadrants:400:0-2", "search:1200:0-2")
 
 
@@ -55,12 +57,13 @@ def settings():
     }
 
 
-def provenance(started, load):
+def provenance(started, load, plan):
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = "unknown"
     return {
+        "plan": plan,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 torch thread",
@@ -69,11 +72,28 @@ def provenance(started, load):
     }
 
 
+def merge(records):
+    """One record from records of the same settings: their runs, majorities and provenances."""
+    if any(record["settings"] != records[0]["settings"] for record in records):
+        raise ValueError("records must have the same settings to be merged")
+    runs = {(run["task"], run["steps"], run["seed"], run["kind"]): run for record in records for run in record["runs"]}
+    return {
+        "settings": records[0]["settings"],
+        "majority": {task: shares for record in records for task, shares in record["majority"].items()},
+        "runs": list(runs.values()),
+        "provenance": [part for record in records for part in record["provenance"]],
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=RECORD)
+    parser.add_argument("--out", type=Path, default=ablation.RECORD)
     parser.add_argument("--plan", nargs="+", default=list(PLAN), help="task:steps:seeds entries")
+    parser.add_argument("--merge", nargs="+", type=Path, help="join these records into --out, and run nothing")
     args = parser.parse_args()
+    if args.merge:
+        args.out.write_text(json.dumps(merge([json.loads(path.read_text()) for path in args.merge]), indent=1) + "\n")
+        return
     torch.set_num_threads(1)
     started, load = time.time(), round(os.getloadavg()[0], 1)
     record = {"settings": settings(), "majority": {}, "runs": []}
@@ -88,7 +108,7 @@ def main():
                 record["runs"].append({"task": task, "steps": steps, "seed": seed, "kind": kind, "final_loss": round(result.final_loss, 5), "questions": questions})
                 print(f"{task} {steps} steps seed {seed} {kind:12} loss {result.final_loss:.3f} "
                       + " ".join(f"{g} {sum(v) / len(v):.3f}" for g, v in questions.items()), flush=True)
-            record["provenance"] = provenance(started, load)
+            record["provenance"] = [provenance(started, load, args.plan)]
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(record, indent=1) + "\n")
 

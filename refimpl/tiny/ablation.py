@@ -15,12 +15,15 @@ config, seed=s), trains on the batches of the stream seeded s (the very same lis
 entrant), with torch's generator seeded s, for `steps` steps of refimpl.tiny.train.train
 (AdamW, one-cycle), and is scored on the same held-out scenes: images of the training range
 of sizes ("in range", TRAIN_SIDES) and outside it ("smaller", "larger"), from seeds the
-training never uses. tools/ablation_sweep.py runs this over seeds and records the scores.
+training never uses. tools/ablation_sweep.py runs this over seeds and records the scores in
+RECORD, shipped with refimpl; `load_record`, `seed_accuracy` and `results_table` read it back.
 
 Axis letters: B batch, Q questions.
 """
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,15 +43,24 @@ HELD_OUT_SIZES = {  # group -> (height, width) of its held-out images
 BATCH = 32
 HELD_OUT_PER_SIZE = 200
 HELD_OUT_SEED = 1000  # + the size's index; training streams use seeds 0, 1, 2, ...
+RECORD = Path(__file__).with_name("ablation_sweep.json")
+NAMES = {
+    "resampler": "Perceiver Resampler",
+    "mean": "mean pooling, then an MLP",
+    "mlp": "MLP on every token, then pooled",
+    "transformer": "Transformer on every token, then pooled",
+}
 
 
 @dataclass(frozen=True)
 class Scores:
-    """One trained entrant: the mean training loss over its last 10% of steps, and per group of
-    held-out sizes the fraction right of each question, questions[group]: (Q,)."""
+    """One trained entrant: the mean training loss over its last 10% of steps, per group of
+    held-out sizes the fraction right of each question, questions[group]: (Q,), and the
+    trained model itself."""
 
     final_loss: float
     questions: dict
+    model: torch.nn.Module
 
 
 def task_config(task):
@@ -111,8 +123,55 @@ def run_seed(task, *, seed, steps, kinds=KINDS, scenes_by_group=None, batches=No
         model = ablation_model(kind, config, seed=seed)
         history = train(model, iter(batches), steps, progress=progress, desc=f"{task} {kind} seed {seed}")
         final = float(history.losses[-max(1, steps // 10) :].mean())
-        scores[kind] = Scores(final, score(model, scenes_by_group))
+        scores[kind] = Scores(final, score(model, scenes_by_group), model)
     return scores
+
+
+def load_record(path=RECORD):
+    """The sweep's record (tools/ablation_sweep.py): {"settings", "provenance", "majority", "runs"}."""
+    return json.loads(Path(path).read_text())
+
+
+def seed_accuracy(record, task, steps, group):
+    """kind -> (seeds,) the fraction of questions right on the held-out group, one per seed
+    (in seed order), from the record's runs of `task` for `steps` steps."""
+    runs = [run for run in record["runs"] if run["task"] == task and run["steps"] == steps]
+    if not runs:
+        raise ValueError(f"the record has no runs of task {task!r} for {steps} steps")
+    return {
+        kind: np.array([np.mean(run["questions"][group]) for run in sorted(runs, key=lambda run: run["seed"]) if run["kind"] == kind])
+        for kind in record["settings"]["kinds"]
+    }
+
+
+def results_table(record, task, steps, flamingo=None):
+    """A markdown table of the record's runs of `task` for `steps` steps: per entrant its
+    pooler's parameters and, per held-out group, the percentage of questions right as
+    mean +- standard deviation over the seeds (ddof = 1) [lowest seed, highest seed]; then the majority answer's.
+    flamingo: kind -> Flamingo-3B's reported score, shown in a last column."""
+    groups = list(record["settings"]["held_out_sizes"])
+    scores = {group: seed_accuracy(record, task, steps, group) for group in groups}
+    seeds = {len(values) for by_kind in scores.values() for values in by_kind.values()}
+    sides = {group: _sides(record["settings"]["held_out_sizes"][group]) for group in groups}
+    header = [f"pooler (R = {TinyConfig().num_latents}), {task}, {steps} steps, {'/'.join(map(str, sorted(seeds)))} seeds", "pooler params"]
+    header += [f"{group} ({sides[group]} px)" for group in groups]
+    header += ["Flamingo-3B, as reported"] if flamingo is not None else []
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for kind in record["settings"]["kinds"]:
+        cells = [NAMES[kind], f"{record['settings']['pooler_params'][task][kind]:,}"]
+        for group in groups:
+            values = 100 * scores[group][kind]
+            cells.append(f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0:.1f} [{values.min():.1f}, {values.max():.1f}]")
+        cells += [str(flamingo.get(kind, "(not in the table)"))] if flamingo is not None else []
+        lines.append("| " + " | ".join(cells) + " |")
+    floor = ["the majority answer to each question", ""] + [f"{100 * np.mean(record['majority'][task][g]):.1f}" for g in groups]
+    lines.append("| " + " | ".join(floor + ([""] if flamingo is not None else [])) + " |")
+    return "\n".join(lines)
+
+
+def _sides(sizes):
+    sides = [side for size in sizes for side in size]
+    return f"{min(sides)}-{max(sides)}"
 
 
 def _task(task):
