@@ -57,11 +57,17 @@ def settings():
     }
 
 
-def provenance(started, load, plan):
+def current_commit():
+    """The checkout's commit, marked "+ changes" where the working tree differs from it."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     except OSError:
-        commit = "unknown"
+        return "unknown"
+    return f"{commit} + changes" if changed else commit
+
+
+def provenance(started, load, plan, commit):
     return {
         "plan": plan,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -95,7 +101,7 @@ def main():
         args.out.write_text(json.dumps(merge([json.loads(path.read_text()) for path in args.merge]), indent=1) + "\n")
         return
     torch.set_num_threads(1)
-    started, load = time.time(), round(os.getloadavg()[0], 1)
+    started, load, commit = time.time(), round(os.getloadavg()[0], 1), current_commit()
     record = {"settings": settings(), "majority": {}, "runs": []}
     for entry in args.plan:
         task, steps, seeds = parse_plan(entry)
@@ -108,7 +114,7 @@ def main():
                 record["runs"].append({"task": task, "steps": steps, "seed": seed, "kind": kind, "final_loss": round(result.final_loss, 5), "questions": questions})
                 print(f"{task} {steps} steps seed {seed} {kind:12} loss {result.final_loss:.3f} "
                       + " ".join(f"{g} {sum(v) / len(v):.3f}" for g, v in questions.items()), flush=True)
-            record["provenance"] = [provenance(started, load, args.plan)]
+            record["provenance"] = [provenance(started, load, args.plan, commit)]
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(record, indent=1) + "\n")
 
