@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import seeds
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,8 +20,6 @@ from refimpl.scenes import (
     make_search_scenes,
     random_size,
 )
-
-from helpers import seeds
 
 
 def quadrant_answers(segmentation):

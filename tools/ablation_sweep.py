@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from refimpl.tiny import ablation
-from refimpl.tiny.poolers import KINDS, count_parameters, ablation_model
+from refimpl.tiny.poolers import KINDS, ablation_model, count_parameters
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAN = ("search:400:0-4", "quadrants:400:0-2", "search:1200:0-2")
@@ -60,8 +60,8 @@ def settings():
 def current_commit():
     """The checkout's commit, marked "+ changes" where the working tree differs from it."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
     except OSError:
         return "unknown"
     return f"{commit} + changes" if changed else commit

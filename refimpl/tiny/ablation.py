@@ -28,7 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..scenes import QUESTIONS, SEARCH_QUESTIONS, make_scenes, make_search_scenes, random_size
+from ..scenes import (
+    QUESTIONS,
+    SEARCH_QUESTIONS,
+    make_scenes,
+    make_search_scenes,
+    random_size,
+)
 from .model import TinyConfig
 from .poolers import KINDS, ablation_model
 from .train import predict, train
