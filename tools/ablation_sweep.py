@@ -2,7 +2,7 @@
 on the quadrant control, recorded to refimpl/tiny/ablation_sweep.json (shipped with refimpl, so that the notebook
 loads and shows it on Colab too; tests/test_ablation.py keeps the record and the code in step).
 
-    python tools/ablation_sweep.py            # the recorded plan, about 20-30 minutes on a laptop CPU
+    python tools/ablation_sweep.py            # the recorded plan: roughly 20 minutes of one quiet CPU core
     python tools/ablation_sweep.py --out /tmp/sweep.json --plan search:400:0   # one slice
 
 A plan entry is task:steps:seeds, seeds as 0-4 or 0,2. Each (task, steps, seed) trains every
