@@ -16,6 +16,17 @@ none); its questions need the order of the frames:
 
     CLIP_QUESTIONS[q] = "<colour> <half>"   does a <colour> shape appear in that half of the clip?
 
+A search scene (notebook 8) asks what a fixed grid of cells cannot line up with: shapes of
+many sizes, small ones among grey distractors, anywhere in an image of any size and aspect
+ratio, their radius given in pixels whatever the image's size:
+
+    SEARCH_QUESTIONS[q] = "<colour> present"        is there a <colour> shape at all?
+                          "<colour> twice or more"  are there two or more <colour> shapes?
+                          "<a> left of <b>"         is the centre of some <a> shape left of the
+                          "<a> above <b>"           centre of some <b> shape (above: higher up)?
+
+12 yes/no questions, answered by `SearchScenes.labels`.
+
 Everything is seeded: the same seed gives the same scenes, bit for bit.
 """
 
@@ -37,6 +48,12 @@ QUADRANTS = ("top left", "top right", "bottom left", "bottom right")
 HALVES = ("early", "late")
 QUESTIONS = tuple(f"{colour} {quadrant}" for colour in COLOURS for quadrant in QUADRANTS)
 CLIP_QUESTIONS = tuple(f"{colour} {half}" for colour in COLOURS for half in HALVES)
+RELATIONS = (("red", "left of", "blue"), ("green", "left of", "yellow"), ("red", "above", "yellow"), ("blue", "above", "green"))
+SEARCH_QUESTIONS = (
+    *(f"{colour} present" for colour in COLOURS),
+    *(f"{colour} twice or more" for colour in COLOURS),
+    *(" ".join(relation) for relation in RELATIONS),
+)
 
 BACKGROUND = -1  # in Scenes.segmentation: no shape here
 GREY = len(COLOURS)  # in Scenes.segmentation: a distractor
@@ -104,6 +121,83 @@ def make_scenes(n, height, width, *, seed, shapes=(2, 5), distractors=(0, 2)):
     return Scenes(images, labels, segmentation)
 
 
+@dataclass(frozen=True)
+class SearchScenes:
+    """A batch of B search scenes of one size (height, width).
+
+    images: (B, height, width, 3) float32 in [0, 1].
+    labels: (B, 12) bool, the answers to SEARCH_QUESTIONS.
+    segmentation: (B, height, width) int8, as in Scenes.
+    instances: (B, height, width) int16, which shape each pixel belongs to: BACKGROUND (-1),
+        or the shape's index in its scene (0, 1, ...), so that shapes of one colour can be counted.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    segmentation: np.ndarray
+    instances: np.ndarray
+
+
+def make_search_scenes(n, height, width, *, seed, per_colour=(0.4, 0.35, 0.25), distractors=(1, 4), radius=(2.5, 9.0)):
+    """n search scenes of height x width pixels (any sizes of at least 16).
+
+    per_colour: the probabilities of 0, 1, 2, ... shapes of each colour in a scene.
+    distractors: (fewest, most) grey shapes per scene, inclusive.
+    radius: (smallest, largest) radius of a shape in pixels, drawn uniformly, whatever the
+    image's size (capped at a quarter of the shorter side); a shape of radius 2.5 covers
+    about 20 pixels, a third of one 8 x 8 patch. Shapes go anywhere in the image, apart from
+    each other; one that finds no room is left out, and the answers count only what is drawn.
+    seed: an int, or a np.random.Generator to draw from.
+    """
+    n, height, width = (positive_int(name, value) for name, value in (("n", n), ("height", height), ("width", width)))
+    probabilities = np.asarray(per_colour, dtype=float)
+    if probabilities.ndim != 1 or len(probabilities) < 1 or (probabilities < 0).any() or not np.isclose(probabilities.sum(), 1):
+        raise ValueError(f"per_colour must be the probabilities of 0, 1, 2, ... shapes, summing to 1; got {per_colour!r}")
+    _check_range("distractors", distractors)
+    if len(radius) != 2 or not 1 <= radius[0] <= radius[1]:
+        raise ValueError(f"radius must be (smallest, largest) in pixels with 1 <= smallest <= largest; got {radius!r}")
+    if min(height, width) < 16:
+        raise ValueError(f"height and width must be at least 16 pixels; got {height} x {width}")
+    rng = np.random.default_rng(seed)
+    images = _backgrounds(rng, n, height, width)  # (B, height, width, 3)
+    segmentation = np.full((n, height, width), BACKGROUND, np.int8)
+    instances = np.full((n, height, width), BACKGROUND, np.int16)
+    labels = np.zeros((n, len(SEARCH_QUESTIONS)), bool)
+    largest = min(radius[1], min(height, width) / 4)
+    smallest = min(radius[0], largest)
+    for b in range(n):
+        kinds = [c for c in range(len(COLOURS)) for _ in range(rng.choice(len(probabilities), p=probabilities))]
+        kinds += [GREY] * int(rng.integers(distractors[0], distractors[1] + 1))
+        kinds = [kinds[i] for i in rng.permutation(len(kinds))]  # colours and greys compete for room alike
+        placed, centres = [], {c: [] for c in range(len(COLOURS))}  # colour -> [(cy, cx)] of its drawn shapes
+        for kind in kinds:
+            spot = _place_anywhere(rng, placed, height, width, rng.uniform(smallest, largest))
+            if spot is None:
+                continue
+            window, mask = spot
+            images[b][window][mask] = COLOURS[list(COLOURS)[kind]] if kind != GREY else DISTRACTOR
+            segmentation[b][window][mask] = kind
+            instances[b][window][mask] = len(placed) - 1
+            if kind != GREY:
+                rows, cols = np.nonzero(mask)
+                centres[kind].append((window[0].start + rows.mean() + 0.5, window[1].start + cols.mean() + 0.5))
+        labels[b] = _search_answers(centres)
+    return SearchScenes(images, labels, segmentation, instances)
+
+
+def _search_answers(centres):
+    """The answers to SEARCH_QUESTIONS from colour -> [(cy, cx)], the centres of its shapes."""
+    present = [len(centres[c]) >= 1 for c in range(len(COLOURS))]
+    twice = [len(centres[c]) >= 2 for c in range(len(COLOURS))]
+    names = list(COLOURS)
+    relations = []
+    for a, how, b in RELATIONS:
+        axis = 1 if how == "left of" else 0  # left of: a smaller column; above: a smaller row
+        first, second = centres[names.index(a)], centres[names.index(b)]
+        relations.append(any(p[axis] < q[axis] for p in first for q in second))
+    return present + twice + relations
+
+
 def make_clips(n, frames, height, width, *, seed, empty=0.25):
     """n clips of `frames` frames, height x width pixels each.
 
@@ -167,6 +261,23 @@ def _place_shape(rng, placed, height, width):
             window = (slice(int(cy - radius), int(cy + radius) + 1), slice(int(cx - radius), int(cx + radius) + 1))
             y, x = np.mgrid[window] + 0.5  # the centres of the pixels in the window
             return quadrant, window, _shape_mask(SHAPES[rng.integers(0, len(SHAPES))], y - cy, x - cx, radius)
+    return None
+
+
+def _place_anywhere(rng, placed, height, width, radius):
+    """A shape of `radius` anywhere inside the image, apart from the shapes in `placed` (a list
+    of (cy, cx, radius), which it joins): (window, mask) as in _place_shape, or None if 100
+    tries found no room."""
+    for _ in range(100):
+        cy, cx = rng.uniform(radius, height - radius), rng.uniform(radius, width - radius)
+        if all(np.hypot(cy - py, cx - px) > radius + pr + 1 for py, px, pr in placed):
+            placed.append((cy, cx, radius))
+            window = (
+                slice(int(cy - radius), min(height, int(cy + radius) + 1)),
+                slice(int(cx - radius), min(width, int(cx + radius) + 1)),
+            )
+            y, x = np.mgrid[window] + 0.5  # the centres of the pixels in the window
+            return window, _shape_mask(SHAPES[rng.integers(0, len(SHAPES))], y - cy, x - cx, radius)
     return None
 
 

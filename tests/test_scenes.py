@@ -2,12 +2,24 @@
 
 import numpy as np
 import pytest
+from helpers import seeds
 from hypothesis import given
 from hypothesis import strategies as st
 
-from refimpl.scenes import BACKGROUND, CLIP_QUESTIONS, COLOURS, GREY, QUADRANTS, QUESTIONS, make_clips, make_scenes, random_size
-
-from helpers import seeds
+from refimpl.scenes import (
+    BACKGROUND,
+    CLIP_QUESTIONS,
+    COLOURS,
+    DISTRACTOR,
+    GREY,
+    QUADRANTS,
+    QUESTIONS,
+    SEARCH_QUESTIONS,
+    make_clips,
+    make_scenes,
+    make_search_scenes,
+    random_size,
+)
 
 
 def quadrant_answers(segmentation):
@@ -106,5 +118,108 @@ def test_random_size_draws_multiples_of_8_in_range():
     ],
 )
 def test_bad_arguments_are_named(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call()
+
+
+# ---------------------------------------------------------------- search scenes (notebook 8)
+
+
+def search_answers(segmentation, instances):
+    """(B, 12) answers to SEARCH_QUESTIONS read off the pixels alone: each shape (an instance)
+    has the colour its pixels show and its centre at the mean of its pixel centres."""
+    answers = np.zeros((len(segmentation), len(SEARCH_QUESTIONS)), bool)
+    names = list(COLOURS)
+    for b in range(len(segmentation)):
+        centres = {c: [] for c in range(len(COLOURS))}
+        for shape in np.unique(instances[b][instances[b] >= 0]):
+            rows, cols = np.nonzero(instances[b] == shape)
+            colours = np.unique(segmentation[b][rows, cols])
+            assert len(colours) == 1, f"shape {shape} shows colours {colours}"
+            if colours[0] != GREY:
+                centres[int(colours[0])].append((rows.mean() + 0.5, cols.mean() + 0.5))
+        for q, question in enumerate(SEARCH_QUESTIONS):
+            words = question.split()
+            if words[-1] == "present":
+                answers[b, q] = len(centres[names.index(words[0])]) >= 1
+            elif words[-1] == "more":  # "<colour> twice or more"
+                answers[b, q] = len(centres[names.index(words[0])]) >= 2
+            else:  # "<a> left of <b>" or "<a> above <b>"
+                axis = 1 if words[1] == "left" else 0
+                first, second = centres[names.index(words[0])], centres[names.index(words[-1])]
+                answers[b, q] = any(p[axis] < s[axis] for p in first for s in second)
+    return answers
+
+
+def test_search_questions_are_presence_counts_and_relations():
+    assert len(SEARCH_QUESTIONS) == len(set(SEARCH_QUESTIONS)) == 12
+    assert SEARCH_QUESTIONS[0] == "red present" and SEARCH_QUESTIONS[4] == "red twice or more"
+    assert SEARCH_QUESTIONS[8] == "red left of blue" and SEARCH_QUESTIONS[-1] == "blue above green"
+
+
+@given(seed=seeds, height=st.integers(16, 96), width=st.integers(16, 96))
+def test_every_search_answer_is_what_the_pixels_show(seed, height, width):
+    scenes = make_search_scenes(3, height, width, seed=seed)
+    assert scenes.images.shape == (3, height, width, 3) and scenes.images.dtype == np.float32
+    assert scenes.labels.shape == (3, 12) and scenes.instances.shape == scenes.segmentation.shape == (3, height, width)
+    assert 0 <= scenes.images.min() and scenes.images.max() <= 1
+    np.testing.assert_array_equal(scenes.instances >= 0, scenes.segmentation != BACKGROUND)
+    np.testing.assert_array_equal(scenes.labels, search_answers(scenes.segmentation, scenes.instances))
+
+
+def test_search_pixels_show_the_colour_the_segmentation_names():
+    scenes = make_search_scenes(8, 56, 72, seed=3)
+    for index, rgb in enumerate([*COLOURS.values(), DISTRACTOR]):
+        shown = scenes.images[scenes.segmentation == index]
+        assert len(shown), f"no pixel of colour {index} in 8 scenes"
+        np.testing.assert_array_equal(shown, np.broadcast_to(np.float32(rgb), shown.shape))
+
+
+def test_search_shapes_are_anywhere_not_in_quadrants():
+    scenes = make_search_scenes(40, 64, 64, seed=0)
+    crossing = 0  # shapes with pixels on both sides of a midline, which make_scenes never draws
+    for instances in scenes.instances:
+        for shape in np.unique(instances[instances >= 0]):
+            rows, cols = np.nonzero(instances == shape)
+            crossing += (rows.min() < 32 <= rows.max()) or (cols.min() < 32 <= cols.max())
+    assert crossing >= 5
+
+
+def test_search_shape_sizes_are_in_pixels_whatever_the_image_size():
+    def areas(height, width):
+        scenes = make_search_scenes(30, height, width, seed=1, radius=(2.5, 6.0))
+        return np.array([(i == s).sum() for i in scenes.instances for s in np.unique(i[i >= 0])])
+
+    small, large = areas(48, 48), areas(160, 128)
+    for found in (small, large):
+        assert found.min() >= 1 and found.max() <= np.pi * 7.0**2  # pixels whose centres lie within radius 6, give or take a pixel
+        assert (found < 64).mean() > 0.5, "most shapes cover less than one 8 x 8 patch"
+    assert 0.7 < np.median(large) / np.median(small) < 1.4
+
+
+def test_search_scenes_have_small_shapes_among_distractors():
+    scenes = make_search_scenes(20, 64, 96, seed=2)
+    assert ((scenes.segmentation == GREY).any(axis=(1, 2))).all(), "every scene has a grey distractor"
+    assert (scenes.labels[:, :4].mean(axis=0) > 0.3).all() and (scenes.labels[:, :4].mean(axis=0) < 0.9).all()
+
+
+def test_the_same_seed_gives_the_same_search_scenes_and_another_seed_others():
+    a, b, c = (make_search_scenes(3, 40, 56, seed=s) for s in (7, 7, 8))
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.instances, b.instances)
+    assert not np.array_equal(a.images, c.images)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: make_search_scenes(2, 40, 12, seed=0), "at least 16 pixels"),
+        (lambda: make_search_scenes(0, 32, 32, seed=0), "n must be"),
+        (lambda: make_search_scenes(2, 32, 32, seed=0, per_colour=(0.5, 0.4)), "per_colour must be"),
+        (lambda: make_search_scenes(2, 32, 32, seed=0, distractors=(3, 1)), "distractors must be"),
+        (lambda: make_search_scenes(2, 32, 32, seed=0, radius=(5, 2)), "radius must be"),
+    ],
+)
+def test_bad_search_arguments_are_named(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call()

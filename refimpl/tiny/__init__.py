@@ -6,6 +6,7 @@
     grad         the NumPy backward for the training loss (notebook 10)
     diagnostics  what the attention maps show, in numbers (notebook 7)
     poolers      the resampler's rivals for the ablation (notebook 8)
+    ablation     the ablation itself: every pooler on the same data, steps and seeds (notebook 8)
     budget       what a language model pays per text token to read N patches or R tokens (notebook 9)
 
 Only `model`, `grad`, `diagnostics` and `budget` are NumPy only; the others import torch.
