@@ -136,7 +136,9 @@ def test_notebook_page_leaves_out_the_colab_set_up_cell(site, name):
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_page_has_every_figure_of_the_notebook(site, name):
     notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
-    figures = sum("image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", []))
+    figures = sum(
+        "image/png" in output.get("data", {}) for cell in notebook.cells for output in cell.get("outputs", [])
+    )
     images = [link for tag, link in parsed(site / page_of(name)).links if tag == "img" and "_images/" in link]
     assert figures > 0
     assert len(images) == figures, f"{name} stores {figures} figures, its page shows {len(images)}"
@@ -153,7 +155,9 @@ def test_progress_bars_are_not_on_the_pages(site):
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_each_exercise_shows_the_stub_and_folds_its_worked_solution_away(site, name):
     notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
-    checks = [m.group(1) for cell in notebook.cells if (m := SITE._CHECK.match(cell.source)) and cell.cell_type == "code"]
+    checks = [
+        m.group(1) for cell in notebook.cells if (m := SITE._CHECK.match(cell.source)) and cell.cell_type == "code"
+    ]
     text = (site / page_of(name)).read_text(encoding="utf-8")
     folded = re.findall(r'<details class="[^"]*hide above-input">(.*?)</details>', text, flags=re.DOTALL)
     assert len(folded) == len(checks), f"{name}: {len(checks)} exercises, {len(folded)} folded solutions"

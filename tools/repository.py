@@ -13,11 +13,7 @@ so they never point at a moving default branch. Standard library only: setup.py 
 
 import pathlib
 import re
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
+import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -47,7 +43,7 @@ def released():
 
 
 def owner_repo():
-    """"OWNER/NAME" of the GitHub repository."""
+    """ "OWNER/NAME" of the GitHub repository."""
     return repository_url().removeprefix("https://github.com/")
 
 

@@ -69,7 +69,9 @@ def synced(notebook, name):
     new_source = "\n\n".join(part for part in (title, badge, rest) if part)  # title, badge, the rest
     if new_source != first.source:
         first.source, changed = new_source, True
-    install = next((cell for cell in cells if cell.cell_type == "code" and cell.source.startswith(INSTALL_MARKER)), None)
+    install = next(
+        (cell for cell in cells if cell.cell_type == "code" and cell.source.startswith(INSTALL_MARKER)), None
+    )
     if install is None:
         install = nbformat.v4.new_code_cell(install_source())
         cells.insert(1, install)
