@@ -30,7 +30,7 @@ import nbformat
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # tools/, when loaded by path from a test
 import sync_colab_cells  # noqa: E402
-from repository import colab_url  # noqa: E402
+from repository import absolute_links, colab_url  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -89,7 +89,9 @@ def page_notebook(notebook, name):
 
 
 def front_page(readme):
-    """README.md with the site's navigation at its end."""
+    """README.md with the site's navigation at its end; its links to files that are not pages of
+    the site (LICENSE, say) lead to them on GitHub, at the release tag."""
+    readme = absolute_links(readme, keep={*PAGES, *(f"notebooks/{name}" for name in notebook_names())})
     chapters = "\n".join(f"notebooks/{pathlib.Path(name).stem}" for name in notebook_names())
     others = "\n".join(str(pathlib.Path(page).with_suffix("")) for page in PAGES)
     return (

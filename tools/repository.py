@@ -4,6 +4,7 @@
     release_ref()      the git tag every published link points at: "v" + [project] version
     released()         [tool.refimpl] released, the flag set when the course is published
     blob_url(path)     the file at that tag on GitHub;  colab_url(path): the notebook in Colab
+    publication_problems()           what stops a release: the placeholder address while released
     absolute_links(markdown, keep)   relative Markdown links made absolute (at that tag)
 
 The Colab badges and install cells (tools/sync_colab_cells.py), the website's launch links
@@ -73,3 +74,22 @@ def absolute_links(markdown, keep=()):
         return match.group(1) + blob_url(path) + ("#" + anchor if anchor else "") + match.group(3)
 
     return _LINK.sub(rewrite, markdown)
+
+
+def publication_problems(url=None, is_released=None):
+    """What is wrong with publishing as pyproject.toml stands (an empty list: nothing).
+
+    url, is_released: [project.urls] Repository and [tool.refimpl] released, read from
+    pyproject.toml unless given.
+    """
+    url = repository_url() if url is None else url.rstrip("/")
+    is_released = released() if is_released is None else is_released
+    problems = []
+    if not re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url):
+        problems.append(f"[project.urls] Repository must be https://github.com/OWNER/NAME; got {url!r}")
+    if is_released and url == PLACEHOLDER_URL:
+        problems.append(
+            f"[tool.refimpl] released = true, but [project.urls] Repository is still the placeholder {url}: "
+            "set the real address, then run python tools/sync_colab_cells.py"
+        )
+    return problems
