@@ -61,5 +61,5 @@ def test_twin_holds_no_outputs_and_no_jupytext_version():
 def test_jupytext_pairs_each_notebook_with_its_twin():
     """pyproject.toml's [tool.jupytext] pairing is what `jupytext --sync` and Jupyter's jupytext use."""
     config = load_jupytext_config(str(NOTEBOOKS[0]))
-    paths = [path for path, _ in paired_paths(str(NOTEBOOKS[0]), "ipynb", config.formats)]
+    paths = [path for path, _ in paired_paths(str(NOTEBOOKS[0]), "ipynb", config.default_formats(str(NOTEBOOKS[0])))]
     assert str(TWINS.twin_path(NOTEBOOKS[0])) in paths

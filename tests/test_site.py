@@ -250,8 +250,9 @@ def test_page_in_a_browser_typesets_maths_loads_figures_and_stays_offline(browse
             assert figures, f"{path}: no figure on the page"
         assert not broken, f"{path}: images that did not load: {broken}"
         assert not page.outside, f"{path} asked for things outside the site: {page.outside[:5]}"
-        if figures:  # the screenshot shows the first figure, with the text around it
-            page.locator("img[src*='_images/']").first.evaluate("img => img.scrollIntoView({block: 'center'})")
+        # the screenshot shows the first figure (or, on a page without one, the first formula) in context
+        first = page.locator("img[src*='_images/']" if figures else "mjx-container").first
+        first.evaluate("element => element.scrollIntoView({block: 'center'})")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shot = SCREENSHOTS / (path.replace("/", "_").removesuffix(".html") + ".png")
         page.screenshot(path=str(shot))
