@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-from repository import owner_repo, release_ref, repository_url  # noqa: E402
+from repository import release_ref, repository_url  # noqa: E402
 
 project = "Perceiver Resampler: a notebook course"
 author = "the Perceiver Resampler course authors"
@@ -36,6 +36,4 @@ html_theme_options = {
     "use_repository_button": True,
     "launch_buttons": {"colab_url": "https://colab.research.google.com"},
 }
-html_last_updated_fmt = None
 html_show_sourcelink = False
-html_context = {"github_user": owner_repo().split("/")[0], "github_repo": owner_repo().split("/")[1]}
