@@ -91,6 +91,7 @@ def test_colab_extra_keeps_colabs_torch_numpy_and_matplotlib(colab_like_venv, tm
     subprocess.run([*command, "--report", str(report), f"{ROOT}[{SYNC.COLAB_EXTRA}]"], check=True, timeout=900)
     installs = json.loads(report.read_text())["install"]
     would_install = {item["metadata"]["name"].lower(): item["metadata"]["version"] for item in installs}
+    print("the Colab cell would install:", ", ".join(f"{n}=={v}" for n, v in sorted(would_install.items())))
     assert SYNC.DISTRIBUTION in would_install, "the dry run did not resolve the course package itself"
     replaced = {name: would_install[name] for name in COLAB_PREINSTALLED if name in would_install}
     assert not replaced, f"the Colab cell would replace Colab's {replaced} (preinstalled: {COLAB_PREINSTALLED})"
