@@ -5,7 +5,8 @@
 H = 8 heads, M = 64 queries (the latents), Dh = 64, N keys in {256, 1024, 4096, 16384},
 float32 and float64. Prints one markdown table: the median time of one call, its ratio
 to NumPy (lower is faster), the peak extra memory of one call, and the error against
-the float64 NumPy result, relative to max |v| (refimpl/tolerances.py says why). All rows come from one run on one machine, so the ratios
+the float64 NumPy result, relative to max |v| (refimpl/tolerances.py says why). All rows come from one run on
+one machine, so the ratios
 are comparable; copy the table to RESULTS.md.
 """
 
@@ -32,17 +33,34 @@ def cases():
             v = rng.standard_normal((HEADS, n_keys, HEAD_DIM)).astype(dtype)
             tq, tk, tv = (torch.from_numpy(a) for a in (q, k, v))
             reference = refimpl.attention(q, k, v)  # float64
-            yield dtype, n_keys, (reference, np.abs(v).max()), {
-                "NumPy": lambda q=q, k=k, v=v, dtype=dtype: refimpl.attention(q, k, v, dtype=dtype),
-                "Numba": lambda q=q, k=k, v=v, dtype=dtype: refimpl.attention(q, k, v, backend="numba", dtype=dtype),
-                "torch SDPA": lambda tq=tq, tk=tk, tv=tv: torch.nn.functional.scaled_dot_product_attention(tq, tk, tv),
-            }
+            yield (
+                dtype,
+                n_keys,
+                (reference, np.abs(v).max()),
+                {
+                    "NumPy": lambda q=q, k=k, v=v, dtype=dtype: refimpl.attention(q, k, v, dtype=dtype),
+                    "Numba": lambda q=q, k=k, v=v, dtype=dtype: refimpl.attention(
+                        q, k, v, backend="numba", dtype=dtype
+                    ),
+                    "torch SDPA": lambda tq=tq, tk=tk, tv=tv: torch.nn.functional.scaled_dot_product_attention(
+                        tq, tk, tv
+                    ),
+                },
+            )
 
 
 def main():
     if "--memory" in sys.argv:  # the child process started by run_memory_pass
         with torch.no_grad():
-            print(json.dumps({f"{d.__name__} {n} {name}": peak_extra_mib(fn) for d, n, _, fns in cases() for name, fn in fns.items()}))
+            print(
+                json.dumps(
+                    {
+                        f"{d.__name__} {n} {name}": peak_extra_mib(fn)
+                        for d, n, _, fns in cases()
+                        for name, fn in fns.items()
+                    }
+                )
+            )
         return
     rows = []
     with torch.no_grad():
@@ -54,7 +72,10 @@ def main():
 
     print(f"Machine: {machine_line()}\n")
     print(f"H = {HEADS}, M = {QUERIES}, Dh = {HEAD_DIM}; median of >= 5 calls; ratio = time / NumPy's time\n")
-    print("| dtype | N | implementation | median ms | ratio to NumPy | peak extra MiB | error vs float64 NumPy / max abs(v) |")
+    print(
+        "| dtype | N | implementation | median ms | ratio to NumPy | peak extra MiB "
+        "| error vs float64 NumPy / max abs(v) |"
+    )
     print("|---|---|---|---|---|---|---|")
     numpy_time = {}
     for dtype, n_keys, name, seconds, error in rows:

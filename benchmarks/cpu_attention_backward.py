@@ -63,15 +63,20 @@ def cases():
             tq, tk, tv = (torch.from_numpy(a).requires_grad_() for a in (q, k, v))
             t_out = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv)  # torch's saved graph
             t_dout = torch.from_numpy(dout)
-            yield dtype, n_keys, reference, {
-                "NumPy": lambda q=q, k=k, v=v, saved=saved, dout=dout: numpy_backward(q, k, v, *saved, dout),
-                "Numba": lambda q=q, k=k, v=v, out=out, m=row_max, l=row_sum, dout=dout: kernels_backward.attention_backward(
-                    q, k, v, None, SCALE, out, m, l, dout
-                ),
-                "torch SDPA autograd": lambda t_out=t_out, inputs=(tq, tk, tv), t_dout=t_dout: torch.autograd.grad(
-                    t_out, inputs, t_dout, retain_graph=True
-                ),
-            }
+            yield (
+                dtype,
+                n_keys,
+                reference,
+                {
+                    "NumPy": lambda q=q, k=k, v=v, saved=saved, dout=dout: numpy_backward(q, k, v, *saved, dout),
+                    "Numba": lambda q=q, k=k, v=v, out=out, m=row_max, l=row_sum, dout=dout: (
+                        kernels_backward.attention_backward(q, k, v, None, SCALE, out, m, l, dout)
+                    ),
+                    "torch SDPA autograd": lambda t_out=t_out, inputs=(tq, tk, tv), t_dout=t_dout: torch.autograd.grad(
+                        t_out, inputs, t_dout, retain_graph=True
+                    ),
+                },
+            )
 
 
 def relative_error(gradients, reference):
@@ -81,7 +86,11 @@ def relative_error(gradients, reference):
 
 def main():
     if "--memory" in sys.argv:  # the child process started by run_memory_pass
-        print(json.dumps({f"{d.__name__} {n} {name}": peak_extra_mib(fn) for d, n, _, fns in cases() for name, fn in fns.items()}))
+        print(
+            json.dumps(
+                {f"{d.__name__} {n} {name}": peak_extra_mib(fn) for d, n, _, fns in cases() for name, fn in fns.items()}
+            )
+        )
         return
     rows = []
     for dtype, n_keys, reference, fns in cases():
@@ -91,7 +100,10 @@ def main():
 
     print(f"Machine: {machine_line()}\n")
     print(f"H = {HEADS}, M = {QUERIES}, Dh = Dv = {HEAD_DIM}; median of >= 5 calls; ratio = time / NumPy's time\n")
-    print("| dtype | N | implementation | median ms | ratio to NumPy | peak extra MiB | of which not dq, dk, dv | error vs float64 NumPy |")
+    print(
+        "| dtype | N | implementation | median ms | ratio to NumPy | peak extra MiB | of which not dq, dk, dv "
+        "| error vs float64 NumPy |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     numpy_time = {}
     for dtype, n_keys, name, seconds, error in rows:
@@ -100,7 +112,8 @@ def main():
         mib = memory[f"{dtype} {n_keys} {name}"]
         gradients_mib = HEADS * (QUERIES + 2 * n_keys) * HEAD_DIM * np.dtype(dtype).itemsize / 2**20
         print(
-            f"| {dtype} | {n_keys} | {name} | {seconds * 1e3:.2f} | {ratio:.2f} | {mib:.1f} | {max(0.0, mib - gradients_mib):.1f} | {error:.1e} |"
+            f"| {dtype} | {n_keys} | {name} | {seconds * 1e3:.2f} | {ratio:.2f} | {mib:.1f} "
+            f"| {max(0.0, mib - gradients_mib):.1f} | {error:.1e} |"
         )
 
 

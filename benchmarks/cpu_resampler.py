@@ -44,7 +44,9 @@ def main():
         reference = refimpl.perceiver_resampler(params, x, CONFIG)  # float64
         fns = {
             "refimpl NumPy float32": lambda: refimpl.perceiver_resampler(params32, x, CONFIG, dtype=np.float32),
-            "refimpl Numba float32": lambda: refimpl.perceiver_resampler(params32, x, CONFIG, dtype=np.float32, backend="numba"),
+            "refimpl Numba float32": lambda: refimpl.perceiver_resampler(
+                params32, x, CONFIG, dtype=np.float32, backend="numba"
+            ),
             "refimpl.torch CPU float32": lambda: ours(tx).numpy(),
             "flamingo-pytorch CPU float32": lambda: theirs(tx[:, :, 0]).numpy(),  # its input: (B, I, S, D)
         }
@@ -58,7 +60,10 @@ def main():
     print("|---|---|---|---|---|")
     torch_time = {(b, n): s for b, n, name, s, _ in rows if name.startswith("refimpl.torch")}
     for batch, tokens, name, seconds, error in rows:
-        print(f"| {batch} x {tokens} | {name} | {seconds * 1e3:.1f} | {seconds / torch_time[batch, tokens]:.2f} | {error:.1e} |")
+        print(
+            f"| {batch} x {tokens} | {name} | {seconds * 1e3:.1f} "
+            f"| {seconds / torch_time[batch, tokens]:.2f} | {error:.1e} |"
+        )
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ as here), and its attention is F.scaled_dot_product_attention.
 """
 
 import argparse
+import functools
 import statistics
 import time
 
-import numpy as np
 import torch
 from _harness import machine_line
 
@@ -35,7 +35,13 @@ from refimpl import interop
 
 def resampler_flops(config, batch, tokens):
     """Multiply-adds x 2 of one forward pass (norms, softmax and activations left out)."""
-    d, inner, inner_kv, r, f = config.dim, config.heads * config.dim_head, config.num_kv_heads * config.dim_head, config.num_latents, config.ff_dim
+    d, inner, inner_kv, r, f = (
+        config.dim,
+        config.heads * config.dim_head,
+        config.num_kv_heads * config.dim_head,
+        config.num_latents,
+        config.ff_dim,
+    )
     keys = tokens + (r if config.latents_in_kv else 0)
     per_layer = (
         r * d * inner  # queries
@@ -123,16 +129,33 @@ def main():
     for dtype in (torch.float32, torch.bfloat16):
         ours = rt.PerceiverResampler.from_refimpl(config, params, dtype=dtype, device=device).eval()
         theirs = FlamingoPytorchResampler(
-            dim=config.dim, depth=config.depth, dim_head=config.dim_head, heads=config.heads,
-            num_latents=config.num_latents, num_media_embeds=1, ff_mult=config.ff_mult,
+            dim=config.dim,
+            depth=config.depth,
+            dim_head=config.dim_head,
+            heads=config.heads,
+            num_latents=config.num_latents,
+            num_media_embeds=1,
+            ff_mult=config.ff_mult,
         ).to(device=device, dtype=dtype)  # load_state_dict copies into the module's own dtype
         theirs.load_state_dict(interop.to_flamingo_pytorch(config, params, dtype=dtype))
         theirs.eval()
         for batch, tokens in shapes:
-            x64 = torch.randn(batch, 1, 1, tokens, config.dim, device=device, dtype=torch.float64, generator=torch.Generator(device).manual_seed(0))
+            x64 = torch.randn(
+                batch,
+                1,
+                1,
+                tokens,
+                config.dim,
+                device=device,
+                dtype=torch.float64,
+                generator=torch.Generator(device).manual_seed(0),
+            )
             expected = reference_module(x64)  # (B, 1, R, D), float64
             x = x64.to(dtype)
-            runs = {"refimpl.torch eager": lambda: ours(x), "flamingo-pytorch eager": lambda: theirs(x[:, :, 0])}
+            runs = {
+                "refimpl.torch eager": functools.partial(ours, x),
+                "flamingo-pytorch eager": functools.partial(theirs, x[:, :, 0]),
+            }
             if device == "cuda":
                 try:
                     runs["refimpl.torch CUDA graph"] = as_cuda_graph(ours, x)
@@ -141,16 +164,37 @@ def main():
             times = {name: median_seconds(fn) for name, fn in runs.items()}
             flops = resampler_flops(config, batch, tokens)
             for name, fn in runs.items():
-                error = refimpl.relative_error(fn().reshape(expected.shape).to("cpu", torch.float64).numpy(), expected.cpu().numpy())
+                error = refimpl.relative_error(
+                    fn().reshape(expected.shape).to("cpu", torch.float64).numpy(), expected.cpu().numpy()
+                )
                 speedup = times["flamingo-pytorch eager"] / times[name]
-                rows.append((f"{batch} x {tokens}", str(dtype).removeprefix("torch."), name, times[name], speedup, flops / times[name] / rate, error))
+                rows.append(
+                    (
+                        f"{batch} x {tokens}",
+                        str(dtype).removeprefix("torch."),
+                        name,
+                        times[name],
+                        speedup,
+                        flops / times[name] / rate,
+                        error,
+                    )
+                )
             del x64, x, expected
 
     device_name = torch.cuda.get_device_name() if device == "cuda" else "CPU (smoke test)"
     print(f"Machine: {machine_line()}\nDevice: {device_name}; torch {torch.__version__}\n")
-    print(f"Roofline: {rate / 1e12:.3g} TFLOP/s ({'bf16' if device == 'cuda' else 'float32'} {size}^3 matrix product, this run)\n")
-    print(f"D = {config.dim}, depth {config.depth}, H = {config.heads}, Dh = {config.dim_head}, R = {config.num_latents}; median of 20 calls\n")
-    print("| B x N | dtype | implementation | median ms | flamingo-pytorch time / this | fraction of roofline | rel. error vs float64 |")
+    print(
+        f"Roofline: {rate / 1e12:.3g} TFLOP/s "
+        f"({'bf16' if device == 'cuda' else 'float32'} {size}^3 matrix product, this run)\n"
+    )
+    print(
+        f"D = {config.dim}, depth {config.depth}, H = {config.heads}, Dh = {config.dim_head}, "
+        f"R = {config.num_latents}; median of 20 calls\n"
+    )
+    print(
+        "| B x N | dtype | implementation | median ms | flamingo-pytorch time / this | fraction of roofline "
+        "| rel. error vs float64 |"
+    )
     print("|---|---|---|---|---|---|---|")
     for shape, dtype, name, seconds, speedup, roofline, error in rows:
         print(f"| {shape} | {dtype} | {name} | {seconds * 1e3:.3f} | {speedup:.2f} | {roofline:.1%} | {error:.1e} |")

@@ -131,7 +131,10 @@ def main(argv=None):
 
         run_demo(args.out, args.image, args.seed)
     except ImportError as error:
-        parser.error(f"the demo needs the course's packages ({error.name} is missing): pip install -e \".[course]\"")
+        parser.error(
+            f"the demo needs the notebooks' packages ({error.name} is missing): "
+            "python -m pip install \"perceiver-resampler-course[notebooks]\""
+        )
     except ValueError as error:
         parser.error(str(error))
     return 0

@@ -10,15 +10,11 @@ when one of them drifts from the others.
 
 import re
 import shlex
-import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
-
-if sys.version_info < (3, 11):
-    pytest.skip("reading pyproject.toml needs tomllib (Python 3.11+)", allow_module_level=True)
-import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,12 +68,13 @@ def quick_start_block(readme_text):
 
 @pytest.fixture(scope="module")
 def pyproject_dependencies():
-    """Normalised names of every direct dependency: base and all extras."""
+    """Normalised names of every direct dependency: base and all extras (an extra that names the
+    project itself, as [course] names [notebooks], adds no package of its own)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     requirements = list(project["dependencies"])
     for extra in project.get("optional-dependencies", {}).values():
         requirements += extra
-    return sorted({normalise(requirement_name(r)) for r in requirements})
+    return sorted({normalise(requirement_name(r)) for r in requirements} - {normalise(project["name"])})
 
 
 @pytest.fixture(scope="module")

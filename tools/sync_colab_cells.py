@@ -1,46 +1,59 @@
-"""Write the Colab badge and the Colab install cell of every notebook from pyproject.toml's URL.
+"""Write the Colab badge and the Colab install cell of every notebook from pyproject.toml.
 
     python tools/sync_colab_cells.py          # rewrite notebooks/*.ipynb in place
     python tools/sync_colab_cells.py --check  # exit 1 if any notebook is out of date
 
-The repository's address lives in one place, [project.urls] Repository in pyproject.toml.
-Every notebook starts with a markdown cell holding the badge line, then the install cell
-(a code cell starting with INSTALL_MARKER); both are inserted where missing. Outputs are kept.
+The repository's address lives in one place, [project.urls] Repository in pyproject.toml, and
+the badges and install cells point at the release tag "v" + version (tools/repository.py), never
+at a moving default branch. Every notebook starts with a markdown cell holding the badge line,
+then the install cell (a code cell starting with INSTALL_MARKER, tagged "remove-cell" so the
+website leaves it out); both are inserted where missing. Outputs are kept.
 """
 
 import argparse
 import pathlib
 import sys
-import tomllib
 
 import nbformat
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))  # tools/, when loaded by path from a test
+from repository import colab_url, release_ref, repository_url  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 INSTALL_MARKER = "# Colab set-up"
+INSTALL_TAGS = ["remove-cell"]  # the website (myst-nb) leaves the cell out
 BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
+DISTRIBUTION = "perceiver-resampler-course"
+COLAB_EXTRA = "notebooks"  # what the notebooks import, and not what Colab has (torch, numpy, matplotlib kept)
 
 
-def repository_url():
-    with open(ROOT / "pyproject.toml", "rb") as file:
-        return tomllib.load(file)["project"]["urls"]["Repository"].rstrip("/")
-
-
-def badge_line(notebook_name, url=None):
+def badge_line(notebook_name):
     """The markdown line of the "Open in Colab" badge for notebooks/<notebook_name>."""
-    owner_repo = (url or repository_url()).removeprefix("https://github.com/")
-    return f"[![Open In Colab]({BADGE_IMAGE})](https://colab.research.google.com/github/{owner_repo}/blob/main/notebooks/{notebook_name})"
+    return f"[![Open In Colab]({BADGE_IMAGE})]({colab_url(f'notebooks/{notebook_name}')})"
 
 
-def install_source(url=None):
-    """The first code cell: installs the package on Colab (its torch kept), nothing elsewhere."""
-    return (
-        f"{INSTALL_MARKER}: install the course package (Colab's own torch is kept). Elsewhere this does nothing.\n"
-        "import sys\n"
-        "\n"
-        'if "google.colab" in sys.modules:\n'
-        f'    %pip install --quiet "perceiver-resampler-course[course] @ git+{url or repository_url()}"'
-    )
+def install_source():
+    """The first code cell: installs the package on Colab (its torch, numpy and matplotlib kept),
+    and raises, saying what to do, when the install fails; elsewhere it does nothing."""
+    return f"""\
+{INSTALL_MARKER}: install the course package ({release_ref()}); Colab's torch, numpy and matplotlib are kept.
+# Elsewhere this does nothing: install as the README says.
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    source = "git+{repository_url()}@{release_ref()}"
+    requirement = f"{DISTRIBUTION}[{COLAB_EXTRA}] @ {{source}}"
+    command = [sys.executable, "-m", "pip", "install", "--quiet", requirement]
+    pip = subprocess.run(command, capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise RuntimeError(
+            f"Installing the course package failed (pip exit status {{pip.returncode}}); its last words:\\n"
+            f"{{pip.stderr[-1500:]}}\\n"
+            "Check that this runtime is connected to the internet, then run this cell again (Runtime > Restart "
+            f"session first if it installed some packages). To install by hand: !pip install '{{requirement}}'"
+        )"""
 
 
 def synced(notebook, name):
@@ -56,12 +69,17 @@ def synced(notebook, name):
     new_source = "\n\n".join(part for part in (title, badge, rest) if part)  # title, badge, the rest
     if new_source != first.source:
         first.source, changed = new_source, True
-    install = next((cell for cell in cells if cell.cell_type == "code" and cell.source.startswith(INSTALL_MARKER)), None)
+    install = next(
+        (cell for cell in cells if cell.cell_type == "code" and cell.source.startswith(INSTALL_MARKER)), None
+    )
     if install is None:
-        cells.insert(1, nbformat.v4.new_code_cell(install_source()))
+        install = nbformat.v4.new_code_cell(install_source())
+        cells.insert(1, install)
         changed = True
     elif install.source != install_source():
         install.source, changed = install_source(), True
+    if install.metadata.get("tags") != INSTALL_TAGS:
+        install.metadata["tags"], changed = list(INSTALL_TAGS), True
     return changed
 
 
