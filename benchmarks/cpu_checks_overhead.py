@@ -45,7 +45,6 @@ def main():
             k = rng.standard_normal((HEADS, n_keys, HEAD_DIM)).astype(dtype)
             v = rng.standard_normal((HEADS, n_keys, HEAD_DIM)).astype(dtype)
             for backend in ("numpy", "numba"):
-
                 out = refimpl.attention(q, k, v, backend=backend, dtype=dtype)
 
                 def checks(q=q, k=k, out=out, backend=backend):
@@ -57,7 +56,9 @@ def main():
                     refimpl.attention(q, k, v, backend=backend, dtype=dtype)
 
                 checked, total = fastest_seconds(checks), fastest_seconds(call)
-                print(f"| {dtype.__name__} | {n_keys} | {backend} | {checked * 1e3:.3f} | {total * 1e3:.2f} | {checked / total:.1%} |")
+                print(
+                    f"| {dtype.__name__} | {n_keys} | {backend} | {checked * 1e3:.3f} | {total * 1e3:.2f} | {checked / total:.1%} |"
+                )
 
 
 if __name__ == "__main__":

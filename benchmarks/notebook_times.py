@@ -42,7 +42,9 @@ def run_seconds(path):
     """Seconds to run the notebook at `path` top to bottom in a fresh python3 kernel, and
     None or the error that stopped it."""
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        notebook, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
     start = time.perf_counter()
     try:
         client.execute()
@@ -60,7 +62,9 @@ def main():
     parser.add_argument("names", nargs="*", help="notebooks to run, e.g. 06_training (default: all)")
     parser.add_argument("--busy", type=int, default=0, help="busy-loop processes to run beside the notebooks")
     args = parser.parse_args()
-    paths = [NOTEBOOKS / f"{name.removesuffix('.ipynb')}.ipynb" for name in args.names] or sorted(NOTEBOOKS.glob("*.ipynb"))
+    paths = [NOTEBOOKS / f"{name.removesuffix('.ipynb')}.ipynb" for name in args.names] or sorted(
+        NOTEBOOKS.glob("*.ipynb")
+    )
     missing = [path.name for path in paths if not path.exists()]
     if missing:
         parser.error(f"names must be notebooks in {NOTEBOOKS.name}/; not found: {', '.join(missing)}")
@@ -75,7 +79,10 @@ def main():
         print("|---|---|---|---|---|")
         for path in paths:
             seconds, error = run_seconds(path)
-            print(f"| {path.stem} | {seconds:.0f} | {BUDGET_S} | {seconds / BUDGET_S:.2f} | {error or 'ran'} |", flush=True)
+            print(
+                f"| {path.stem} | {seconds:.0f} | {BUDGET_S} | {seconds / BUDGET_S:.2f} | {error or 'ran'} |",
+                flush=True,
+            )
     finally:
         for loop in loops:
             loop.terminate()

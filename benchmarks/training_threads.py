@@ -54,8 +54,15 @@ def one_run(notebook, steps, threads):
         start = time.perf_counter()
         history = train(model, scene_batches(32, seed=0), steps, progress=False)
         total = time.perf_counter() - start
-        print(json.dumps({"seconds": total, "median_step_ms": 1e3 * float(np.median(history.step_seconds)),
-                          "threads": torch.get_num_threads()}))
+        print(
+            json.dumps(
+                {
+                    "seconds": total,
+                    "median_step_ms": 1e3 * float(np.median(history.step_seconds)),
+                    "threads": torch.get_num_threads(),
+                }
+            )
+        )
         return
     import torch.nn.functional as F
 
@@ -81,7 +88,11 @@ def one_run(notebook, steps, threads):
         loss.backward()
         optimiser.step()
     total = time.perf_counter() - start
-    print(json.dumps({"seconds": total, "median_step_ms": 1e3 * numpy_s / len(batches), "threads": torch.get_num_threads()}))
+    print(
+        json.dumps(
+            {"seconds": total, "median_step_ms": 1e3 * numpy_s / len(batches), "threads": torch.get_num_threads()}
+        )
+    )
 
 
 def measure(notebook, steps, threads, busy):
@@ -90,8 +101,12 @@ def measure(notebook, steps, threads, busy):
     for loop in loops:
         loop.start()
     try:
-        done = subprocess.run([sys.executable, __file__, "--one", str(notebook), str(steps), str(threads)],
-                              capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--one", str(notebook), str(steps), str(threads)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     finally:
         for loop in loops:
             loop.terminate()
@@ -126,8 +141,11 @@ def main():
         loaded = measure(args.notebook, args.steps, threads, args.busy)
         name = f"default ({quiet['threads']})" if threads == 0 else str(threads)
         for busy, result in ((0, quiet), (args.busy, loaded)):
-            print(f"| {name} | {busy} | {result['seconds']:.1f} | {result['median_step_ms']:.1f} | "
-                  f"{result['seconds'] / quiet['seconds']:.2f} |", flush=True)
+            print(
+                f"| {name} | {busy} | {result['seconds']:.1f} | {result['median_step_ms']:.1f} | "
+                f"{result['seconds'] / quiet['seconds']:.2f} |",
+                flush=True,
+            )
     print(f"\nLoad averages (1, 5, 15 min) after: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -47,7 +47,9 @@ def _torch_runner(device, dtype_name):
 
 
 def _numpy_runner(backend, dtype):
-    return lambda params, x, config, mask: perceiver_resampler(params, x, config, mask=mask, backend=backend, dtype=dtype)
+    return lambda params, x, config, mask: perceiver_resampler(
+        params, x, config, mask=mask, backend=backend, dtype=dtype
+    )
 
 
 def backends():
@@ -67,8 +69,18 @@ def backends():
         ]
         if torch.cuda.is_available():
             rows += [
-                ("torch CUDA", "float32", ("float32", "torch GPU vs float64 reference"), _torch_runner("cuda", "float32")),
-                ("torch CUDA", "bfloat16", ("bfloat16", "torch GPU vs float64 reference"), _torch_runner("cuda", "bfloat16")),
+                (
+                    "torch CUDA",
+                    "float32",
+                    ("float32", "torch GPU vs float64 reference"),
+                    _torch_runner("cuda", "float32"),
+                ),
+                (
+                    "torch CUDA",
+                    "bfloat16",
+                    ("bfloat16", "torch GPU vs float64 reference"),
+                    _torch_runner("cuda", "bfloat16"),
+                ),
             ]
     return rows
 
@@ -107,7 +119,9 @@ def selfcheck(out=sys.stdout):
         error = relative_error(run(params, x, config, mask), reference)
         ok = error <= TOLERANCES[key]
         failures += not ok
-        print(f"| {name:10} | {dtype:8} | {error:8.1e} | {TOLERANCES[key]:6.0e} | {'yes' if ok else 'NO':3} |", file=out)
+        print(
+            f"| {name:10} | {dtype:8} | {error:8.1e} | {TOLERANCES[key]:6.0e} | {'yes' if ok else 'NO':3} |", file=out
+        )
     print("\nAll backends agree." if not failures else f"\n{failures} backend(s) disagree: see the table.", file=out)
     return 1 if failures else 0
 
@@ -133,7 +147,7 @@ def main(argv=None):
     except ImportError as error:
         parser.error(
             f"the demo needs the notebooks' packages ({error.name} is missing): "
-            "python -m pip install \"perceiver-resampler-course[notebooks]\""
+            'python -m pip install "perceiver-resampler-course[notebooks]"'
         )
     except ValueError as error:
         parser.error(str(error))
@@ -148,10 +162,14 @@ def _add_verify(commands):
         help="check refimpl against a peer's module on the resampler in a checkpoint file",
         description="Exit status: 0 within the bounds (or, without the peer's package, shapes that fit), 1 not, 2 bad input.",
     )
-    verify.add_argument("checkpoint", help="a .safetensors, .bin, .pt or .pth state dict, or a Hugging Face model folder")
+    verify.add_argument(
+        "checkpoint", help="a .safetensors, .bin, .pt or .pth state dict, or a Hugging Face model folder"
+    )
     verify.add_argument("--peer", required=True, choices=list(PEERS), help="whose resampler it is")
     verify.add_argument("--prefix", help="where the resampler's keys start (default: found), e.g. 'perceiver.'")
-    verify.add_argument("--heads", type=int, help="the number of heads H (default: config.json's), which the tensors cannot tell")
+    verify.add_argument(
+        "--heads", type=int, help="the number of heads H (default: config.json's), which the tensors cannot tell"
+    )
     verify.add_argument("--eps", type=float, help="the norms' eps (default: config.json's, else the peer's)")
 
 

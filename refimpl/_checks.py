@@ -35,8 +35,7 @@ def float_array(name, value, dtype, layout=None):
     array = as_array(name, value, layout)
     if not np.issubdtype(array.dtype, np.floating):
         raise TypeError(
-            f"{name} must be a real floating-point array (float16, float32 or float64); "
-            f"got dtype {array.dtype}"
+            f"{name} must be a real floating-point array (float16, float32 or float64); got dtype {array.dtype}"
         )
     with np.errstate(over="ignore"):  # an overflow to inf is reported just below
         cast = array.astype(dtype, copy=False)
@@ -45,7 +44,11 @@ def float_array(name, value, dtype, layout=None):
         made_by_cast = cast is not array and _all_finite(array)  # finite before, inf after
         raise ValueError(
             f"{name} must be finite; got {bad} NaN or inf value(s)"
-            + (f" (after casting to {np.dtype(dtype)}: max |{name}| = {np.abs(array).max():.3g})" if made_by_cast else "")
+            + (
+                f" (after casting to {np.dtype(dtype)}: max |{name}| = {np.abs(array).max():.3g})"
+                if made_by_cast
+                else ""
+            )
         )
     return cast
 
@@ -91,9 +94,7 @@ def broadcasts_to(name, array, shape, layout):
     except ValueError:
         grown = None
     if grown != tuple(shape):
-        raise ValueError(
-            f"{name} must be broadcastable to {layout} = {tuple(shape)}; got {array.shape}"
-        )
+        raise ValueError(f"{name} must be broadcastable to {layout} = {tuple(shape)}; got {array.shape}")
 
 
 def positive_number(name, value):
@@ -136,10 +137,18 @@ def check_fits(subject, found, expected):
     shape that differs, in the dicts' order; return quietly if everything fits."""
     missing = [name for name in expected if name not in found]
     unexpected = [name for name in found if name not in expected]
-    misshaped = [f"{name}: expected {shape}, got {found[name]}" for name, shape in expected.items() if name in found and found[name] != shape]
+    misshaped = [
+        f"{name}: expected {shape}, got {found[name]}"
+        for name, shape in expected.items()
+        if name in found and found[name] != shape
+    ]
     problems = [
         f"{label}: {separator.join(items)}"
-        for label, items, separator in (("missing", missing, ", "), ("unexpected", unexpected, ", "), ("mis-shaped", misshaped, "; "))
+        for label, items, separator in (
+            ("missing", missing, ", "),
+            ("unexpected", unexpected, ", "),
+            ("mis-shaped", misshaped, "; "),
+        )
         if items
     ]
     if problems:

@@ -120,7 +120,9 @@ class ResamplerConfig:
             raise ValueError(f"kv_heads must divide heads = {self.heads}; got {self.kv_heads}")
         ff_dim = self.dim * positive_number("ff_mult", self.ff_mult)
         if ff_dim != round(ff_dim):
-            raise ValueError(f"ff_mult must make dim * ff_mult a whole number; got {self.dim} * {self.ff_mult} = {ff_dim}")
+            raise ValueError(
+                f"ff_mult must make dim * ff_mult a whole number; got {self.dim} * {self.ff_mult} = {ff_dim}"
+            )
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}; got {self.activation!r}")
         if self.norm not in NORMS:
@@ -135,14 +137,24 @@ class ResamplerConfig:
             if getattr(self, name) is not None:
                 positive_int(name, getattr(self, name))
         if self.media_proj_bias and self.media_dim is None:
-            raise ValueError("media_proj_bias=True needs media_dim (the input projection it is the bias of); got media_dim=None")
+            raise ValueError(
+                "media_proj_bias=True needs media_dim (the input projection it is the bias of); got media_dim=None"
+            )
         if self.out_norm and self.out_dim is None:
             raise ValueError("out_norm=True needs out_dim (the output projection it normalises); got out_dim=None")
         self._check_positions()
 
     _SWITCHES = (
-        "qk_norm", "latents_in_kv", "attn_bias", "media_proj_bias", "pre_norm", "attn_residual",
-        "feed_forward", "final_norm", "out_proj_bias", "out_norm",
+        "qk_norm",
+        "latents_in_kv",
+        "attn_bias",
+        "media_proj_bias",
+        "pre_norm",
+        "attn_residual",
+        "feed_forward",
+        "final_norm",
+        "out_proj_bias",
+        "out_norm",
     )
 
     def _check_positions(self):
@@ -150,19 +162,31 @@ class ResamplerConfig:
             raise ValueError(f"positions must be one of {POSITIONS}; got {self.positions!r}")
         if self.positions is None:
             if self.pos_grid is not None:
-                raise ValueError(f"pos_grid is the side of the position table; it needs positions='keys_and_queries', got positions=None and pos_grid={self.pos_grid}")
+                raise ValueError(
+                    f"pos_grid is the side of the position table; it needs positions='keys_and_queries', got positions=None and pos_grid={self.pos_grid}"
+                )
             return
         if self.dim % 4:
-            raise ValueError(f"positions need dim divisible by 4 (sin and cos of the column and of the row); got dim = {self.dim}")
+            raise ValueError(
+                f"positions need dim divisible by 4 (sin and cos of the column and of the row); got dim = {self.dim}"
+            )
         if self.latents_in_kv:
-            raise ValueError(f"positions={self.positions!r} needs latents_in_kv=False (the positions are the media tokens'); got latents_in_kv=True")
+            raise ValueError(
+                f"positions={self.positions!r} needs latents_in_kv=False (the positions are the media tokens'); got latents_in_kv=True"
+            )
         if self.positions == "keys" and self.pos_grid is not None:
-            raise ValueError(f"positions='keys' makes the table for each image's grid and takes no pos_grid; got pos_grid={self.pos_grid}")
+            raise ValueError(
+                f"positions='keys' makes the table for each image's grid and takes no pos_grid; got pos_grid={self.pos_grid}"
+            )
         if self.positions == "keys_and_queries":
             if self.pos_grid is None:
-                raise ValueError("positions='keys_and_queries' needs pos_grid, the side of the table's square grid; got None")
+                raise ValueError(
+                    "positions='keys_and_queries' needs pos_grid, the side of the table's square grid; got None"
+                )
             if self.num_latents != self.pos_grid**2:
-                raise ValueError(f"positions='keys_and_queries' needs num_latents = pos_grid**2 = {self.pos_grid**2}; got num_latents = {self.num_latents}")
+                raise ValueError(
+                    f"positions='keys_and_queries' needs num_latents = pos_grid**2 = {self.pos_grid**2}; got num_latents = {self.num_latents}"
+                )
 
     @property
     def num_kv_heads(self) -> int:

@@ -57,10 +57,14 @@ def demo(out, image_path=None, seed=0, log=print):
     images = image[None]  # (1, height, width, 3)
     # refimpl.tiny.model.tiny_model, one step at a time, to show the shapes on the way
     tokens, grid = encode(params, images, config)  # (1, 1, S, D)
-    latents, maps = perceiver_resampler(resampler_params(params), tokens, config.resampler, return_attention=True)  # (1, R, D)
+    latents, maps = perceiver_resampler(
+        resampler_params(params), tokens, config.resampler, return_attention=True
+    )  # (1, R, D)
     logits = head(params, latents)  # (1, Q)
     log(f"image:   {source}, {image.shape[0]} x {image.shape[1]} pixels")
-    log(f"patches: {grid[0]} x {grid[1]} = {tokens.shape[2]} tokens of width {tokens.shape[3]}, shape {tokens.shape} (B, T, S, D)")
+    log(
+        f"patches: {grid[0]} x {grid[1]} = {tokens.shape[2]} tokens of width {tokens.shape[3]}, shape {tokens.shape} (B, T, S, D)"
+    )
     log(f"latents: {latents.shape} (B, R, D): R = {config.num_latents} tokens whatever the image size")
     answers = [question for question, yes in zip(QUESTIONS, logits[0] > 0) if yes]
     log(f"answers: {', '.join(answers) if answers else 'no coloured shape in any quadrant'}")

@@ -145,7 +145,11 @@ def gated_xattn_param_shapes(config):
         return {f"{prefix}.weight": (width,)} | ({f"{prefix}.bias": (width,)} if kind == "layernorm" else {})
 
     shapes = norm_shapes("attn.norm", dim, config.norm)
-    shapes |= {"attn.wq": (dim, inner), "attn.wk": (config.dim_visual, kv_inner), "attn.wv": (config.dim_visual, kv_inner)}
+    shapes |= {
+        "attn.wq": (dim, inner),
+        "attn.wk": (config.dim_visual, kv_inner),
+        "attn.wv": (config.dim_visual, kv_inner),
+    }
     shapes["attn.wo"] = (inner, dim)
     if config.qk_norm is not None:
         for which in ("attn.q_norm", "attn.k_norm"):
@@ -270,8 +274,16 @@ def gated_xattn_dense(
     if sees_something.any() or config.blind_rows != "zero":
         normed = norm(params, "attn.norm.", hidden, config.norm, config.norm_eps)  # (..., L, Dt)
         attended, _ = _multi_head_attention(
-            params, "attn.", normed, visual, heads=config.heads, kv_heads=config.num_kv_heads, mask=mask,
-            qk_norm_eps=None if config.qk_norm is None else config.norm_eps, qk_norm_kind=config.qk_norm, backend=backend,
+            params,
+            "attn.",
+            normed,
+            visual,
+            heads=config.heads,
+            kv_heads=config.num_kv_heads,
+            mask=mask,
+            qk_norm_eps=None if config.qk_norm is None else config.norm_eps,
+            qk_norm_kind=config.qk_norm,
+            backend=backend,
         )  # (..., L, Dt)
         if config.blind_rows == "zero":
             attended = np.where(sees_something[..., None], attended, 0.0)
@@ -295,16 +307,22 @@ def resolve_config(config, heads, norm_eps, params, dim, dim_visual):
         has_ff = hasattr(params, "get") and np.ndim(params.get("ff.w_in")) == 2
         ff_dim = np.shape(params["ff.w_in"])[-1] if has_ff else 4 * dim
         dim_head = head_dim_from(params, "attn.wq", heads) if hasattr(params, "keys") else 1
-        return GatedXattnConfig(dim, dim_visual, heads=heads, dim_head=dim_head, ff_dim=max(ff_dim, 1), norm_eps=norm_eps)
+        return GatedXattnConfig(
+            dim, dim_visual, heads=heads, dim_head=dim_head, ff_dim=max(ff_dim, 1), norm_eps=norm_eps
+        )
     if not isinstance(config, GatedXattnConfig):
         raise TypeError(f"config must be a refimpl.GatedXattnConfig or None; got {type(config).__name__}")
     for name, value in (("heads", heads), ("norm_eps", norm_eps)):
         if value is not None and value != getattr(config, name):
-            raise ValueError(f"{name} must be None or config.{name} = {getattr(config, name)} with a config; got {value!r}")
+            raise ValueError(
+                f"{name} must be None or config.{name} = {getattr(config, name)} with a config; got {value!r}"
+            )
     if dim != config.dim:
         raise ValueError(f"hidden must have shape (..., L, Dt) with Dt = config.dim = {config.dim}; got width {dim}")
     if dim_visual != config.dim_visual:
-        raise ValueError(f"visual must have shape (..., Nv, Dv) with Dv = config.dim_visual = {config.dim_visual}; got width {dim_visual}")
+        raise ValueError(
+            f"visual must have shape (..., Nv, Dv) with Dv = config.dim_visual = {config.dim_visual}; got width {dim_visual}"
+        )
     return config
 
 
@@ -315,4 +333,4 @@ def _mean_of_values(params, visual, config):
     """
     values = split_heads(visual @ params["attn.wv"], config.num_kv_heads).mean(axis=-2)  # (..., Hkv, Dh)
     values = np.repeat(values, config.heads // config.num_kv_heads, axis=-2)  # (..., H, Dh)
-    return (values.reshape(*values.shape[:-2], 1, -1) @ params["attn.wo"])  # (..., 1, Dt)
+    return values.reshape(*values.shape[:-2], 1, -1) @ params["attn.wo"]  # (..., 1, Dt)

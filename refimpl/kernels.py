@@ -234,7 +234,9 @@ def attention(q, k, v, mask, scale):
     _attention_kernel(q_flat, k_flat, v_flat, flat_mask, dtype.type(scale), out, row_max, row_sum)
     if not np.isfinite(out).all():  # a running numerator passed the float range (large v): run again, scaled
         exponent = int(np.frexp(max(float(v.max()), -float(v.min())))[1])
-        _attention_kernel(q_flat, k_flat, np.ldexp(v_flat, -exponent), flat_mask, dtype.type(scale), out, row_max, row_sum)
+        _attention_kernel(
+            q_flat, k_flat, np.ldexp(v_flat, -exponent), flat_mask, dtype.type(scale), out, row_max, row_sum
+        )
         out = np.ldexp(out, exponent)
     return (
         out.reshape(batch + (n_queries, value_dim)),

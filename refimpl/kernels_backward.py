@@ -57,7 +57,18 @@ def _attention_backward_kernel(q, k, v, mask, scale, out, row_max, row_sum, dout
     """
     for b in numba.prange(q.shape[0]):
         _attend_backward(
-            q[b], k[b], v[b], mask[b % mask.shape[0]], scale, out[b], row_max[b], row_sum[b], dout[b], dq[b], dk[b], dv[b]
+            q[b],
+            k[b],
+            v[b],
+            mask[b % mask.shape[0]],
+            scale,
+            out[b],
+            row_max[b],
+            row_sum[b],
+            dout[b],
+            dq[b],
+            dk[b],
+            dv[b],
         )
 
 
@@ -144,7 +155,18 @@ def attention_backward(q, k, v, mask, scale, out, row_max, row_sum, dout):
     dv = np.empty((n_batch, n_keys, value_dim), dtype)
     flat_mask = _flat_mask(mask, batch, n_queries, n_keys)
     _attention_backward_kernel(
-        q_flat, k_flat, v_flat, flat_mask, dtype.type(scale), out_flat, row_max_flat, row_sum_flat, dout_flat, dq, dk, dv
+        q_flat,
+        k_flat,
+        v_flat,
+        flat_mask,
+        dtype.type(scale),
+        out_flat,
+        row_max_flat,
+        row_sum_flat,
+        dout_flat,
+        dq,
+        dk,
+        dv,
     )
     return (
         dq.reshape(batch + (n_queries, head_dim)),

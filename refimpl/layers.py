@@ -32,7 +32,9 @@ def layer_normalize(x, eps):
     """
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is caught just below
         centered = x - x.mean(axis=-1, keepdims=True)  # (..., D), a new array: updated in place below
-        var = np.einsum("...d,...d->...", centered, centered)[..., None] / x.shape[-1]  # (..., 1), no (..., D) temporary
+        var = (
+            np.einsum("...d,...d->...", centered, centered)[..., None] / x.shape[-1]
+        )  # (..., 1), no (..., D) temporary
     if _overflowed(var, x):  # inf (or NaN from inf - inf) where |x| >= sqrt(max float / D)
         return _scaled_down(layer_normalize, x, eps)
     inv_std = 1.0 / np.sqrt(var + eps)  # (..., 1)

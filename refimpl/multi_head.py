@@ -17,8 +17,17 @@ from .params import check_params
 
 
 def multi_head_attention(
-    params, queries, context, *, heads, kv_heads=None, mask=None, qk_norm_eps=None, backend="numpy",
-    return_weights=False, dtype=np.float64,
+    params,
+    queries,
+    context,
+    *,
+    heads,
+    kv_heads=None,
+    mask=None,
+    qk_norm_eps=None,
+    backend="numpy",
+    return_weights=False,
+    dtype=np.float64,
 ):
     """Multi-head cross-attention: the queries attend to the context.
 
@@ -38,8 +47,16 @@ def multi_head_attention(
         params, queries, context, heads, kv_heads, mask, qk_norm_eps, dtype
     )
     out, weights = _multi_head_attention(
-        params, "", queries, context, heads=heads, kv_heads=kv_heads, mask=mask, qk_norm_eps=qk_norm_eps,
-        backend=backend, return_weights=return_weights,
+        params,
+        "",
+        queries,
+        context,
+        heads=heads,
+        kv_heads=kv_heads,
+        mask=mask,
+        qk_norm_eps=qk_norm_eps,
+        backend=backend,
+        return_weights=return_weights,
     )
     return (out, weights) if return_weights else out
 
@@ -71,7 +88,12 @@ def _checked(params, queries, context, heads, kv_heads, mask, qk_norm_eps, dtype
     if qk_norm_eps is not None:
         qk_norm_eps = _checks.positive_number("qk_norm_eps", qk_norm_eps)
         expected |= {f"{which}_norm.{p}": (head_dim,) for which in "qk" for p in ("weight", "bias")}
-    params = check_params(params, expected, dtype, f"heads = {heads}, kv_heads = {kv_heads}, D = {queries.shape[-1]}, Dc = {context.shape[-1]}")
+    params = check_params(
+        params,
+        expected,
+        dtype,
+        f"heads = {heads}, kv_heads = {kv_heads}, D = {queries.shape[-1]}, Dc = {context.shape[-1]}",
+    )
     scores_shape = queries.shape[:-1] + context.shape[-2:-1]  # (..., R, N)
     if mask is not None:
         mask = _checks.bool_array("mask", mask, "True = may attend")
@@ -89,7 +111,9 @@ def head_dim_from(params, name, heads):
         return 1
     shape = np.shape(params[name])
     if len(shape) != 2 or shape[1] == 0 or shape[1] % heads:
-        raise ValueError(f"params[{name!r}] must have shape (D, H * Dh) with H = heads = {heads} and Dh >= 1; got {shape}")
+        raise ValueError(
+            f"params[{name!r}] must have shape (D, H * Dh) with H = heads = {heads} and Dh >= 1; got {shape}"
+        )
     return shape[1] // heads
 
 
@@ -106,8 +130,20 @@ def merge_heads(x):
 
 
 def _multi_head_attention(
-    params, prefix, queries, context, *, heads, kv_heads, mask=None, qk_norm_eps=None, qk_norm_kind="layernorm",
-    backend="numpy", return_weights=False, bias=False, key_positions=None,
+    params,
+    prefix,
+    queries,
+    context,
+    *,
+    heads,
+    kv_heads,
+    mask=None,
+    qk_norm_eps=None,
+    qk_norm_kind="layernorm",
+    backend="numpy",
+    return_weights=False,
+    bias=False,
+    key_positions=None,
 ):
     """`multi_head_attention` on checked arguments, with parameter names `prefix + "wq"` etc.
 
@@ -142,7 +178,9 @@ def _multi_head_attention(
     k, v = k[..., None, :, :], v[..., None, :, :]  # (..., Hkv, 1, N, Dh)
     mask = None if mask is None else mask[..., None, None, :, :]  # (..., 1, 1, R|1, N)
     out, weights = _attention(q, k, v, mask, head_dim**-0.5, backend, return_weights)  # (..., Hkv, G, R, Dh)
-    out = project(params, prefix, "o", merge_heads(out.reshape(*batch, heads, n_queries, head_dim)), bias)  # (..., R, D)
+    out = project(
+        params, prefix, "o", merge_heads(out.reshape(*batch, heads, n_queries, head_dim)), bias
+    )  # (..., R, D)
     return out, None if weights is None else weights.reshape(*batch, heads, n_queries, k.shape[-2])
 
 
@@ -155,7 +193,9 @@ def project(params, prefix, which, x, bias):
 # ---- the seam for refimpl.grad: multi-head attention's checks
 
 
-def checked_multi_head_arguments(params, queries, context, *, heads, kv_heads=None, mask=None, qk_norm_eps=None, dtype=np.float64):
+def checked_multi_head_arguments(
+    params, queries, context, *, heads, kv_heads=None, mask=None, qk_norm_eps=None, dtype=np.float64
+):
     """multi_head_attention's arguments checked, with its errors: returns (params, queries,
     context, heads, kv_heads, mask, qk_norm_eps), arrays cast to `dtype`, kv_heads = heads
     for None, mask boolean (..., R|1, N) or None."""

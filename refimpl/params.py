@@ -62,9 +62,19 @@ def param_shapes(config):
         attn, ff = f"layers.{i}.attn", f"layers.{i}.ff"
         if config.pre_norm:
             shapes |= norm(f"{attn}.norm_media") | norm(f"{attn}.norm_latents")
-        shapes |= {f"{attn}.wq": (d, inner_q), f"{attn}.wk": (d, inner_kv), f"{attn}.wv": (d, inner_kv), f"{attn}.wo": (inner_q, d)}
+        shapes |= {
+            f"{attn}.wq": (d, inner_q),
+            f"{attn}.wk": (d, inner_kv),
+            f"{attn}.wv": (d, inner_kv),
+            f"{attn}.wo": (inner_q, d),
+        }
         if config.attn_bias:
-            shapes |= {f"{attn}.bq": (inner_q,), f"{attn}.bk": (inner_kv,), f"{attn}.bv": (inner_kv,), f"{attn}.bo": (d,)}
+            shapes |= {
+                f"{attn}.bq": (inner_q,),
+                f"{attn}.bk": (inner_kv,),
+                f"{attn}.bv": (inner_kv,),
+                f"{attn}.bo": (d,),
+            }
         if config.qk_norm:  # always a LayerNorm, as in IDEFICS
             shapes |= norm(f"{attn}.q_norm", config.dim_head, ("weight", "bias"))
             shapes |= norm(f"{attn}.k_norm", config.dim_head, ("weight", "bias"))
@@ -73,7 +83,11 @@ def param_shapes(config):
         if config.pre_norm:
             shapes |= norm(f"{ff}.norm")
         if config.activation == "swiglu":
-            shapes |= {f"{ff}.w_gate": (d, config.ff_dim), f"{ff}.w_up": (d, config.ff_dim), f"{ff}.w_down": (config.ff_dim, d)}
+            shapes |= {
+                f"{ff}.w_gate": (d, config.ff_dim),
+                f"{ff}.w_up": (d, config.ff_dim),
+                f"{ff}.w_down": (config.ff_dim, d),
+            }
         else:
             shapes |= {f"{ff}.w_in": (d, config.ff_dim), f"{ff}.w_out": (config.ff_dim, d)}
     if config.final_norm:
@@ -125,7 +139,9 @@ def check_params(params, expected, dtype, what):
         raise TypeError(f"params must be a dict of arrays (from init_resampler); got {type(params).__name__}")
     for key in params:
         if not isinstance(key, str):
-            raise TypeError(f"params must have str keys (parameter names such as 'latents'); got the key {key!r} ({type(key).__name__})")
+            raise TypeError(
+                f"params must have str keys (parameter names such as 'latents'); got the key {key!r} ({type(key).__name__})"
+            )
     found = {name: np.shape(value) for name, value in sorted(params.items(), key=lambda item: str(item[0]))}
     _checks.check_fits(f"params do not fit {what}", found, dict(sorted(expected.items())))
     return {name: _checks.float_array(f"params[{name!r}]", params[name], dtype) for name in expected}

@@ -46,7 +46,9 @@ def cubic_weights(size_in, size_out):
     x = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5  # (size_out,) source positions
     first = np.floor(x)
     t = x - first  # (size_out,) in [0, 1): the distances are t + 1, t, 1 - t, 2 - t
-    taps = np.stack([_cubic_far(t + 1), _cubic_near(t), _cubic_near(1 - t), _cubic_far(2 - t)], axis=-1)  # (size_out, 4)
+    taps = np.stack(
+        [_cubic_far(t + 1), _cubic_near(t), _cubic_near(1 - t), _cubic_far(2 - t)], axis=-1
+    )  # (size_out, 4)
     index = np.clip(first[:, None].astype(int) + np.arange(-1, 3), 0, size_in - 1)  # (size_out, 4)
     weights = np.zeros((size_out, size_in))
     np.add.at(weights, (np.arange(size_out)[:, None], index), taps)
@@ -74,7 +76,9 @@ def resize_positions(table, old_grid, new_grid):
     table = _checks.float_array("table", table, np.float64)
     (h0, w0), (h, w) = (_grid_pair(name, grid) for name, grid in (("old_grid", old_grid), ("new_grid", new_grid)))
     if table.ndim != 2 or table.shape[0] != h0 * w0:
-        raise ValueError(f"table must have shape (h0*w0, D) = ({h0 * w0}, D) for old_grid = ({h0}, {w0}); got {table.shape}")
+        raise ValueError(
+            f"table must have shape (h0*w0, D) = ({h0 * w0}, D) for old_grid = ({h0}, {w0}); got {table.shape}"
+        )
     if (h0, w0) == (h, w):
         return table.copy()
     image = table.reshape(h0, w0, -1)  # (h0, w0, D)
@@ -105,22 +109,30 @@ def check_grid(grid, x_shape, mask, config):
             raise ValueError(f"grid is for configs with positions; config.positions is None, got grid={grid!r}")
         return None
     if grid is None:
-        raise ValueError(f"grid must be given with config.positions = {config.positions!r}: (h, w) or an int array (..., 2) per image")
+        raise ValueError(
+            f"grid must be given with config.positions = {config.positions!r}: (h, w) or an int array (..., 2) per image"
+        )
     grid = np.asarray(grid)
     batch, n_space = tuple(x_shape[:-3]), x_shape[-2]
     if not np.issubdtype(grid.dtype, np.integer) or grid.ndim < 1 or grid.shape[-1] != 2:
-        raise ValueError(f"grid must be (h, w) or an int array (..., 2) per image, ... = {batch}; got {grid.tolist()!r} (dtype {grid.dtype})")
+        raise ValueError(
+            f"grid must be (h, w) or an int array (..., 2) per image, ... = {batch}; got {grid.tolist()!r} (dtype {grid.dtype})"
+        )
     try:
         grid = np.broadcast_to(grid, batch + (2,))
     except ValueError:
-        raise ValueError(f"grid must be (h, w) or an int array (..., 2) with ... = x.shape[:-3] = {batch}; got shape {grid.shape}") from None
+        raise ValueError(
+            f"grid must be (h, w) or an int array (..., 2) with ... = x.shape[:-3] = {batch}; got shape {grid.shape}"
+        ) from None
     if (grid < 1).any():
         raise ValueError(f"grid must hold sides h, w >= 1; got {np.unique(grid[grid < 1]).tolist()}")
     sizes = grid[..., 0] * grid[..., 1]  # (...,) h*w
     if (sizes > n_space).any():
         raise ValueError(f"grid must have h*w <= S = {n_space} (x's tokens per frame); got h*w = {int(sizes.max())}")
     if mask is None and (sizes != n_space).any():
-        raise ValueError(f"grid must have h*w = S = {n_space} without a mask (tokens past h*w are padding); got h*w = {int(sizes.min())}")
+        raise ValueError(
+            f"grid must have h*w = S = {n_space} without a mask (tokens past h*w are padding); got h*w = {int(sizes.min())}"
+        )
     if mask is not None:
         past = np.arange(n_space) >= sizes[..., None, None]  # (..., 1, S): tokens past h*w
         if (mask & past).any():
@@ -144,7 +156,9 @@ def media_positions(config, grid, n_frames, n_space):
         keys[where, : h * w] = table
     keys = np.broadcast_to(keys[..., None, :, :], batch + (n_frames, n_space, config.dim))  # (..., T, S, D)
     keys = keys.reshape(batch + (n_frames * n_space, config.dim))  # (..., N, D), frame-major
-    queries = sincos_2d(config.dim, config.pos_grid, config.pos_grid) if config.positions == "keys_and_queries" else None
+    queries = (
+        sincos_2d(config.dim, config.pos_grid, config.pos_grid) if config.positions == "keys_and_queries" else None
+    )
     return keys, queries
 
 

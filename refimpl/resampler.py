@@ -93,7 +93,9 @@ def checked_arguments(params, x, config, *, mask=None, grid=None, backend="numpy
         mask = _checks.bool_array("mask", mask, "True = real token")
     _checks.resampler_input(x.shape, None if mask is None else mask.shape, config)
     if config.norm_dtype is not None:
-        _checks.fits_dtype("x", x, config.norm_dtype, f"config.norm_dtype = {config.norm_dtype!r}: the norms compute in it")
+        _checks.fits_dtype(
+            "x", x, config.norm_dtype, f"config.norm_dtype = {config.norm_dtype!r}: the norms compute in it"
+        )
     if not config.latents_in_kv:
         _checks.resampler_items_have_tokens(x.shape, None if mask is None else ~mask.any(axis=(-1, -2)))
     check_grid(grid, x.shape, mask, config)
@@ -139,7 +141,9 @@ def _resample(params, x, config, mask, grid, backend, return_attention, trace=No
     """The resampler on checked arguments; with a list `trace`, appends the TraceRows of
     resample_with_trace to it."""
     media, key_mask, latents = first_layer_inputs(params, x, config, mask=mask)
-    positions = tuple(None if p is None else p.astype(x.dtype, copy=False) for p in positions_for(config, grid, x.shape, mask))
+    positions = tuple(
+        None if p is None else p.astype(x.dtype, copy=False) for p in positions_for(config, grid, x.shape, mask)
+    )
     record = trace.append if trace is not None else lambda row: None
     record(TraceRow("media", None, media))
     attention_maps = []
@@ -156,7 +160,9 @@ def _resample(params, x, config, mask, grid, backend, return_attention, trace=No
             latents = attn_out  # (..., R, D)
         if config.feed_forward:
             ff_prefix = f"layers.{i}.ff."
-            ff_out = feed_forward(params, ff_prefix, latents, config.activation, *norm_options, pre_norm=config.pre_norm)
+            ff_out = feed_forward(
+                params, ff_prefix, latents, config.activation, *norm_options, pre_norm=config.pre_norm
+            )
             latents = latents + ff_out  # (..., R, D)
             record(TraceRow("feed-forward", i, ff_out))
             record(TraceRow("feed-forward residual", i, latents))

@@ -48,7 +48,12 @@ QUADRANTS = ("top left", "top right", "bottom left", "bottom right")
 HALVES = ("early", "late")
 QUESTIONS = tuple(f"{colour} {quadrant}" for colour in COLOURS for quadrant in QUADRANTS)
 CLIP_QUESTIONS = tuple(f"{colour} {half}" for colour in COLOURS for half in HALVES)
-RELATIONS = (("red", "left of", "blue"), ("green", "left of", "yellow"), ("red", "above", "yellow"), ("blue", "above", "green"))
+RELATIONS = (
+    ("red", "left of", "blue"),
+    ("green", "left of", "yellow"),
+    ("red", "above", "yellow"),
+    ("blue", "above", "green"),
+)
 SEARCH_QUESTIONS = (
     *(f"{colour} present" for colour in COLOURS),
     *(f"{colour} twice or more" for colour in COLOURS),
@@ -151,8 +156,15 @@ def make_search_scenes(n, height, width, *, seed, per_colour=(0.4, 0.35, 0.25), 
     """
     n, height, width = (positive_int(name, value) for name, value in (("n", n), ("height", height), ("width", width)))
     probabilities = np.asarray(per_colour, dtype=float)
-    if probabilities.ndim != 1 or len(probabilities) < 1 or (probabilities < 0).any() or not np.isclose(probabilities.sum(), 1):
-        raise ValueError(f"per_colour must be the probabilities of 0, 1, 2, ... shapes, summing to 1; got {per_colour!r}")
+    if (
+        probabilities.ndim != 1
+        or len(probabilities) < 1
+        or (probabilities < 0).any()
+        or not np.isclose(probabilities.sum(), 1)
+    ):
+        raise ValueError(
+            f"per_colour must be the probabilities of 0, 1, 2, ... shapes, summing to 1; got {per_colour!r}"
+        )
     _check_range("distractors", distractors)
     if len(radius) != 2 or not 1 <= radius[0] <= radius[1]:
         raise ValueError(f"radius must be (smallest, largest) in pixels with 1 <= smallest <= largest; got {radius!r}")
@@ -240,7 +252,9 @@ def _check_range(name, bounds):
 def _backgrounds(rng, n, height, width):
     """Dark, low-contrast backgrounds: a random tint, a gentle gradient and pixel noise."""
     tint = rng.uniform(0.05, 0.35, (n, 1, 1, 3)).astype(np.float32)
-    ramp = np.linspace(-1, 1, width, dtype=np.float32)[None, None, :, None] * rng.uniform(-0.08, 0.08, (n, 1, 1, 3)).astype(np.float32)
+    ramp = np.linspace(-1, 1, width, dtype=np.float32)[None, None, :, None] * rng.uniform(
+        -0.08, 0.08, (n, 1, 1, 3)
+    ).astype(np.float32)
     noise = rng.standard_normal((n, height, width, 3), dtype=np.float32) * np.float32(0.04)
     return np.clip(tint + ramp + noise, 0, 1)
 

@@ -88,7 +88,10 @@ def float32_backends_bound(max_score):
 
         1e-5 + 2.4e-7 * max_score   (the two TOLERANCES entries for float32 "numba vs numpy")
     """
-    return TOLERANCES[("float32", "numba vs numpy")] + TOLERANCES[("float32", "numba vs numpy, per unit of max |scores|")] * max_score
+    return (
+        TOLERANCES[("float32", "numba vs numpy")]
+        + TOLERANCES[("float32", "numba vs numpy, per unit of max |scores|")] * max_score
+    )
 
 
 def relative_error(actual, reference, scale=None):
@@ -108,6 +111,8 @@ def relative_error(actual, reference, scale=None):
 def _real_float64(name, value):
     """`value` as a float64 array; TypeError for complex, object or other non-real input."""
     array = np.asarray(value)
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+    if not (
+        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_
+    ):
         raise TypeError(f"{name} must be a real array (float, int or bool); got dtype {array.dtype}")
     return array.astype(np.float64, copy=False)

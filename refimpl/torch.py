@@ -220,7 +220,11 @@ class PerceiverResampler(nn.Module):
         self.layers = nn.ModuleList(
             nn.ModuleDict(
                 {"attn": ResamplerAttention(config)}
-                | ({"ff": FeedForward(config.dim, config.ff_dim, config.activation, *norm_options, config.pre_norm)} if config.feed_forward else {})
+                | (
+                    {"ff": FeedForward(config.dim, config.ff_dim, config.activation, *norm_options, config.pre_norm)}
+                    if config.feed_forward
+                    else {}
+                )
             )
             for _ in range(config.depth)
         )
@@ -290,7 +294,9 @@ class PerceiverResampler(nn.Module):
             _check_bool_mask(mask, "True = real token", x.device)
         _checks.resampler_input(x.shape, None if mask is None else mask.shape, self.config)
         if not self.config.latents_in_kv:
-            empty = None if mask is None else ~mask.flatten(-2).any(dim=-1)  # (...), True where an item has no real token
+            empty = (
+                None if mask is None else ~mask.flatten(-2).any(dim=-1)
+            )  # (...), True where an item has no real token
             _checks.resampler_items_have_tokens(tuple(x.shape), None if empty is None else empty.cpu().numpy())
 
     def sincos_positions(self, x, mask, grid):
@@ -349,7 +355,9 @@ class PerceiverResampler(nn.Module):
     def from_refimpl(cls, config, params, dtype=torch.float64, device=None):
         """A module holding refimpl's `params` exactly (checked against `config`), in `dtype`."""
         module = cls(config).to(dtype=dtype, device=device)
-        module.load_state_dict(to_state_dict(check_params(params, param_shapes(config), np.float64, f"the config {config}"), dtype, device))
+        module.load_state_dict(
+            to_state_dict(check_params(params, param_shapes(config), np.float64, f"the config {config}"), dtype, device)
+        )
         return module
 
     def to_refimpl(self):
@@ -373,7 +381,9 @@ class GatedXAttnDense(nn.Module):
         super().__init__()
         if isinstance(config, GatedXattnConfig):
             if dim_visual is not None or sizes:
-                raise TypeError(f"GatedXAttnDense(config) takes no sizes besides the config; got {dim_visual=}, {sizes}")
+                raise TypeError(
+                    f"GatedXAttnDense(config) takes no sizes besides the config; got {dim_visual=}, {sizes}"
+                )
         else:
             unknown = sorted(set(sizes) - set(self.FLAMINGO_SIZES))
             if unknown or dim_visual is None:
@@ -382,7 +392,11 @@ class GatedXAttnDense(nn.Module):
                 )
             sizes = self.FLAMINGO_SIZES | sizes
             config = GatedXattnConfig(
-                config, dim_visual, heads=sizes["heads"], dim_head=sizes["dim_head"], ff_dim=round(config * sizes["ff_mult"]),
+                config,
+                dim_visual,
+                heads=sizes["heads"],
+                dim_head=sizes["dim_head"],
+                ff_dim=round(config * sizes["ff_mult"]),
                 norm_eps=sizes["norm_eps"],
             )
         self.config = config
@@ -406,7 +420,9 @@ class GatedXAttnDense(nn.Module):
         sees = None
         if mask is not None:
             _check_bool_mask(mask, "True = text token may see visual token", hidden.device)
-            mask = mask.expand(*batch, hidden.shape[-2], visual.shape[-2]).reshape(queries.shape[0], -1, visual.shape[-2])
+            mask = mask.expand(*batch, hidden.shape[-2], visual.shape[-2]).reshape(
+                queries.shape[0], -1, visual.shape[-2]
+            )
             sees = mask.any(dim=-1, keepdim=True)  # (B, L, 1)
             mask = mask | ~sees  # blind rows attend anywhere (then are zeroed, by default)
         attended, _ = self.attn(self.attn.norm(queries), context, mask)  # (B, L, Dt)
@@ -424,7 +440,9 @@ class GatedXAttnDense(nn.Module):
     def mean_of_values(self, context):
         """Uniform weights: each head's mean value through wo. context (B, Nv, Dv) -> (B, 1, Dt)."""
         config = self.config
-        values = self.attn.wv(context).mean(dim=-2).unflatten(-1, (config.num_kv_heads, config.dim_head))  # (B, Hkv, Dh)
+        values = (
+            self.attn.wv(context).mean(dim=-2).unflatten(-1, (config.num_kv_heads, config.dim_head))
+        )  # (B, Hkv, Dh)
         values = values.repeat_interleave(config.heads // config.num_kv_heads, dim=-2)  # (B, H, Dh)
         return self.attn.wo(values.flatten(-2))[:, None, :]
 
@@ -448,7 +466,9 @@ def interpolate_time_embeds(time_embeds, frames):
     """refimpl.interpolate_time_embeds in torch: time_embeds (Tmax, D) -> (frames, D), linearly
     interpolated with the first and last rows kept (differentiable)."""
     if time_embeds.ndim != 2 or len(time_embeds) < 2 or frames < 2:
-        raise ValueError(f"time_embeds must be (Tmax, D) with Tmax >= 2 and frames >= 2; got {tuple(time_embeds.shape)}, {frames}")
+        raise ValueError(
+            f"time_embeds must be (Tmax, D) with Tmax >= 2 and frames >= 2; got {tuple(time_embeds.shape)}, {frames}"
+        )
     stretched = F.interpolate(time_embeds.T[None], size=frames, mode="linear", align_corners=True)  # (1, D, frames)
     return stretched[0].T
 
@@ -478,7 +498,11 @@ def _refimpl_name(key):
     prefix, _, last = key.rpartition(".")
     head, _, projection = prefix.rpartition(".")
     if projection in PROJECTIONS:
-        return (prefix, True) if last == "weight" else (f"{head}.b{projection[1:]}" if head else "b" + projection[1:], False)
+        return (
+            (prefix, True)
+            if last == "weight"
+            else (f"{head}.b{projection[1:]}" if head else "b" + projection[1:], False)
+        )
     return key, key in PROJECTION_MATRICES
 
 
@@ -487,7 +511,9 @@ def to_state_dict(params, dtype=torch.float64, device=None):
     state = {}
     for name, value in params.items():
         key, transposed = state_dict_key(name)
-        state[key] = torch.as_tensor(np.asarray(value).T if transposed else np.asarray(value), dtype=dtype, device=device)
+        state[key] = torch.as_tensor(
+            np.asarray(value).T if transposed else np.asarray(value), dtype=dtype, device=device
+        )
     return state
 
 

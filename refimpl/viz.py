@@ -70,7 +70,9 @@ def attention_map(weights, grid, image=None, *, frame=0, ax=None, title=None, al
     if image is not None:
         ax.imshow(np.asarray(image), extent=extent, cmap="gray" if np.ndim(image) == 2 else None)
     scale = {} if vmax is None else {"vmin": 0.0, "vmax": float(vmax)}
-    ax.imshow(on_grid, extent=extent, cmap=CMAP, alpha=alpha if image is not None else 1.0, interpolation="nearest", **scale)
+    ax.imshow(
+        on_grid, extent=extent, cmap=CMAP, alpha=alpha if image is not None else 1.0, interpolation="nearest", **scale
+    )
     label = title or ""
     has_elsewhere = np.size(weights) > (int(frame) + 1) * on_grid.size or int(frame) > 0
     if has_elsewhere and elsewhere >= min_elsewhere:
@@ -111,9 +113,13 @@ def layers_by_heads(maps, grid, latent, image=None, *, frame=0, size=1.6, suptit
     """
     maps = [float_array("maps", layer, np.float64) for layer in maps]
     if not maps or any(layer.ndim != 3 for layer in maps):
-        raise ValueError(f"maps must be a non-empty list of (H, R, N [+ R]) arrays; got shapes {[m.shape for m in maps]}")
+        raise ValueError(
+            f"maps must be a non-empty list of (H, R, N [+ R]) arrays; got shapes {[m.shape for m in maps]}"
+        )
     heads = maps[0].shape[0]
-    fig, axes = plt.subplots(len(maps), heads, figsize=(size * heads, size * len(maps) + 0.4 * bool(suptitle)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(maps), heads, figsize=(size * heads, size * len(maps) + 0.4 * bool(suptitle)), squeeze=False
+    )
     for layer, row in enumerate(axes):
         for head, ax in enumerate(row):
             attention_map(maps[layer][head, latent], grid, image, frame=frame, ax=ax)

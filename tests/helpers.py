@@ -13,8 +13,9 @@ Inputs are drawn as a seed plus a few small sizes; the arrays come from
 import dataclasses
 
 import numpy as np
-import refimpl
 from hypothesis import strategies as st
+
+import refimpl
 
 FLOAT64 = ("float64", "numba vs numpy")  # float64, the same math in another order
 FLOAT32_VS_FLOAT64 = ("float32", "vs float64 reference")
@@ -55,7 +56,9 @@ def divisors(n):
 
 
 @st.composite
-def resampler_configs(draw, *, max_depth=2, time_embeds=None, latents_in_kv=None, activation=None, norm=None, family=False):
+def resampler_configs(
+    draw, *, max_depth=2, time_embeds=None, latents_in_kv=None, activation=None, norm=None, family=False
+):
     """A small ResamplerConfig with every switch drawn. Keyword arguments pin a switch
     (time_embeds: True, False or None = either). family=True draws the switches of the
     later resamplers too (family_switches), after the others: without it the draws are
@@ -109,7 +112,9 @@ def family_switches(draw, config):
 
 
 @st.composite
-def resampler_cases(draw, *, configs=None, min_frames=0, max_frames=3, min_space=0, max_space=5, masked=None, batch=None):
+def resampler_cases(
+    draw, *, configs=None, min_frames=0, max_frames=3, min_space=0, max_space=5, masked=None, batch=None
+):
     """(config, params, x, mask): x (..., T, S, D) with T <= max_frames (and <= the time table),
     mask (..., T, S) or None. Without latents in the keys every item keeps a real token."""
     config = draw(configs if configs is not None else resampler_configs())
@@ -235,7 +240,9 @@ GRADIENT_VS_TORCH = ("float64", "gradient vs torch autograd")
 
 
 @st.composite
-def resampler_variant_cases(draw, *, activations=("gelu", "squared_relu", "relu", "swiglu"), norm_dtypes=(None, "float32"), masked=None):
+def resampler_variant_cases(
+    draw, *, activations=("gelu", "squared_relu", "relu", "swiglu"), norm_dtypes=(None, "float32"), masked=None
+):
     """(config, params, x, mask) as from resampler_cases, with the two switches that
     resampler_configs leaves at their defaults drawn too: num_media_embeds (then x is
     (..., I, T, S, D), I <= the table's rows) and norm_dtype (from `norm_dtypes`); the
@@ -303,11 +310,14 @@ def open_flamingo_model_state_dict(seed=0):
     keys, with a real GatedCrossAttentionBlock under "lang_encoder.gated_cross_attn_layers.0."
     (whose attention has to_q and to_kv too, so finding the resampler cannot go by those)."""
     import torch
+
     from refimpl.interop.open_flamingo import installed_helpers
 
     helpers = installed_helpers()
     torch.manual_seed(seed)
-    resampler = randomise(helpers.PerceiverResampler(dim=12, depth=2, dim_head=5, heads=3, num_latents=7, ff_mult=0.5), seed)
+    resampler = randomise(
+        helpers.PerceiverResampler(dim=12, depth=2, dim_head=5, heads=3, num_latents=7, ff_mult=0.5), seed
+    )
     block = helpers.GatedCrossAttentionBlock(dim=8, dim_visual=12, dim_head=4, heads=2, ff_mult=1)
     towers = {
         "vision_encoder.conv1.weight": torch.randn(12, 3, 4, 4),
@@ -377,10 +387,15 @@ def assert_matches_finite_differences(function, inputs, gradients, dout, seed, s
         terms.append(np.sum(np.abs(gradients[name] * direction)))
 
         def central_difference(h):
-            return (loss({**inputs, name: value + h * direction}) - loss({**inputs, name: value - h * direction})) / (2 * h)
+            return (loss({**inputs, name: value + h * direction}) - loss({**inputs, name: value - h * direction})) / (
+                2 * h
+            )
 
         numeric.append((4 * central_difference(step / 2) - central_difference(step)) / 3)
     assert_close(
-        np.array(analytic), np.array(numeric), GRADIENT_VS_FINITE_DIFFERENCES, what=f"directional derivatives along {list(inputs)}",
+        np.array(analytic),
+        np.array(numeric),
+        GRADIENT_VS_FINITE_DIFFERENCES,
+        what=f"directional derivatives along {list(inputs)}",
         scale=max(terms),
     )

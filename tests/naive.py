@@ -203,8 +203,14 @@ def multi_head_rows(params, prefix, queries, context, allowed, heads, kv_heads, 
         k_h = [row[g * head_dim : (g + 1) * head_dim] for row in k_all]
         v_h = [row[g * head_dim : (g + 1) * head_dim] for row in v_all]
         if qk_norm_eps is not None:
-            q_h = [layer_norm(row, params[prefix + "q_norm.weight"], params[prefix + "q_norm.bias"], qk_norm_eps) for row in q_h]
-            k_h = [layer_norm(row, params[prefix + "k_norm.weight"], params[prefix + "k_norm.bias"], qk_norm_eps) for row in k_h]
+            q_h = [
+                layer_norm(row, params[prefix + "q_norm.weight"], params[prefix + "q_norm.bias"], qk_norm_eps)
+                for row in q_h
+            ]
+            k_h = [
+                layer_norm(row, params[prefix + "k_norm.weight"], params[prefix + "k_norm.bias"], qk_norm_eps)
+                for row in k_h
+            ]
         out_h, weights_h = attention_rows(q_h, k_h, v_h, allowed, 1.0 / math.sqrt(head_dim))
         for i in range(len(queries)):
             concat[i] = concat[i] + out_h[i]
@@ -223,7 +229,16 @@ def multi_head_attention(params, queries, context, *, heads, kv_heads=None, mask
     out = np.empty(queries.shape)
     weights = np.empty(batch + (heads, r, n))
     for index in np.ndindex(batch):
-        o, w = multi_head_rows(lists, "", queries[index].tolist(), context[index].tolist(), allowed[index].tolist(), heads, kv_heads, qk_norm_eps)
+        o, w = multi_head_rows(
+            lists,
+            "",
+            queries[index].tolist(),
+            context[index].tolist(),
+            allowed[index].tolist(),
+            heads,
+            kv_heads,
+            qk_norm_eps,
+        )
         out[index] = np.array(o)
         weights[index] = np.array(w).reshape(heads, r, n)
     return out, weights
@@ -314,7 +329,10 @@ def resample_one(params, frames, real, config, grid=None):
         if config.feed_forward:
             ff = f"layers.{i}.ff."
             latents = [
-                add(row, feed_forward_row(params, ff, row, config.activation, config.norm, config.norm_eps, config.pre_norm))
+                add(
+                    row,
+                    feed_forward_row(params, ff, row, config.activation, config.norm, config.norm_eps, config.pre_norm),
+                )
                 for row in latents
             ]
         maps.append(weights)
@@ -370,9 +388,19 @@ def expected_param_shapes(config):
         for which in ("norm_media", "norm_latents") if config.pre_norm else ():
             for p in norm:
                 shapes[f"{a}{which}.{p}"] = (d,)
-        shapes[a + "wq"], shapes[a + "wk"], shapes[a + "wv"], shapes[a + "wo"] = (d, h * dh), (d, hkv * dh), (d, hkv * dh), (h * dh, d)
+        shapes[a + "wq"], shapes[a + "wk"], shapes[a + "wv"], shapes[a + "wo"] = (
+            (d, h * dh),
+            (d, hkv * dh),
+            (d, hkv * dh),
+            (h * dh, d),
+        )
         if config.attn_bias:
-            shapes[a + "bq"], shapes[a + "bk"], shapes[a + "bv"], shapes[a + "bo"] = (h * dh,), (hkv * dh,), (hkv * dh,), (d,)
+            shapes[a + "bq"], shapes[a + "bk"], shapes[a + "bv"], shapes[a + "bo"] = (
+                (h * dh,),
+                (hkv * dh,),
+                (hkv * dh,),
+                (d,),
+            )
         if config.qk_norm:
             for which in ("q_norm", "k_norm"):
                 shapes[f"{a}{which}.weight"] = shapes[f"{a}{which}.bias"] = (dh,)
@@ -408,8 +436,10 @@ def sincos_2d(dim, h, w):
     for r in range(h):
         for c in range(w):
             rows.append(
-                [math.sin(c * o) for o in omegas] + [math.cos(c * o) for o in omegas]
-                + [math.sin(r * o) for o in omegas] + [math.cos(r * o) for o in omegas]
+                [math.sin(c * o) for o in omegas]
+                + [math.cos(c * o) for o in omegas]
+                + [math.sin(r * o) for o in omegas]
+                + [math.cos(r * o) for o in omegas]
             )
     return rows
 
@@ -457,7 +487,11 @@ def gated_xattn_dense(params, hidden, visual, *, heads, mask=None, norm_eps=1e-5
     batch = hidden.shape[:-2]
     n_text, n_visual = hidden.shape[-2], visual.shape[-2]
     visual = np.broadcast_to(visual, batch + visual.shape[-2:])
-    allowed = np.ones(batch + (n_text, n_visual), dtype=bool) if mask is None else np.broadcast_to(mask, batch + (n_text, n_visual))
+    allowed = (
+        np.ones(batch + (n_text, n_visual), dtype=bool)
+        if mask is None
+        else np.broadcast_to(mask, batch + (n_text, n_visual))
+    )
     p = {name: as_lists(value) for name, value in params.items()}
     attn_gate, ff_gate = math.tanh(p["attn_gate"]), math.tanh(p["ff_gate"])
     out = np.empty(hidden.shape)
@@ -481,6 +515,8 @@ def gated_xattn_dense(params, hidden, visual, *, heads, mask=None, norm_eps=1e-5
             for i, row in zip(seeing, mh, strict=True):
                 attended[i] = row
         rows = [add(row, scaled(a, attn_gate)) for row, a in zip(rows, attended, strict=True)]
-        rows = [add(row, scaled(feed_forward_row(p, "ff.", row, "gelu", "layernorm", norm_eps), ff_gate)) for row in rows]
+        rows = [
+            add(row, scaled(feed_forward_row(p, "ff.", row, "gelu", "layernorm", norm_eps), ff_gate)) for row in rows
+        ]
         out[index] = np.array(rows).reshape(hidden.shape[-2:])
     return out

@@ -103,7 +103,11 @@ def own_layout(config):
     layout = {"queries": ("same", ("latents",)), "embed.frame_table": ("same", ("time_embeds",))}
     for i in range(config.depth):
         ours, attn, mlp = f"layers.{i}", f"blocks.{i}.attn", f"blocks.{i}.mlp"
-        norms = {f"{attn}.ln_media": f"{ours}.attn.norm_media", f"{attn}.ln_latents": f"{ours}.attn.norm_latents", f"{mlp}.ln": f"{ours}.ff.norm"}
+        norms = {
+            f"{attn}.ln_media": f"{ours}.attn.norm_media",
+            f"{attn}.ln_latents": f"{ours}.attn.norm_latents",
+            f"{mlp}.ln": f"{ours}.ff.norm",
+        }
         for norm, refimpl_norm in norms.items():
             layout[f"{norm}.weight"] = ("same", (f"{refimpl_norm}.weight",))
             layout[f"{norm}.bias"] = ("same", (f"{refimpl_norm}.bias",))
@@ -134,8 +138,13 @@ def own_module(seed=0, dtype=torch.float64):
     """OwnResampler for OWN_CONFIG, every parameter N(0, 0.5^2), the norm weights around 1."""
     config = OWN_CONFIG
     module = OwnResampler(
-        dim=config.dim, depth=config.depth, heads=config.heads, dim_head=config.dim_head,
-        num_latents=config.num_latents, frames=config.num_time_embeds, hidden=config.ff_dim,
+        dim=config.dim,
+        depth=config.depth,
+        heads=config.heads,
+        dim_head=config.dim_head,
+        num_latents=config.num_latents,
+        frames=config.num_time_embeds,
+        hidden=config.ff_dim,
     ).to(dtype)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -35,12 +35,16 @@ def notebook_outputs():
     texts = []
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
-            texts += [output.get("text", "")] + ["".join(v) for k, v in output.get("data", {}).items() if k.startswith("text/")]
+            texts += [output.get("text", "")] + [
+                "".join(v) for k, v in output.get("data", {}).items() if k.startswith("text/")
+            ]
     return "\n".join(texts)
 
 
 def test_the_record_was_made_with_todays_settings():
-    assert RECORD["settings"] == json.loads(json.dumps(SWEEP.settings())), "rerun tools/ablation_sweep.py: the experiment changed"
+    assert RECORD["settings"] == json.loads(json.dumps(SWEEP.settings())), (
+        "rerun tools/ablation_sweep.py: the experiment changed"
+    )
 
 
 @pytest.mark.parametrize("entry", SWEEP.PLAN)
@@ -55,7 +59,10 @@ def test_every_recorded_run_scores_every_question_in_every_group():
     questions = RECORD["settings"]["questions"]
     for run in RECORD["runs"]:
         assert set(run["questions"]) == set(ablation.HELD_OUT_SIZES)
-        assert all(len(values) == len(questions[run["task"]]) and 0 <= min(values) <= max(values) <= 1 for values in run["questions"].values())
+        assert all(
+            len(values) == len(questions[run["task"]]) and 0 <= min(values) <= max(values) <= 1
+            for values in run["questions"].values()
+        )
 
 
 def test_recorded_poolers_match_the_resampler_within_1_percent():
@@ -65,7 +72,9 @@ def test_recorded_poolers_match_the_resampler_within_1_percent():
 
 def test_notebook_8_shows_the_recorded_tables():
     shown = notebook_outputs()
-    assert ablation.results_table(RECORD, "search", 400, FLAMINGO) in shown, "re-execute notebook 8: its table is not the record's"
+    assert ablation.results_table(RECORD, "search", 400, FLAMINGO) in shown, (
+        "re-execute notebook 8: its table is not the record's"
+    )
     assert ablation.results_table(RECORD, "quadrants", 400) in shown
 
 
@@ -75,20 +84,35 @@ def test_the_readme_quotes_the_recorded_table():
 
 def test_results_table_gives_mean_spread_lowest_and_highest_over_seeds():
     record = {
-        "settings": {"kinds": ["resampler"], "held_out_sizes": {"in range": [[32, 48], [80, 64]]}, "pooler_params": {"t": {"resampler": 1234}}},
+        "settings": {
+            "kinds": ["resampler"],
+            "held_out_sizes": {"in range": [[32, 48], [80, 64]]},
+            "pooler_params": {"t": {"resampler": 1234}},
+        },
         "majority": {"t": {"in range": [0.6, 0.8]}},
-        "runs": [{"task": "t", "steps": 9, "seed": s, "kind": "resampler", "questions": {"in range": [v, v]}} for s, v in ((2, 0.9), (0, 0.8), (1, 0.85))],
+        "runs": [
+            {"task": "t", "steps": 9, "seed": s, "kind": "resampler", "questions": {"in range": [v, v]}}
+            for s, v in ((2, 0.9), (0, 0.8), (1, 0.85))
+        ],
     }
     table = ablation.results_table(record, "t", 9, {"resampler": 70.7}).splitlines()
-    assert table[0] == "| pooler (R = 16), t, 9 steps, 3 seeds | pooler params | in range (32-80 px) | Flamingo-3B, as reported |"
-    assert table[2] == "| Perceiver Resampler | 1,234 | 85.0 ± 5.0 [80.0, 90.0] | 70.7 |"  # sd over 80, 85, 90 with ddof = 1
+    assert (
+        table[0]
+        == "| pooler (R = 16), t, 9 steps, 3 seeds | pooler params | in range (32-80 px) | Flamingo-3B, as reported |"
+    )
+    assert (
+        table[2] == "| Perceiver Resampler | 1,234 | 85.0 ± 5.0 [80.0, 90.0] | 70.7 |"
+    )  # sd over 80, 85, 90 with ddof = 1
     assert table[3] == "| the majority answer to each question |  | 70.0 |  |"
     np.testing.assert_array_equal(ablation.seed_accuracy(record, "t", 9, "in range")["resampler"], [0.8, 0.85, 0.9])
 
 
 def test_a_run_is_the_same_from_the_same_seed():
     scenes = {"in range": [make_scenes(8, 32, 48, seed=5)]}
-    first, second = (ablation.run_seed("quadrants", seed=3, steps=3, kinds=("mean", "resampler"), scenes_by_group=scenes) for _ in range(2))
+    first, second = (
+        ablation.run_seed("quadrants", seed=3, steps=3, kinds=("mean", "resampler"), scenes_by_group=scenes)
+        for _ in range(2)
+    )
     for kind in ("mean", "resampler"):
         assert first[kind].final_loss == second[kind].final_loss
         np.testing.assert_array_equal(first[kind].questions["in range"], second[kind].questions["in range"])
@@ -100,7 +124,9 @@ def test_the_sweep_tool_writes_a_record_of_the_shipped_shape(tmp_path, monkeypat
     SWEEP.main()
     written = json.loads(out.read_text())
     assert written.keys() == RECORD.keys() and written["settings"] == RECORD["settings"]
-    assert sorted(run["kind"] for run in written["runs"]) == sorted(KINDS) and {run["seed"] for run in written["runs"]} == {4}
+    assert sorted(run["kind"] for run in written["runs"]) == sorted(KINDS) and {
+        run["seed"] for run in written["runs"]
+    } == {4}
 
 
 def test_search_task_has_one_output_per_question():

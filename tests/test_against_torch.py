@@ -10,13 +10,13 @@ import sys
 
 import numpy as np
 import pytest
-import refimpl
 import torch
 import torch.nn.functional as F
+from helpers import assert_close, attention_cases, multi_head_cases, resampler_cases, seeds
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import assert_close, attention_cases, multi_head_cases, resampler_cases, seeds
+import refimpl
 
 layers = sys.modules["refimpl.layers"]  # the norms and activations (private; refimpl/layers.py)
 
@@ -50,7 +50,9 @@ def test_attention_matches_torch_scaled_dot_product_attention(case):
     q, k, v, mask, scale = case
     batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
     q_t, k_t, v_t = (tensor(np.broadcast_to(a, batch + a.shape[-2:])) for a in (q, k, v))
-    mask_t = None if mask is None else torch.from_numpy(np.array(np.broadcast_to(mask, batch + (q.shape[-2], k.shape[-2]))))
+    mask_t = (
+        None if mask is None else torch.from_numpy(np.array(np.broadcast_to(mask, batch + (q.shape[-2], k.shape[-2]))))
+    )
     expected = F.scaled_dot_product_attention(q_t, k_t, v_t, attn_mask=mask_t, scale=scale)
     assert_close(refimpl.attention(q, k, v, mask=mask, scale=scale), array(expected))
 
@@ -73,7 +75,11 @@ def test_multi_head_attention_matches_torch_grouped_query_attention(case):
     out = F.scaled_dot_product_attention(q, k, v, enable_gqa=kv_heads != heads)  # (..., H, R, Dh)
     expected = out.transpose(-2, -3).flatten(-2) @ p["wo"]
     # the output projection sums terms that can cancel: 1e-10 of the result, not 1e-12
-    assert_close(refimpl.multi_head_attention(params, queries, context, **options), array(expected), ("float64", "another implementation vs refimpl"))
+    assert_close(
+        refimpl.multi_head_attention(params, queries, context, **options),
+        array(expected),
+        ("float64", "another implementation vs refimpl"),
+    )
 
 
 # ---------------------------------------------------------------- norms and activations
@@ -153,7 +159,11 @@ def torch_resampler(params, x, config, mask):
     if config.num_time_embeds is not None:
         x = x + p["time_embeds"][:n_frames, None, :]
     media = x.reshape(*batch, n_frames * n_space, dim)
-    real = torch.ones(media.shape[:-1], dtype=torch.bool) if mask is None else torch.from_numpy(mask.reshape(media.shape[:-1]))
+    real = (
+        torch.ones(media.shape[:-1], dtype=torch.bool)
+        if mask is None
+        else torch.from_numpy(mask.reshape(media.shape[:-1]))
+    )
     latents = p["latents"].expand(*batch, config.num_latents, dim)
     if config.latents_in_kv:
         real = torch.cat([real, torch.ones(*batch, config.num_latents, dtype=torch.bool)], dim=-1)
@@ -176,7 +186,11 @@ def torch_resampler(params, x, config, mask):
             hidden = F.silu(h @ p[f + "w_gate"]) * (h @ p[f + "w_up"])
             latents = latents + hidden @ p[f + "w_down"]
         else:
-            act = {"gelu": lambda t: F.gelu(t, approximate="none"), "relu": F.relu, "squared_relu": lambda t: F.relu(t) ** 2}
+            act = {
+                "gelu": lambda t: F.gelu(t, approximate="none"),
+                "relu": F.relu,
+                "squared_relu": lambda t: F.relu(t) ** 2,
+            }
             latents = latents + act[config.activation](h @ p[f + "w_in"]) @ p[f + "w_out"]
     return array(norm("norm.", latents))
 

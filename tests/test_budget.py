@@ -130,7 +130,8 @@ def test_readme_token_budget_table_is_notebook_9s():
         for cell in notebook.cells
         if cell.cell_type == "code"
         for output in cell.get("outputs", [])
-        if "text/markdown" in output.get("data", {}) and "FLOPs per text token" in "".join(output["data"]["text/markdown"])
+        if "text/markdown" in output.get("data", {})
+        and "FLOPs per text token" in "".join(output["data"]["text/markdown"])
     ]
     assert len(tables) == 1, f"notebook 9 shows {len(tables)} token-budget tables"
     section = (ROOT / "README.md").read_text().split("### The token budget (notebook 9)", 1)

@@ -22,9 +22,9 @@ from transformers.models.idefics2.configuration_idefics2 import Idefics2Perceive
 from transformers.models.idefics2.modeling_idefics2 import Idefics2PerceiverResampler
 
 import refimpl
-from refimpl.interop.open_flamingo import installed_helpers
 import refimpl.torch as rt
 from refimpl.interop import ModuleSpec, Point, compare
+from refimpl.interop.open_flamingo import installed_helpers
 
 OpenFlamingoResampler = installed_helpers().PerceiverResampler  # the real open-flamingo 2.0.1's
 ROWS_PER_LAYER = ("attention", "attention residual", "feed-forward", "feed-forward residual")
@@ -89,8 +89,12 @@ def test_a_faithful_module_agrees_in_every_row():
 def test_refimpl_torch_agrees_in_every_row_for_every_config(case):
     config, params, x, mask = case
     module = rt.PerceiverResampler.from_refimpl(config, params)
-    rows = compare(module, torch.from_numpy(x), mask=None if mask is None else torch.from_numpy(mask), out=io.StringIO())
-    assert [(row["block"], row["layer"]) for row in rows[:-2]] == [(block, i) for i in range(config.depth) for block in ROWS_PER_LAYER]
+    rows = compare(
+        module, torch.from_numpy(x), mask=None if mask is None else torch.from_numpy(mask), out=io.StringIO()
+    )
+    assert [(row["block"], row["layer"]) for row in rows[:-2]] == [
+        (block, i) for i in range(config.depth) for block in ROWS_PER_LAYER
+    ]
     assert all(row["ok"] for row in rows), rows
 
 
@@ -110,7 +114,9 @@ def test_own_module_agrees_in_every_row_media_first():
 def test_own_module_in_float32_is_held_to_the_float32_bound():
     module = own_module(dtype=torch.float32)
     rows = compare(module, torch.randn(2, 3, 5, 12), spec=own_spec(OWN_CONFIG), out=io.StringIO())
-    assert all(row["ok"] and row["bound"] == refimpl.TOLERANCES["float32", "peer module vs float64 reference"] for row in rows)
+    assert all(
+        row["ok"] and row["bound"] == refimpl.TOLERANCES["float32", "peer module vs float64 reference"] for row in rows
+    )
 
 
 def test_flamingo_pytorch_module_agrees_block_by_block():
@@ -135,7 +141,11 @@ def test_a_float_mask_is_refused_before_the_module_runs():
 
 def test_a_mask_for_a_module_that_takes_none_is_refused():
     with pytest.raises(ValueError, match="mask must be None for flamingo-pytorch's PerceiverResampler"):
-        compare(random_flamingo_pytorch_module(), torch.randn(2, 3, 5, 16, dtype=torch.float64), mask=torch.ones(2, 3, 5, dtype=torch.bool))
+        compare(
+            random_flamingo_pytorch_module(),
+            torch.randn(2, 3, 5, 16, dtype=torch.float64),
+            mask=torch.ones(2, 3, 5, dtype=torch.bool),
+        )
 
 
 def test_a_spec_point_that_is_not_a_submodule_is_named():
@@ -149,12 +159,23 @@ def test_a_spec_layout_that_misses_a_weight_is_named():
     spec = own_spec(OWN_CONFIG)
     layout = {key: value for key, value in spec.layout.items() if key != "blocks.1.mlp.up.weight"}
     with pytest.raises(ValueError, match="blocks.1.mlp.up.weight"):
-        compare(own_module(), torch.randn(1, 1, 3, 12, dtype=torch.float64), spec=ModuleSpec(**{**spec.__dict__, "layout": layout}))
+        compare(
+            own_module(),
+            torch.randn(1, 1, 3, 12, dtype=torch.float64),
+            spec=ModuleSpec(**{**spec.__dict__, "layout": layout}),
+        )
 
 
 def test_a_spec_pattern_without_the_layer_is_refused():
     with pytest.raises(ValueError, match=r"ModuleSpec.attention must be a pattern with \{i\}"):
-        ModuleSpec(config=OWN_CONFIG, layout={}, attention="attn", feed_forward="blocks.{i}.mlp", final_norm="n", layer_input=Point("blocks.{i}", 0))
+        ModuleSpec(
+            config=OWN_CONFIG,
+            layout={},
+            attention="attn",
+            feed_forward="blocks.{i}.mlp",
+            final_norm="n",
+            layer_input=Point("blocks.{i}", 0),
+        )
 
 
 # ---------------------------------------------------------------- planted bugs: the hand-written module
@@ -162,9 +183,11 @@ def test_a_spec_pattern_without_the_layer_is_refused():
 
 def drop_attention_residual(block):
     """The block adds the feed-forward's residual but not the attention's."""
+
     def forward(media, latents):
         latents = block.attn(media, latents)
         return latents + block.mlp(latents)
+
     block.forward = forward
 
 
@@ -177,13 +200,28 @@ OWN_BUGS = {  # name: (plant(module), the row it must be named at)
     "final-norm eps": (lambda m: setattr(m.out_norm, "eps", 1e-1), ("final norm", None)),
     "dropped residual in layer 1": (lambda m: drop_attention_residual(m.blocks[1]), ("attention residual", 1)),
     "media embeddings never added": (lambda m: setattr(m.embed, "forward", lambda x: x), ("media", None)),
-    "softmax over the queries in layer 2": (lambda m: setattr(m.blocks[2].attn, "normalise", lambda s: s.softmax(dim=-2)), ("attention", 2)),
+    "softmax over the queries in layer 2": (
+        lambda m: setattr(m.blocks[2].attn, "normalise", lambda s: s.softmax(dim=-2)),
+        ("attention", 2),
+    ),
     "the scale missing": (lambda m: [setattr(b.attn, "scale", 1.0) for b in m.blocks], ("attention", 0)),
     "K and V swapped": (lambda m: [swap_keys_and_values(b.attn) for b in m.blocks], ("attention", 0)),
-    "latents left out of K/V in layer 1": (lambda m: setattr(m.blocks[1].attn, "latents_in_kv", False), ("attention", 1)),
-    "tanh-approximate GELU": (lambda m: [setattr(b.mlp.act, "approximate", "tanh") for b in m.blocks], ("feed-forward", 0)),
-    "a wrong eps in layer 1's feed-forward norm": (lambda m: setattr(m.blocks[1].mlp.ln, "eps", 1e-1), ("feed-forward", 1)),
-    "a wrong eps in layer 2's media norm": (lambda m: setattr(m.blocks[2].attn.ln_media, "eps", 1e-1), ("attention", 2)),
+    "latents left out of K/V in layer 1": (
+        lambda m: setattr(m.blocks[1].attn, "latents_in_kv", False),
+        ("attention", 1),
+    ),
+    "tanh-approximate GELU": (
+        lambda m: [setattr(b.mlp.act, "approximate", "tanh") for b in m.blocks],
+        ("feed-forward", 0),
+    ),
+    "a wrong eps in layer 1's feed-forward norm": (
+        lambda m: setattr(m.blocks[1].mlp.ln, "eps", 1e-1),
+        ("feed-forward", 1),
+    ),
+    "a wrong eps in layer 2's media norm": (
+        lambda m: setattr(m.blocks[2].attn.ln_media, "eps", 1e-1),
+        ("attention", 2),
+    ),
 }
 
 
@@ -202,11 +240,17 @@ def test_a_bug_in_own_module_is_named_at_its_row(bug):
 def flamingo_pytorch_module():
     from flamingo_pytorch import PerceiverResampler
 
-    return randomised(PerceiverResampler(dim=12, depth=3, dim_head=5, heads=3, num_latents=7, num_media_embeds=4, ff_mult=2))
+    return randomised(
+        PerceiverResampler(dim=12, depth=3, dim_head=5, heads=3, num_latents=7, num_media_embeds=4, ff_mult=2)
+    )
 
 
 def open_flamingo_module():
-    return randomised(OpenFlamingoResampler(dim=12, depth=3, dim_head=5, heads=3, num_latents=7, max_num_media=4, max_num_frames=3, ff_mult=2))
+    return randomised(
+        OpenFlamingoResampler(
+            dim=12, depth=3, dim_head=5, heads=3, num_latents=7, max_num_media=4, max_num_frames=3, ff_mult=2
+        )
+    )
 
 
 def idefics_module():
@@ -216,8 +260,14 @@ def idefics_module():
 
 def idefics2_module(hidden_act="silu"):
     config = Idefics2PerceiverConfig(
-        hidden_size=12, resampler_n_latents=7, resampler_depth=3, resampler_n_heads=4, resampler_head_dim=5,
-        num_key_value_heads=2, rms_norm_eps=1e-6, hidden_act=hidden_act,
+        hidden_size=12,
+        resampler_n_latents=7,
+        resampler_depth=3,
+        resampler_n_heads=4,
+        resampler_head_dim=5,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-6,
+        hidden_act=hidden_act,
     )
     config._attn_implementation = "sdpa"  # the eager path computes its softmax in float32 even in float64
     return randomised(Idefics2PerceiverResampler(config))
@@ -225,8 +275,10 @@ def idefics2_module(hidden_act="silu"):
 
 def media_never_added(module, x):
     """Every attention block gets the raw input where the media plus embeddings belong."""
+
     def pre_hook(_, args):
         return (x.reshape(args[0].shape), *args[1:])
+
     for layer in module.layers:
         layer[0].register_forward_pre_hook(pre_hook)
 
@@ -254,8 +306,14 @@ FLAMINGO_STYLE_BUGS = {  # flamingo-pytorch and open_flamingo: PerceiverAttentio
     "the scale missing": (lambda m, x: [setattr(layer[0], "scale", 1.0) for layer in m.layers], ("attention", 0)),
     "K and V swapped": (lambda m, x: [keys_and_values_swapped(layer[0]) for layer in m.layers], ("attention", 0)),
     "latents left out of K/V in layer 1": (lambda m, x: latents_left_out_of(m.layers[1][0].to_kv, 7), ("attention", 1)),
-    "tanh-approximate GELU": (lambda m, x: [setattr(layer[1][2], "approximate", "tanh") for layer in m.layers], ("feed-forward", 0)),
-    "a wrong eps in layer 2's feed-forward norm": (lambda m, x: setattr(m.layers[2][1][0], "eps", 1e-1), ("feed-forward", 2)),
+    "tanh-approximate GELU": (
+        lambda m, x: [setattr(layer[1][2], "approximate", "tanh") for layer in m.layers],
+        ("feed-forward", 0),
+    ),
+    "a wrong eps in layer 2's feed-forward norm": (
+        lambda m, x: setattr(m.layers[2][1][0], "eps", 1e-1),
+        ("feed-forward", 2),
+    ),
 }
 IDEFICS_BUGS = {
     "final-norm eps": (lambda m, x: setattr(m.layer_norm, "eps", 1e-1), ("final norm", None)),
@@ -265,11 +323,17 @@ IDEFICS_BUGS = {
         lambda m, x: [latents_left_out_of(getattr(m.blocks[1][0], name), 7) for name in ("k_proj", "v_proj")],
         ("attention", 1),
     ),
-    "a wrong eps in layer 1's latents norm": (lambda m, x: setattr(m.blocks[1][0].latents_layer_norm, "eps", 1e-1), ("attention", 1)),
+    "a wrong eps in layer 1's latents norm": (
+        lambda m, x: setattr(m.blocks[1][0].latents_layer_norm, "eps", 1e-1),
+        ("attention", 1),
+    ),
 }
 IDEFICS2_BUGS = {
     "final-norm eps": (lambda m, x: setattr(m.norm, "variance_epsilon", 1e-1), ("final norm", None)),
-    "the scale missing": (lambda m, x: [setattr(layer.self_attn, "scaling", 1.0) for layer in m.layers], ("attention", 0)),
+    "the scale missing": (
+        lambda m, x: [setattr(layer.self_attn, "scaling", 1.0) for layer in m.layers],
+        ("attention", 0),
+    ),
     "K and V swapped": (lambda m, x: [projections_swapped(layer.self_attn) for layer in m.layers], ("attention", 0)),
     "tanh-approximate GELU in place of SiLU": (
         lambda m, x: [setattr(layer.mlp, "act_fn", torch.nn.GELU(approximate="tanh")) for layer in m.layers],
@@ -349,5 +413,7 @@ def test_idefics2_with_silu_is_swiglu_and_agrees():
 @pytest.mark.parametrize("hidden_act", ["gelu", "gelu_pytorch_tanh", "relu"])
 def test_idefics2_with_another_hidden_act_is_refused_not_reported_as_a_mismatch(hidden_act):
     module = idefics2_module(hidden_act)
-    with pytest.raises(ValueError, match=f"config.hidden_act = '{hidden_act}'.*refimpl's only gated MLP is activation='swiglu'"):
+    with pytest.raises(
+        ValueError, match=f"config.hidden_act = '{hidden_act}'.*refimpl's only gated MLP is activation='swiglu'"
+    ):
         compare(module, torch.randn(2, 9, 12, dtype=torch.float64), out=io.StringIO())

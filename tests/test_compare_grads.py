@@ -57,9 +57,14 @@ def test_a_planted_wrong_backward_is_named_with_its_layer():
     planted = module.layers[1]["ff"].w_in
     planted.forward = lambda x: WrongWeightGradient.apply(x, planted.weight)  # the forward is unchanged
     out = io.StringIO()
-    rows = {row["name"]: row["relative"] for row in compare_grads(module, torch.randn(2, 1, 6, 16, dtype=torch.float64), out=out)}
+    rows = {
+        row["name"]: row["relative"]
+        for row in compare_grads(module, torch.randn(2, 1, 6, 16, dtype=torch.float64), out=out)
+    }
     assert rows["layers.1.ff.w_in"] > 0.5  # twice the gradient: off by 100%
-    assert all(error <= GRADIENT_BOUND for name, error in rows.items() if name != "layers.1.ff.w_in")  # the input's is right
+    assert all(
+        error <= GRADIENT_BOUND for name, error in rows.items() if name != "layers.1.ff.w_in"
+    )  # the input's is right
     assert "First divergence in backward order: layers.1.ff.w_in (layer 1)" in out.getvalue()
 
 
@@ -94,8 +99,13 @@ def test_flamingo_pytorch_gradients_agree():
 
 def test_idefics2_gradients_agree_with_padding_within_its_float32_norm_bound():
     config = Idefics2PerceiverConfig(
-        hidden_size=12, resampler_n_latents=7, resampler_depth=2, resampler_n_heads=4, resampler_head_dim=5,
-        num_key_value_heads=2, rms_norm_eps=1e-6,
+        hidden_size=12,
+        resampler_n_latents=7,
+        resampler_depth=2,
+        resampler_n_heads=4,
+        resampler_head_dim=5,
+        num_key_value_heads=2,
+        rms_norm_eps=1e-6,
     )
     config._attn_implementation = "sdpa"  # the eager path computes its softmax in float32 even in float64
     module = Idefics2PerceiverResampler(config).double()
@@ -105,11 +115,16 @@ def test_idefics2_gradients_agree_with_padding_within_its_float32_norm_bound():
     attention_mask = torch.ones(2, 9, dtype=torch.long)
     attention_mask[1, 4:] = 0  # the second item has 4 real tokens, then padding
     rows = compare_grads(module, torch.randn(2, 9, 12, dtype=torch.float64), mask=attention_mask, out=io.StringIO())
-    assert max(row["relative"] for row in rows) <= refimpl.TOLERANCES["float64", "Idefics2 module (float32 RMSNorm) vs refimpl"]
+    assert (
+        max(row["relative"] for row in rows)
+        <= refimpl.TOLERANCES["float64", "Idefics2 module (float32 RMSNorm) vs refimpl"]
+    )
 
 
 def test_a_module_described_by_a_spec_gets_its_gradients_compared():
     module = own_module()
-    rows = compare_grads(module, torch.randn(2, 3, 5, 12, dtype=torch.float64), spec=own_spec(OWN_CONFIG), out=io.StringIO())
+    rows = compare_grads(
+        module, torch.randn(2, 3, 5, 12, dtype=torch.float64), spec=own_spec(OWN_CONFIG), out=io.StringIO()
+    )
     assert sorted(row["name"] for row in rows) == sorted([*refimpl.param_shapes(OWN_CONFIG), "x"])
     assert max(row["relative"] for row in rows) <= GRADIENT_BOUND

@@ -2,13 +2,13 @@
 
 import dataclasses
 
+import naive
 import numpy as np
 import pytest
-import refimpl
+from helpers import resampler_configs, seeds
 from hypothesis import given
 
-import naive
-from helpers import resampler_configs, seeds
+import refimpl
 
 # ---------------------------------------------------------------- ResamplerConfig
 

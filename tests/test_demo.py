@@ -8,7 +8,9 @@ from PIL import Image
 
 
 def run_demo(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "refimpl", "demo", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "refimpl", "demo", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_demo_on_a_generated_scene_prints_the_shapes_and_writes_the_figure(tmp_path):

@@ -4,10 +4,10 @@ symmetric, bounded and below the total variation), and argument errors that say 
 
 import numpy as np
 import pytest
+from helpers import batch_shapes, seeds
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import batch_shapes, seeds
 from refimpl.tiny.diagnostics import (
     attention_entropy,
     attention_mass,
@@ -28,7 +28,7 @@ def distributions(rng, shape, zeros=0.0):
     """Random rows (last axis) summing to 1, a share `zeros` of their entries exactly 0 (never a whole row)."""
     p = rng.random(shape) ** 3
     p[rng.random(shape) < zeros] = 0.0
-    p[..., 0] += (p.sum(axis=-1) == 0)  # a row left with nothing gets its first key back
+    p[..., 0] += p.sum(axis=-1) == 0  # a row left with nothing gets its first key back
     return p / p.sum(axis=-1, keepdims=True)
 
 
@@ -128,7 +128,9 @@ def test_latent_mass_rejects_more_latents_than_keys():
 
 def test_attention_entropy_hand_computed():
     weights = np.array([[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25], [0.5, 0.25, 0.25, 0.0], [0.0, 0.0, 1.0, 0.0]])
-    np.testing.assert_allclose(attention_entropy(weights), [np.log(2), np.log(4), 1.5 * np.log(2), 0.0], rtol=0, atol=EXACT)
+    np.testing.assert_allclose(
+        attention_entropy(weights), [np.log(2), np.log(4), 1.5 * np.log(2), 0.0], rtol=0, atol=EXACT
+    )
 
 
 @given(batch_shapes(max_dims=3), st.integers(1, 300))

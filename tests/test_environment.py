@@ -50,7 +50,7 @@ def quick_start_block(readme_text):
     except StopIteration:
         pytest.fail(f"README.md has no {QUICK_START_HEADING!r} heading")
     block = None
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if block is None:
             if line.startswith("## "):
                 break
@@ -183,7 +183,9 @@ def test_environment_yml_pins_equal_constraints_pins(conda_pins, constraint_pins
         pypi_name = CONDA_TO_PYPI.get(conda_name, conda_name)
         pip_version = constraint_pins.get(pypi_name)
         if pip_version is None:
-            differences.append(f"{conda_name}: environment.yml pins {conda_version}, constraints.txt has no {pypi_name}")
+            differences.append(
+                f"{conda_name}: environment.yml pins {conda_version}, constraints.txt has no {pypi_name}"
+            )
         elif conda_version is None:
             differences.append(f"{conda_name}: environment.yml leaves it unpinned, constraints.txt pins {pip_version}")
         elif conda_version != pip_version:
@@ -200,7 +202,9 @@ def test_environment_yml_pip_section_pins_equal_constraints_pins(pip_section_pin
         for name, version in sorted(pip_section_pins.items())
         if constraint_pins.get(name) != version
     ]
-    assert not differences, "environment.yml's pip: section and constraints.txt disagree:\n  " + "\n  ".join(differences)
+    assert not differences, "environment.yml's pip: section and constraints.txt disagree:\n  " + "\n  ".join(
+        differences
+    )
 
 
 def test_environment_yml_names_each_package_once(conda_pins, pip_section_pins):
@@ -246,7 +250,9 @@ def test_readme_setup_command_installs_open_flamingo_without_its_dependencies(re
     # the interop tests load open-flamingo's resampler; its own requirements pin torch 2.0.1
     commands = [shlex.split(command) for command in readme_commands[0].split("&&")]
     installs = [words for words in commands if any(re.fullmatch(r"open-flamingo(==\S+)?", word) for word in words)]
-    assert installs, f"README.md's set-up command must install open-flamingo (pinned in constraints.txt); got {readme_commands[0]!r}"
+    assert installs, (
+        f"README.md's set-up command must install open-flamingo (pinned in constraints.txt); got {readme_commands[0]!r}"
+    )
     words = installs[0]
     uses_constraints = any(a == "-c" and b == "constraints.txt" for a, b in zip(words, words[1:]))
     assert "--no-deps" in words and uses_constraints, (

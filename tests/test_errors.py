@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+
 import refimpl
 
 CONFIG = refimpl.ResamplerConfig(dim=6, depth=1, heads=2, dim_head=3, num_latents=4, num_time_embeds=3)
@@ -82,11 +83,27 @@ RESAMPLER_CASES = {
         r"x must have shape .*D = config\.dim = 6; got " + shape(2, 3, 5, 7),
     ),
     "x of ints": (resample(x=X.astype(np.int64)), TypeError, r"x must be a real floating-point array.*got dtype int64"),
-    "x of complex": (resample(x=X.astype(np.complex128)), TypeError, r"x must be a real floating-point array.*got dtype complex128"),
-    "x of objects": (resample(x=X.astype(object)), TypeError, r"x must be a real floating-point array.*got dtype object"),
+    "x of complex": (
+        resample(x=X.astype(np.complex128)),
+        TypeError,
+        r"x must be a real floating-point array.*got dtype complex128",
+    ),
+    "x of objects": (
+        resample(x=X.astype(object)),
+        TypeError,
+        r"x must be a real floating-point array.*got dtype object",
+    ),
     "x of bools": (resample(x=X > 0), TypeError, r"x must be a real floating-point array.*got dtype bool"),
-    "x with a NaN": (resample(x=with_value(X, (1, 2, 3, 4), np.nan)), ValueError, r"x must be finite; got 1 NaN or inf"),
-    "x with an inf": (resample(x=with_value(X, (0, 0, 0, 0), -np.inf)), ValueError, r"x must be finite; got 1 NaN or inf"),
+    "x with a NaN": (
+        resample(x=with_value(X, (1, 2, 3, 4), np.nan)),
+        ValueError,
+        r"x must be finite; got 1 NaN or inf",
+    ),
+    "x with an inf": (
+        resample(x=with_value(X, (0, 0, 0, 0), -np.inf)),
+        ValueError,
+        r"x must be finite; got 1 NaN or inf",
+    ),
     "x that overflows float32": (
         resample(x=with_value(X, (0, 1, 2, 3), 1e39), dtype=np.float32),
         ValueError,
@@ -107,7 +124,11 @@ RESAMPLER_CASES = {
         TypeError,
         r"params\['norm\.weight'\] must be a real floating-point array.*int",
     ),
-    "a missing parameter": (resample(params=without(PARAMS, "layers.0.attn.wo")), ValueError, r"missing: layers\.0\.attn\.wo"),
+    "a missing parameter": (
+        resample(params=without(PARAMS, "layers.0.attn.wo")),
+        ValueError,
+        r"missing: layers\.0\.attn\.wo",
+    ),
     "a mis-shaped parameter": (
         resample(params=replaced(PARAMS, "layers.0.attn.wq", np.ones((6, 5)))),
         ValueError,
@@ -135,9 +156,21 @@ RESAMPLER_CASES = {
         r"mask must have shape \(\.\.\., T, S\) = .*" + shape(2, 3, 5) + r"; got " + shape(3, 5),
     ),
     "a mask of ints": (resample(mask=MASK.astype(int)), TypeError, r"mask must be a boolean array.*got dtype int64"),
-    "a mask of floats": (resample(mask=MASK.astype(float)), TypeError, r"mask must be a boolean array.*got dtype float64"),
-    "more frames than time embeddings": (resample(x=RNG.standard_normal((2, 4, 5, 6))), ValueError, r"T = 4 .*num_time_embeds = 3"),
-    "an unknown backend": (resample(backend="torch"), ValueError, r"backend must be one of 'numpy', 'numba'; got 'torch'"),
+    "a mask of floats": (
+        resample(mask=MASK.astype(float)),
+        TypeError,
+        r"mask must be a boolean array.*got dtype float64",
+    ),
+    "more frames than time embeddings": (
+        resample(x=RNG.standard_normal((2, 4, 5, 6))),
+        ValueError,
+        r"T = 4 .*num_time_embeds = 3",
+    ),
+    "an unknown backend": (
+        resample(backend="torch"),
+        ValueError,
+        r"backend must be one of 'numpy', 'numba'; got 'torch'",
+    ),
     "x that is a ragged nested list": (
         resample(x=[[[[0.0] * 6] * 5] * 3, [[[0.0] * 6] * 4] * 3]),
         ValueError,
@@ -163,9 +196,17 @@ RESAMPLER_CASES = {
         TypeError,
         r"params must have str keys \(parameter names such as 'latents'\); got the key 0 \(int\)",
     ),
-    "a float16 compute dtype": (resample(dtype=np.float16), ValueError, r"dtype must be float32 or float64; got float16"),
+    "a float16 compute dtype": (
+        resample(dtype=np.float16),
+        ValueError,
+        r"dtype must be float32 or float64; got float16",
+    ),
     "an int compute dtype": (resample(dtype=np.int32), ValueError, r"dtype must be float32 or float64; got int32"),
-    "a compute dtype that is no dtype": (resample(dtype="float64x"), TypeError, r"dtype must be float32 or float64; got 'float64x'"),
+    "a compute dtype that is no dtype": (
+        resample(dtype="float64x"),
+        TypeError,
+        r"dtype must be float32 or float64; got 'float64x'",
+    ),
 }
 
 ATTENTION_CASES = {
@@ -185,7 +226,11 @@ ATTENTION_CASES = {
         ValueError,
         r"batch axes of q \(2,\), k \(3,\)",
     ),
-    "a Dh of 0": (attend(q=np.ones((4, 0)), k=np.ones((6, 0))), ValueError, r"q must have shape \(\.\.\., M, Dh\) with Dh >= 1; got " + shape(4, 0)),
+    "a Dh of 0": (
+        attend(q=np.ones((4, 0)), k=np.ones((6, 0))),
+        ValueError,
+        r"q must have shape \(\.\.\., M, Dh\) with Dh >= 1; got " + shape(4, 0),
+    ),
     "no keys": (attend(k=np.ones((0, 5)), v=np.ones((0, 3))), ValueError, r"N = 0 keys"),
     "q of ints": (attend(q=Q.astype(int)), TypeError, r"q must be a real floating-point array.*int64"),
     "k of complex": (attend(k=K.astype(complex)), TypeError, r"k must be a real floating-point array.*complex128"),
@@ -219,7 +264,11 @@ ATTENTION_CASES = {
         ValueError,
         r"q must be an array of shape \(\.\.\., M, Dh\); got a ragged nested sequence",
     ),
-    "q of float16 with an inf": (attend(q=with_value(Q, (0, 0), -np.inf).astype(np.float16)), ValueError, r"q must be finite; got 1 NaN or inf value\(s\)$"),
+    "q of float16 with an inf": (
+        attend(q=with_value(Q, (0, 0), -np.inf).astype(np.float16)),
+        ValueError,
+        r"q must be finite; got 1 NaN or inf value\(s\)$",
+    ),
     "q of float64 that overflows float32": (
         attend(q=with_value(Q, (1, 1), 1e39), dtype=np.float32),
         ValueError,
@@ -233,11 +282,23 @@ SOFTMAX_CASES = {
         ValueError,
         r"axis must be in \[-2, 2\) for an array of 2 dimension\(s\); got 5",
     ),
-    "an axis before the first": (lambda: refimpl.softmax(np.zeros(3), axis=-2), ValueError, r"axis must be in \[-1, 1\).*; got -2"),
-    "an axis that is a float": (lambda: refimpl.softmax(np.zeros(3), axis=0.0), TypeError, r"axis must be an int; got float 0\.0"),
+    "an axis before the first": (
+        lambda: refimpl.softmax(np.zeros(3), axis=-2),
+        ValueError,
+        r"axis must be in \[-1, 1\).*; got -2",
+    ),
+    "an axis that is a float": (
+        lambda: refimpl.softmax(np.zeros(3), axis=0.0),
+        TypeError,
+        r"axis must be an int; got float 0\.0",
+    ),
     "x of ints": (lambda: refimpl.softmax(np.arange(5)), TypeError, r"x must be a real floating-point array.*int64"),
     "x with a NaN": (lambda: refimpl.softmax(np.array([0.0, np.nan])), ValueError, r"x must be finite"),
-    "a mask of floats": (lambda: refimpl.softmax(np.zeros((2, 3)), mask=np.ones((2, 3))), TypeError, r"mask must be a boolean array.*float64"),
+    "a mask of floats": (
+        lambda: refimpl.softmax(np.zeros((2, 3)), mask=np.ones((2, 3))),
+        TypeError,
+        r"mask must be a boolean array.*float64",
+    ),
     "a mask that would grow x": (
         lambda: refimpl.softmax(np.zeros((2, 3)), mask=np.ones((4, 2, 3), dtype=bool)),
         ValueError,
@@ -253,7 +314,11 @@ MULTI_HEAD_CASES = {
     ),
     "heads of 0": (multi_head(heads=0), ValueError, r"heads must be >= 1; got 0"),
     "heads that is a float": (multi_head(heads=2.0), TypeError, r"heads must be an int; got float 2\.0"),
-    "queries of rank 1": (multi_head(queries=QUERIES[0, 0]), ValueError, r"queries must have shape \(\.\.\., R, D\); got " + shape(6)),
+    "queries of rank 1": (
+        multi_head(queries=QUERIES[0, 0]),
+        ValueError,
+        r"queries must have shape \(\.\.\., R, D\); got " + shape(6),
+    ),
     "context with other batch axes": (
         multi_head(context=CONTEXT[:1]),
         ValueError,
@@ -265,20 +330,36 @@ MULTI_HEAD_CASES = {
         r"params\['wq'\] must have shape \(D, H \* Dh\) with H = heads = 3 and Dh >= 1; got \(6, 8\)",
     ),
     "a missing wk": (multi_head(params=without(MH_PARAMS, "wk")), ValueError, r"missing: wk"),
-    "a mis-shaped wo": (multi_head(params=replaced(MH_PARAMS, "wo", np.ones((8, 5)))), ValueError, r"wo: expected \(8, 6\), got \(8, 5\)"),
+    "a mis-shaped wo": (
+        multi_head(params=replaced(MH_PARAMS, "wo", np.ones((8, 5)))),
+        ValueError,
+        r"wo: expected \(8, 6\), got \(8, 5\)",
+    ),
     "a wv with a NaN": (
         multi_head(params=replaced(MH_PARAMS, "wv", with_value(MH_PARAMS["wv"], (0, 0), np.nan))),
         ValueError,
         r"params\['wv'\] must be finite",
     ),
-    "qk norm parameters missing": (multi_head(qk_norm_eps=1e-5), ValueError, r"missing: k_norm\.bias, k_norm\.weight, q_norm\.bias, q_norm\.weight"),
-    "a qk_norm_eps of 0": (multi_head(qk_norm_eps=0.0), ValueError, r"qk_norm_eps must be a positive finite number; got 0\.0"),
+    "qk norm parameters missing": (
+        multi_head(qk_norm_eps=1e-5),
+        ValueError,
+        r"missing: k_norm\.bias, k_norm\.weight, q_norm\.bias, q_norm\.weight",
+    ),
+    "a qk_norm_eps of 0": (
+        multi_head(qk_norm_eps=0.0),
+        ValueError,
+        r"qk_norm_eps must be a positive finite number; got 0\.0",
+    ),
     "a mask of the wrong shape": (
         multi_head(mask=np.ones((2, 5, 6), dtype=bool)),
         ValueError,
         r"mask must be broadcastable to \(\.\.\., R, N\) = " + shape(2, 5, 7) + r"; got " + shape(2, 5, 6),
     ),
-    "a mask of ints": (multi_head(mask=np.ones((2, 5, 7), dtype=int)), TypeError, r"mask must be a boolean array.*int64"),
+    "a mask of ints": (
+        multi_head(mask=np.ones((2, 5, 7), dtype=int)),
+        TypeError,
+        r"mask must be a boolean array.*int64",
+    ),
     "a mask row with nothing allowed": (
         multi_head(mask=with_value(np.ones((2, 5, 7), dtype=bool), (1, 3), False)),
         ValueError,
@@ -287,11 +368,23 @@ MULTI_HEAD_CASES = {
     "no context tokens": (multi_head(context=np.ones((2, 0, 3))), ValueError, r"context has N = 0 tokens"),
     "a wq that is a scalar": (multi_head(params=replaced(MH_PARAMS, "wq", np.float64(1.0))), ValueError, r"wq"),
     "a wq with no columns": (
-        multi_head(params={**MH_PARAMS, "wq": np.ones((6, 0)), "wk": np.ones((3, 0)), "wv": np.ones((3, 0)), "wo": np.ones((0, 6))}),
+        multi_head(
+            params={
+                **MH_PARAMS,
+                "wq": np.ones((6, 0)),
+                "wk": np.ones((3, 0)),
+                "wv": np.ones((3, 0)),
+                "wo": np.ones((0, 6)),
+            }
+        ),
         ValueError,
         r"wq",
     ),
-    "an unknown backend": (multi_head(backend="jax"), ValueError, r"backend must be one of 'numpy', 'numba'; got 'jax'"),
+    "an unknown backend": (
+        multi_head(backend="jax"),
+        ValueError,
+        r"backend must be one of 'numpy', 'numba'; got 'jax'",
+    ),
     "params with a key that is not a str": (
         multi_head(params={**MH_PARAMS, ("wq",): np.ones((6, 8))}),
         TypeError,
@@ -300,18 +393,38 @@ MULTI_HEAD_CASES = {
 }
 
 GATED_CASES = {
-    "hidden of rank 1": (gated(hidden=HIDDEN[0, 0]), ValueError, r"hidden must have shape \(\.\.\., L, Dt\); got " + shape(6)),
-    "visual with the wrong Dv": (gated(visual=RNG.standard_normal((2, 7, 5))), ValueError, r"attn\.wk: expected \(5, 6\), got \(4, 6\)"),
+    "hidden of rank 1": (
+        gated(hidden=HIDDEN[0, 0]),
+        ValueError,
+        r"hidden must have shape \(\.\.\., L, Dt\); got " + shape(6),
+    ),
+    "visual with the wrong Dv": (
+        gated(visual=RNG.standard_normal((2, 7, 5))),
+        ValueError,
+        r"attn\.wk: expected \(5, 6\), got \(4, 6\)",
+    ),
     "visual batch axes that do not broadcast": (
         gated(visual=RNG.standard_normal((3, 7, 4))),
         ValueError,
         r"visual must have batch axes that broadcast to hidden's \(2,\); got visual " + shape(3, 7, 4),
     ),
-    "hidden of ints": (gated(hidden=HIDDEN.astype(int)), TypeError, r"hidden must be a real floating-point array.*int64"),
+    "hidden of ints": (
+        gated(hidden=HIDDEN.astype(int)),
+        TypeError,
+        r"hidden must be a real floating-point array.*int64",
+    ),
     "visual with a NaN": (gated(visual=with_value(VISUAL, (0, 0, 0), np.nan)), ValueError, r"visual must be finite"),
-    "a NaN gate": (gated(params=replaced(GATED, "attn_gate", np.array(np.nan))), ValueError, r"params\['attn_gate'\] must be finite"),
+    "a NaN gate": (
+        gated(params=replaced(GATED, "attn_gate", np.array(np.nan))),
+        ValueError,
+        r"params\['attn_gate'\] must be finite",
+    ),
     "a missing gate": (gated(params=without(GATED, "ff_gate")), ValueError, r"missing: ff_gate"),
-    "heads not dividing the wq columns": (gated(heads=4), ValueError, r"params\['attn\.wq'\] must have shape \(D, H \* Dh\) with H = heads = 4 and Dh >= 1; got \(\d+, 6\)"),
+    "heads not dividing the wq columns": (
+        gated(heads=4),
+        ValueError,
+        r"params\['attn\.wq'\] must have shape \(D, H \* Dh\) with H = heads = 4 and Dh >= 1; got \(\d+, 6\)",
+    ),
     "a mask of the wrong shape": (
         gated(mask=np.ones((2, 5, 6), dtype=bool)),
         ValueError,
@@ -320,34 +433,74 @@ GATED_CASES = {
     "a mask of ints": (gated(mask=np.ones((2, 5, 7), dtype=int)), TypeError, r"mask must be a boolean array.*int64"),
     "no visual tokens and no mask": (gated(visual=np.ones((2, 0, 4))), ValueError, r"visual has Nv = 0 tokens"),
     "a norm_eps of 0": (gated(norm_eps=0.0), ValueError, r"norm_eps must be a positive finite number; got 0\.0"),
-    "an unknown backend": (gated(backend="numpy2"), ValueError, r"backend must be one of 'numpy', 'numba'; got 'numpy2'"),
+    "an unknown backend": (
+        gated(backend="numpy2"),
+        ValueError,
+        r"backend must be one of 'numpy', 'numba'; got 'numpy2'",
+    ),
     "visual that is a ragged nested list": (
         gated(visual=[[[0.0] * 4] * 7, [[0.0] * 4] * 6]),
         ValueError,
         r"visual must be an array of shape \(\.\.\., Nv, Dv\); got a ragged nested sequence",
     ),
-    "hidden with no width": (gated(hidden=np.ones((2, 5, 0))), ValueError, r"hidden must have shape \(\.\.\., L, Dt\) with a width >= 1; got \(2, 5, 0\)"),
+    "hidden with no width": (
+        gated(hidden=np.ones((2, 5, 0))),
+        ValueError,
+        r"hidden must have shape \(\.\.\., L, Dt\) with a width >= 1; got \(2, 5, 0\)",
+    ),
 }
 
 CONFIG_CASES = {
-    "init_resampler with a dict": (lambda: refimpl.init_resampler({"dim": 6}), TypeError, r"config must be a refimpl\.ResamplerConfig; got dict"),
-    "param_shapes with None": (lambda: refimpl.param_shapes(None), TypeError, r"config must be a refimpl\.ResamplerConfig; got NoneType"),
+    "init_resampler with a dict": (
+        lambda: refimpl.init_resampler({"dim": 6}),
+        TypeError,
+        r"config must be a refimpl\.ResamplerConfig; got dict",
+    ),
+    "param_shapes with None": (
+        lambda: refimpl.param_shapes(None),
+        TypeError,
+        r"config must be a refimpl\.ResamplerConfig; got NoneType",
+    ),
 }
 
 INIT_GATED_CASES = {
     "heads of 0": (lambda: refimpl.init_gated_xattn_dense(6, 4, heads=0), ValueError, r"heads must be >= 1; got 0"),
-    "a dim_head of 0": (lambda: refimpl.init_gated_xattn_dense(6, 4, dim_head=0), ValueError, r"dim_head must be >= 1; got 0"),
+    "a dim_head of 0": (
+        lambda: refimpl.init_gated_xattn_dense(6, 4, dim_head=0),
+        ValueError,
+        r"dim_head must be >= 1; got 0",
+    ),
     "a dim of -1": (lambda: refimpl.init_gated_xattn_dense(-1, 4), ValueError, r"dim must be >= 1; got -1"),
-    "a dim_visual that is a float": (lambda: refimpl.init_gated_xattn_dense(6, 4.0), TypeError, r"dim_visual must be an int; got float 4\.0"),
-    "an ff_mult of 0": (lambda: refimpl.init_gated_xattn_dense(6, 4, ff_mult=0), ValueError, r"ff_mult must be a positive finite number; got 0"),
+    "a dim_visual that is a float": (
+        lambda: refimpl.init_gated_xattn_dense(6, 4.0),
+        TypeError,
+        r"dim_visual must be an int; got float 4\.0",
+    ),
+    "an ff_mult of 0": (
+        lambda: refimpl.init_gated_xattn_dense(6, 4, ff_mult=0),
+        ValueError,
+        r"ff_mult must be a positive finite number; got 0",
+    ),
     "an ff_mult that makes F fractional": (
         lambda: refimpl.init_gated_xattn_dense(6, 4, ff_mult=0.25),
         ValueError,
         r"ff_mult must make dim \* ff_mult a whole number; got 6 \* 0\.25 = 1\.5",
     ),
-    "a NaN gate": (lambda: refimpl.init_gated_xattn_dense(6, 4, gate=float("nan")), ValueError, r"gate must be a finite number; got nan"),
-    "a gate that is a string": (lambda: refimpl.init_gated_xattn_dense(6, 4, gate="0"), TypeError, r"gate must be a number; got str '0'"),
-    "the shapes with heads of 0": (lambda: refimpl.gated_xattn_dense_shapes(6, 4, heads=0), ValueError, r"heads must be >= 1; got 0"),
+    "a NaN gate": (
+        lambda: refimpl.init_gated_xattn_dense(6, 4, gate=float("nan")),
+        ValueError,
+        r"gate must be a finite number; got nan",
+    ),
+    "a gate that is a string": (
+        lambda: refimpl.init_gated_xattn_dense(6, 4, gate="0"),
+        TypeError,
+        r"gate must be a number; got str '0'",
+    ),
+    "the shapes with heads of 0": (
+        lambda: refimpl.gated_xattn_dense_shapes(6, 4, heads=0),
+        ValueError,
+        r"heads must be >= 1; got 0",
+    ),
 }
 
 RELATIVE_ERROR_CASES = {

@@ -170,7 +170,9 @@ def _pad_and_mask_inverted(features):
 def _count_params_without_kv_heads(config):
     from refimpl.exercises import resampler as ex
 
-    return ex.count_params(config) + config.depth * 2 * config.dim * (config.heads - config.num_kv_heads) * config.dim_head
+    return (
+        ex.count_params(config) + config.depth * 2 * config.dim * (config.heads - config.num_kv_heads) * config.dim_head
+    )
 
 
 def _count_params_norm_weights_only(config):
@@ -232,12 +234,16 @@ def _check_message(module_name, name, fn):
     return str(raised.value)
 
 
-@pytest.mark.parametrize(("module_name", "name", "mistake", "phrase"), HINTS, ids=[f"{m}.{n}.{f.__name__}" for m, n, f, _ in HINTS])
+@pytest.mark.parametrize(
+    ("module_name", "name", "mistake", "phrase"), HINTS, ids=[f"{m}.{n}.{f.__name__}" for m, n, f, _ in HINTS]
+)
 def test_check_names_the_likely_mistake(module_name, name, mistake, phrase):
     assert phrase in _check_message(module_name, name, mistake)
 
 
-@pytest.mark.parametrize(("module_name", "name", "mistake", "phrase"), HINTS, ids=[f"{m}.{n}.{f.__name__}" for m, n, f, _ in HINTS])
+@pytest.mark.parametrize(
+    ("module_name", "name", "mistake", "phrase"), HINTS, ids=[f"{m}.{n}.{f.__name__}" for m, n, f, _ in HINTS]
+)
 def test_check_does_not_name_a_mistake_that_was_not_made(module_name, name, mistake, phrase):
     """An answer off by 10% (any other bug) gets the general hint, not this mistake's."""
     solution = getattr(importlib.import_module(f"refimpl.exercises.{module_name}"), name)
@@ -262,4 +268,8 @@ def test_a_students_exception_is_reported_with_its_case():
         module = importlib.import_module(f"refimpl.exercises.{module_name}")
         for name in (n.removeprefix("check_") for n in vars(module) if n.startswith("check_")):
             message = _check_message(module_name, name, broken)
-            assert message.startswith("case '") and "raised IndexError: index 7 is out of bounds" in message, (module_name, name, message)
+            assert message.startswith("case '") and "raised IndexError: index 7 is out of bounds" in message, (
+                module_name,
+                name,
+                message,
+            )

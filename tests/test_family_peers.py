@@ -8,27 +8,27 @@ runs through compare block by block (a planted bug named at its row) and through
 """
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pytest
-import refimpl
-import refimpl.torch as rt
 import torch
+from family.minicpm_v_resampler import Resampler as MiniCPMVResampler
+from family.qwen_vl_resampler import Resampler as QwenVLResampler
+from family.sincos import sincos_table
+from helpers import family_cases, randomise
 from hypothesis import given
 from hypothesis import strategies as st
-from refimpl import interop
-from refimpl.interop import compare, compare_grads
 from safetensors.torch import save_file
 from transformers import EvollaConfig, Kosmos2Config
 from transformers.models.evolla.modeling_evolla import EvollaSequenceCompressorResampler
 from transformers.models.kosmos2.modeling_kosmos2 import Kosmos2ImageToTextProjection
 
-from family.minicpm_v_resampler import Resampler as MiniCPMVResampler
-from family.qwen_vl_resampler import Resampler as QwenVLResampler
-from family.sincos import sincos_table
-from helpers import family_cases, randomise
+import refimpl
+import refimpl.torch as rt
+from refimpl import interop
+from refimpl.interop import compare, compare_grads
 
 FLOAT64 = ("float64", "another implementation vs refimpl")
 POSITIONS64 = ("float64", "module with float32 sin-cos positions vs refimpl")
@@ -41,7 +41,9 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 def kosmos2_module():
     """D_in = 10, D = 16, H = 4 (Dh = 4), R = 5."""
-    config = Kosmos2Config(vision_config=dict(hidden_size=10), text_config=dict(embed_dim=16, attention_heads=4), latent_query_num=5)
+    config = Kosmos2Config(
+        vision_config=dict(hidden_size=10), text_config=dict(embed_dim=16, attention_heads=4), latent_query_num=5
+    )
     config.text_config._attn_implementation = "eager"
     return Kosmos2ImageToTextProjection(config)
 
@@ -49,8 +51,13 @@ def kosmos2_module():
 def evolla_module():
     """D = 12, depth 2, H = 3, Dh = 5, R = 7, F = 24, Do = 20."""
     config = EvollaConfig(
-        protein_encoder_config=dict(hidden_size=12), hidden_size=20, resampler_depth=2, resampler_dim_head=5,
-        resampler_heads=3, resampler_num_latents=7, resampler_ff_mult=2,
+        protein_encoder_config=dict(hidden_size=12),
+        hidden_size=20,
+        resampler_depth=2,
+        resampler_dim_head=5,
+        resampler_heads=3,
+        resampler_num_latents=7,
+        resampler_ff_mult=2,
     )
     return EvollaSequenceCompressorResampler(config)
 
@@ -118,9 +125,19 @@ CASES = {
     "kosmos2": Case(kosmos2_module, lambda sd: interop.from_kosmos2(sd, heads=4), interop.to_kosmos2, kosmos2_inputs),
     "evolla": Case(evolla_module, lambda sd: interop.from_evolla(sd, heads=3), interop.to_evolla, evolla_inputs),
     # the module's own pos_embed is made in float32 (as Qwen-VL's is): the float32 positions' bound
-    "qwen_vl": Case(qwen_vl_module, lambda sd: interop.from_qwen_vl(sd, heads=4), interop.to_qwen_vl, qwen_vl_inputs(3), POSITIONS64),
-    "qwen_vl resized": Case(qwen_vl_module, lambda sd: interop.from_qwen_vl(sd, heads=4), interop.to_qwen_vl, qwen_vl_inputs(5), POSITIONS64),
-    "minicpm_v": Case(minicpm_v_module, lambda sd: interop.from_minicpm_v(sd, heads=4), interop.to_minicpm_v, minicpm_v_inputs, POSITIONS64),
+    "qwen_vl": Case(
+        qwen_vl_module, lambda sd: interop.from_qwen_vl(sd, heads=4), interop.to_qwen_vl, qwen_vl_inputs(3), POSITIONS64
+    ),
+    "qwen_vl resized": Case(
+        qwen_vl_module, lambda sd: interop.from_qwen_vl(sd, heads=4), interop.to_qwen_vl, qwen_vl_inputs(5), POSITIONS64
+    ),
+    "minicpm_v": Case(
+        minicpm_v_module,
+        lambda sd: interop.from_minicpm_v(sd, heads=4),
+        interop.to_minicpm_v,
+        minicpm_v_inputs,
+        POSITIONS64,
+    ),
 }
 
 
@@ -153,7 +170,9 @@ def test_imported_weights_reproduce_the_module(name, dtype):
     case = CASES[name]
     module = random_module(case.build).to(DTYPES[dtype]).eval()
     inputs, x, mask, grid = case.inputs(np.random.default_rng(1))
-    inputs = tuple(a.astype(dtype) if np.issubdtype(a.dtype, np.floating) else a for a in inputs)  # the module's precision
+    inputs = tuple(
+        a.astype(dtype) if np.issubdtype(a.dtype, np.floating) else a for a in inputs
+    )  # the module's precision
     config, params = case.read(module.state_dict())
     expected = reference(config, params, np.asarray(x, dtype=dtype), mask, grid)  # float64
     assert_agrees(run(module, inputs, DTYPES[dtype]), expected, case.key64 if dtype == "float64" else FLOAT32, name)
@@ -166,7 +185,9 @@ def test_qwen_vl_on_the_tables_grid_agrees_to_float64_rounding():
     config, params = interop.from_qwen_vl(module.state_dict(), heads=4)
     module.load_state_dict(interop.to_qwen_vl(config, params), strict=True)
     inputs, x, mask, grid = qwen_vl_inputs(3)(np.random.default_rng(3))
-    error = assert_agrees(run(module, inputs, torch.float64), reference(config, params, x, mask, grid), FLOAT64, "qwen_vl")
+    error = assert_agrees(
+        run(module, inputs, torch.float64), reference(config, params, x, mask, grid), FLOAT64, "qwen_vl"
+    )
     assert error <= 1e-12
 
 
@@ -176,7 +197,9 @@ def test_qwen_vl_without_kv_proj_reads_media_dim_none():
     config, params = interop.from_qwen_vl(module.state_dict(), heads=4)
     assert config.media_dim is None and "media_proj.weight" not in params
     x = np.random.default_rng(4).standard_normal((2, 16, 16))  # a 4 x 4 grid: resized keys
-    assert_agrees(run(module, (x,), torch.float64), reference(config, params, x[:, None], None, (4, 4)), POSITIONS64, "qwen_vl")
+    assert_agrees(
+        run(module, (x,), torch.float64), reference(config, params, x[:, None], None, (4, 4)), POSITIONS64, "qwen_vl"
+    )
 
 
 def test_minicpm_v_padding_changes_nothing():
@@ -244,19 +267,52 @@ def peer_configs(draw, peer):
     media_dim = draw(st.sampled_from([None, dim + 3, max(4, dim - 2)]))
     media_dim = None if media_dim == dim else media_dim
     side = draw(st.integers(1, 3))
-    common = dict(dim=dim, depth=1, heads=heads, dim_head=dim_head, latents_in_kv=False, attn_bias=True, norm_eps=1e-6,
-                  attn_residual=False, feed_forward=False, media_dim=media_dim)
+    common = dict(
+        dim=dim,
+        depth=1,
+        heads=heads,
+        dim_head=dim_head,
+        latents_in_kv=False,
+        attn_bias=True,
+        norm_eps=1e-6,
+        attn_residual=False,
+        feed_forward=False,
+        media_dim=media_dim,
+    )
     if peer == "kosmos2":
-        return refimpl.ResamplerConfig(**(common | dict(num_latents=draw(st.integers(1, 6)), media_dim=media_dim or dim + 1,
-                                                        latents_in_kv=True, norm_eps=1e-5, media_proj_bias=True, pre_norm=False,
-                                                        final_norm=False)))
+        return refimpl.ResamplerConfig(
+            **(
+                common
+                | dict(
+                    num_latents=draw(st.integers(1, 6)),
+                    media_dim=media_dim or dim + 1,
+                    latents_in_kv=True,
+                    norm_eps=1e-5,
+                    media_proj_bias=True,
+                    pre_norm=False,
+                    final_norm=False,
+                )
+            )
+        )
     if peer == "evolla":
-        return refimpl.ResamplerConfig(dim=draw(st.integers(2, 9)), depth=draw(st.integers(1, 3)), heads=draw(st.integers(1, 3)),
-                                       dim_head=draw(st.integers(1, 5)), num_latents=draw(st.integers(1, 6)), ff_mult=draw(st.integers(1, 3)),
-                                       final_norm=False, out_dim=draw(st.integers(1, 9)), out_norm=True)
+        return refimpl.ResamplerConfig(
+            dim=draw(st.integers(2, 9)),
+            depth=draw(st.integers(1, 3)),
+            heads=draw(st.integers(1, 3)),
+            dim_head=draw(st.integers(1, 5)),
+            num_latents=draw(st.integers(1, 6)),
+            ff_mult=draw(st.integers(1, 3)),
+            final_norm=False,
+            out_dim=draw(st.integers(1, 9)),
+            out_norm=True,
+        )
     if peer == "qwen_vl":
-        return refimpl.ResamplerConfig(**(common | dict(num_latents=side * side, final_norm=False, positions="keys_and_queries", pos_grid=side)))
-    return refimpl.ResamplerConfig(**(common | dict(num_latents=draw(st.integers(1, 6)), out_dim=dim, out_proj_bias=False, positions="keys")))
+        return refimpl.ResamplerConfig(
+            **(common | dict(num_latents=side * side, final_norm=False, positions="keys_and_queries", pos_grid=side))
+        )
+    return refimpl.ResamplerConfig(
+        **(common | dict(num_latents=draw(st.integers(1, 6)), out_dim=dim, out_proj_bias=False, positions="keys"))
+    )
 
 
 READ = {
@@ -265,7 +321,12 @@ READ = {
     "qwen_vl": lambda sd, config: interop.from_qwen_vl(sd, heads=config.heads),
     "minicpm_v": lambda sd, config: interop.from_minicpm_v(sd, heads=config.heads),
 }
-WRITE = {"kosmos2": interop.to_kosmos2, "evolla": interop.to_evolla, "qwen_vl": interop.to_qwen_vl, "minicpm_v": interop.to_minicpm_v}
+WRITE = {
+    "kosmos2": interop.to_kosmos2,
+    "evolla": interop.to_evolla,
+    "qwen_vl": interop.to_qwen_vl,
+    "minicpm_v": interop.to_minicpm_v,
+}
 
 
 @pytest.mark.parametrize("peer", READ)
@@ -289,15 +350,56 @@ def test_round_trip_from_refimpl_is_exact(peer, data, seed):
 )
 def test_export_refuses_what_the_peer_cannot_express(write, switches, named):
     base = {
-        interop.to_kosmos2: dict(dim=16, depth=1, heads=4, dim_head=4, num_latents=5, media_dim=10, latents_in_kv=True, attn_bias=True,
-                                 media_proj_bias=True, pre_norm=False, attn_residual=False, feed_forward=False, final_norm=False),
-        interop.to_evolla: dict(dim=12, depth=1, heads=3, dim_head=5, num_latents=7, final_norm=False, out_dim=20, out_norm=True),
-        interop.to_qwen_vl: dict(dim=16, depth=1, heads=4, dim_head=4, num_latents=9, media_dim=10, latents_in_kv=False, attn_bias=True,
-                                 norm_eps=1e-6, attn_residual=False, feed_forward=False, final_norm=False,
-                                 positions="keys_and_queries", pos_grid=3),
-        interop.to_minicpm_v: dict(dim=16, depth=1, heads=4, dim_head=4, num_latents=5, media_dim=10, latents_in_kv=False, attn_bias=True,
-                                   norm_eps=1e-6, attn_residual=False, feed_forward=False, out_dim=16, out_proj_bias=False,
-                                   positions="keys"),
+        interop.to_kosmos2: dict(
+            dim=16,
+            depth=1,
+            heads=4,
+            dim_head=4,
+            num_latents=5,
+            media_dim=10,
+            latents_in_kv=True,
+            attn_bias=True,
+            media_proj_bias=True,
+            pre_norm=False,
+            attn_residual=False,
+            feed_forward=False,
+            final_norm=False,
+        ),
+        interop.to_evolla: dict(
+            dim=12, depth=1, heads=3, dim_head=5, num_latents=7, final_norm=False, out_dim=20, out_norm=True
+        ),
+        interop.to_qwen_vl: dict(
+            dim=16,
+            depth=1,
+            heads=4,
+            dim_head=4,
+            num_latents=9,
+            media_dim=10,
+            latents_in_kv=False,
+            attn_bias=True,
+            norm_eps=1e-6,
+            attn_residual=False,
+            feed_forward=False,
+            final_norm=False,
+            positions="keys_and_queries",
+            pos_grid=3,
+        ),
+        interop.to_minicpm_v: dict(
+            dim=16,
+            depth=1,
+            heads=4,
+            dim_head=4,
+            num_latents=5,
+            media_dim=10,
+            latents_in_kv=False,
+            attn_bias=True,
+            norm_eps=1e-6,
+            attn_residual=False,
+            feed_forward=False,
+            out_dim=16,
+            out_proj_bias=False,
+            positions="keys",
+        ),
     }[write]
     config = refimpl.ResamplerConfig(**(base | switches))
     with pytest.raises(ValueError, match=named):
@@ -315,7 +417,9 @@ def test_compare_agrees_in_every_row(name, dtype):
     inputs, *_ = case.inputs(np.random.default_rng(6))
     x, mask = (inputs[0], inputs[1] if len(inputs) > 1 else None)
     out = io.StringIO()
-    rows = compare(module, torch.tensor(x, dtype=DTYPES[dtype]), mask=None if mask is None else torch.tensor(mask), out=out)
+    rows = compare(
+        module, torch.tensor(x, dtype=DTYPES[dtype]), mask=None if mask is None else torch.tensor(mask), out=out
+    )
     assert all(row["ok"] for row in rows), out.getvalue()
     assert "verdict: every row within the bound" in out.getvalue()
     blocks = {row["block"] for row in rows}
@@ -323,7 +427,9 @@ def test_compare_agrees_in_every_row(name, dtype):
 
 
 def _scale_output(submodule, factor):
-    submodule.register_forward_hook(lambda _, __, output: (output[0] * factor, *output[1:]) if isinstance(output, tuple) else output * factor)
+    submodule.register_forward_hook(
+        lambda _, __, output: (output[0] * factor, *output[1:]) if isinstance(output, tuple) else output * factor
+    )
 
 
 def _plant_kosmos2(module):
@@ -397,7 +503,12 @@ def saved(tmp_path, module, prefix, extra=None):
 
 
 def test_verify_passes_a_kosmos2_model_file(tmp_path):
-    path = saved(tmp_path, random_module(kosmos2_module), "image_to_text_projection.", {"text_model.lm_head.weight": torch.zeros(3, 4)})
+    path = saved(
+        tmp_path,
+        random_module(kosmos2_module),
+        "image_to_text_projection.",
+        {"text_model.lm_head.weight": torch.zeros(3, 4)},
+    )
     status, out = verify(path, "kosmos2", heads=4)
     assert status == 0, out
     assert "found under the prefix 'image_to_text_projection.'" in out and "verify: OK" in out
@@ -449,7 +560,10 @@ def test_verify_refuses_a_module_class_for_a_packaged_peer(tmp_path):
 
 
 def test_each_peer_finds_its_own_resampler_only():
-    keys = {name: list(random_module(CASES[name].build).state_dict()) for name in ("kosmos2", "evolla", "qwen_vl", "minicpm_v")}
+    keys = {
+        name: list(random_module(CASES[name].build).state_dict())
+        for name in ("kosmos2", "evolla", "qwen_vl", "minicpm_v")
+    }
     for name, module_keys in keys.items():
         for other in keys:
             found = interop._registry.peer(other).find_prefix(module_keys)
@@ -464,10 +578,14 @@ def test_refimpl_torch_with_the_family_switches_agrees_in_every_row(case):
     config, params, x, mask, grid = case
     module = rt.PerceiverResampler.from_refimpl(config, params)
     out = io.StringIO()
-    rows = compare(module, torch.from_numpy(x), mask=None if mask is None else torch.from_numpy(mask), grid=grid, out=out)
+    rows = compare(
+        module, torch.from_numpy(x), mask=None if mask is None else torch.from_numpy(mask), grid=grid, out=out
+    )
     assert all(row["ok"] for row in rows), out.getvalue()
     blocks = [row["block"] for row in rows]
-    assert ("final norm" in blocks) == config.final_norm and ("feed-forward" in blocks) == config.feed_forward, out.getvalue()
+    assert ("final norm" in blocks) == config.final_norm and ("feed-forward" in blocks) == config.feed_forward, (
+        out.getvalue()
+    )
     assert ("output projection" in blocks) == (config.out_dim is not None), out.getvalue()
 
 

@@ -12,13 +12,13 @@ import dataclasses
 
 import numpy as np
 import pytest
-import refimpl
+from helpers import FLOAT32_BACKENDS, FLOAT32_VS_FLOAT64, FLOAT64, assert_close, seeds
 from hypothesis import given
 from hypothesis import strategies as st
+
+import refimpl
 from refimpl.grad import attention_backward
 from refimpl.layers import layer_norm, rms_norm
-
-from helpers import FLOAT32_BACKENDS, FLOAT32_VS_FLOAT64, FLOAT64, assert_close, seeds
 
 NORMS = {
     "layernorm": lambda x, weight, bias, eps: layer_norm(x, weight, bias, eps),
@@ -71,7 +71,9 @@ def test_a_norm_of_tiny_rows_beside_huge_ones_keeps_eps(kind):
     x, weight, bias = norm_case(1, 8)
     x[0] *= 1e200
     x[1] *= 1e-3
-    expected = np.concatenate([NORMS[kind](x[:1] / 1e200, weight, bias, 1e-5 / 1e200 / 1e200), NORMS[kind](x[1:], weight, bias, 1e-5)])
+    expected = np.concatenate(
+        [NORMS[kind](x[:1] / 1e200, weight, bias, 1e-5 / 1e200 / 1e200), NORMS[kind](x[1:], weight, bias, 1e-5)]
+    )
     assert_close(NORMS[kind](x, weight, bias, 1e-5), expected)
 
 
@@ -108,7 +110,9 @@ def test_the_resampler_with_float32_norms_of_x_times_1e19_is_close_to_float64_no
 
 # ---------------------------------------------------------------- attention
 
-SCORES_OVERFLOW = r"q and k give attention scores q k\^T \* scale beyond the {} range: Dh \* max\|q\| \* max\|k\| \* max\(scale, 1\)"
+SCORES_OVERFLOW = (
+    r"q and k give attention scores q k\^T \* scale beyond the {} range: Dh \* max\|q\| \* max\|k\| \* max\(scale, 1\)"
+)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
@@ -130,7 +134,9 @@ def test_both_backends_end_the_float_range_at_the_same_place(seed, dh, margin, s
     limit = float(np.finfo(np.float64).max)
     size = np.sqrt(limit / (dh * max(scale or dh**-0.5, 1.0))) * 10.0 ** (margin / 2)
     q, k = q / np.abs(q).max() * size, k / np.abs(k).max() * size
-    overflows = dh * float(np.abs(q).max()) * float(np.abs(k).max()) * max(scale or dh**-0.5, 1.0) > limit  # as refimpl computes it
+    overflows = (
+        dh * float(np.abs(q).max()) * float(np.abs(k).max()) * max(scale or dh**-0.5, 1.0) > limit
+    )  # as refimpl computes it
     outcomes = []
     for backend in ("numpy", "numba"):
         try:
@@ -145,7 +151,10 @@ def test_both_backends_end_the_float_range_at_the_same_place(seed, dh, margin, s
 
 def test_multi_head_attention_whose_scores_overflow_raises():
     rng = np.random.default_rng(1)
-    params = {name: rng.standard_normal(shape) for name, shape in (("wq", (6, 8)), ("wk", (3, 8)), ("wv", (3, 8)), ("wo", (8, 6)))}
+    params = {
+        name: rng.standard_normal(shape)
+        for name, shape in (("wq", (6, 8)), ("wk", (3, 8)), ("wv", (3, 8)), ("wo", (8, 6)))
+    }
     queries, context = rng.standard_normal((5, 6)) * 1e160, rng.standard_normal((7, 3)) * 1e160
     with pytest.raises(ValueError, match=SCORES_OVERFLOW.format("float64")):
         refimpl.multi_head_attention(params, queries, context, heads=2)

@@ -20,24 +20,24 @@ Agreement is refimpl.relative_error against refimpl.TOLERANCES:
            weights and inputs                          "peer module vs float64 reference"
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pytest
-import refimpl
 import torch
 import transformers.models.idefics.modeling_idefics as idefics_modeling
 import transformers.models.mllama.modeling_mllama as mllama_modeling
 from flamingo_pytorch import GatedCrossAttentionBlock
+from helpers import seeds
 from hypothesis import given
 from hypothesis import strategies as st
-from refimpl import interop
-from refimpl.interop.open_flamingo import installed_helpers
 from transformers import IdeficsConfig
 from transformers.models.mllama.configuration_mllama import MllamaTextConfig
 
-from helpers import seeds
+import refimpl
+from refimpl import interop
+from refimpl.interop.open_flamingo import installed_helpers
 
 FLOAT64 = ("float64", "another implementation vs refimpl")
 FLOAT32 = ("float32", "peer module vs float64 reference")
@@ -101,20 +101,29 @@ def open_flamingo_module():
 
 
 def flamingo_pytorch_module(only_attend_immediate_media=True):
-    return GatedCrossAttentionBlock(dim=DT, dim_head=5, heads=3, ff_mult=20 / DT, only_attend_immediate_media=only_attend_immediate_media)
+    return GatedCrossAttentionBlock(
+        dim=DT, dim_head=5, heads=3, ff_mult=20 / DT, only_attend_immediate_media=only_attend_immediate_media
+    )
 
 
 def idefics_module(qk_norm=True, alpha_type="float"):
     config = IdeficsConfig(
-        hidden_size=DT, num_attention_heads=3, intermediate_size=20, rms_norm_eps=1e-6, qk_layer_norms=qk_norm,
-        alpha_type=alpha_type, vision_config={"embed_dim": DV},
+        hidden_size=DT,
+        num_attention_heads=3,
+        intermediate_size=20,
+        rms_norm_eps=1e-6,
+        qk_layer_norms=qk_norm,
+        alpha_type=alpha_type,
+        vision_config={"embed_dim": DV},
     )
     config._attn_implementation = "sdpa"
     return idefics_modeling.IdeficsGatedCrossAttentionLayer(config, layer_idx=0)
 
 
 def mllama_module(kv_heads=2):
-    config = MllamaTextConfig(hidden_size=DT, num_attention_heads=4, num_key_value_heads=kv_heads, intermediate_size=20, rms_norm_eps=1e-5)
+    config = MllamaTextConfig(
+        hidden_size=DT, num_attention_heads=4, num_key_value_heads=kv_heads, intermediate_size=20, rms_norm_eps=1e-5
+    )
     config._attn_implementation = "sdpa"
     return mllama_modeling.MllamaCrossAttentionDecoderLayer(config, layer_idx=0)
 
@@ -129,7 +138,11 @@ def flamingo_pytorch_inputs(rng, dtype, only_attend_immediate_media=True, dim_vi
     item = np.repeat(np.arange(1, IMAGES + 1), tokens)  # (Nv,), the 1-based item of each media token
     op = np.equal if only_attend_immediate_media else np.greater_equal
     mask = op(time[:, :, None], item[None, None, :])  # (b, L, Nv)
-    module_inputs = dict(x=torch.tensor(x, dtype=dtype), media=torch.tensor(media, dtype=dtype), media_locations=torch.tensor(media_locations))
+    module_inputs = dict(
+        x=torch.tensor(x, dtype=dtype),
+        media=torch.tensor(media, dtype=dtype),
+        media_locations=torch.tensor(media_locations),
+    )
     return module_inputs, x, media.reshape(3, IMAGES * tokens, dim_visual), mask
 
 
@@ -160,7 +173,9 @@ def mllama_inputs(rng, dtype):
     hidden, states = rng.standard_normal((3, L, DT)), rng.standard_normal((3, IMAGES * tiles * tokens, DT))
     per_tile = np.repeat((SEES[:, :, None] == np.arange(1, IMAGES + 1))[..., None], tiles, axis=-1).astype(np.int64)
     per_tile[:, :, 1, 1] = 0  # image 2 has one tile
-    cross_attention_mask, full_text_row = mllama_modeling._prepare_cross_attention_mask(torch.tensor(per_tile), tokens, dtype)
+    cross_attention_mask, full_text_row = mllama_modeling._prepare_cross_attention_mask(
+        torch.tensor(per_tile), tokens, dtype
+    )
     module_inputs = dict(
         hidden_states=torch.tensor(hidden, dtype=dtype),
         cross_attention_states=torch.tensor(states, dtype=dtype),
@@ -202,7 +217,10 @@ CASES = {
         lambda rng, dtype: flamingo_pytorch_inputs(rng, dtype, dim_visual=DV),
     ),
     "IDEFICS, qk layer norms": Case(
-        idefics_module, lambda sd: interop.from_idefics_gated_xattn(sd, heads=3), interop.to_idefics_gated_xattn, idefics_inputs
+        idefics_module,
+        lambda sd: interop.from_idefics_gated_xattn(sd, heads=3),
+        interop.to_idefics_gated_xattn,
+        idefics_inputs,
     ),
     "IDEFICS, vector gates": Case(
         lambda: idefics_module(qk_norm=False, alpha_type="vector"),
@@ -211,7 +229,10 @@ CASES = {
         idefics_inputs,
     ),
     "Mllama, GQA": Case(
-        mllama_module, lambda sd: interop.from_mllama_cross_attention(sd, heads=4), interop.to_mllama_cross_attention, mllama_inputs
+        mllama_module,
+        lambda sd: interop.from_mllama_cross_attention(sd, heads=4),
+        interop.to_mllama_cross_attention,
+        mllama_inputs,
     ),
     "Mllama, MHA": Case(
         lambda: mllama_module(kv_heads=4),
@@ -260,7 +281,9 @@ def test_the_gates_are_open_so_each_branch_counts(name, float64_rms_norms):
     for gate in GATES:
         closed = dict(params, **{gate: np.zeros_like(params[gate])})
         error = refimpl.relative_error(theirs, refimpl.gated_xattn_dense(closed, hidden, visual, config, mask=mask))
-        assert error > 1e3 * refimpl.TOLERANCES[FLOAT64], f"{name}: closing {gate} changes the output only by {error:.2g}"
+        assert error > 1e3 * refimpl.TOLERANCES[FLOAT64], (
+            f"{name}: closing {gate} changes the output only by {error:.2g}"
+        )
 
 
 def _without(params, gate):
@@ -289,11 +312,15 @@ def test_flamingo_pytorch_without_immediate_media_gives_a_row_that_sees_no_image
     expected = hidden + np.tanh(params["attn_gate"]) * mean_value
     module.ff_gate.data.zero_()
     assert_agrees(run(module, inputs).numpy()[blind], expected[blind], FLOAT64, name)
-    assert_agrees(refimpl.gated_xattn_dense(no_ff, hidden, visual, config, mask=mask)[blind], expected[blind], FLOAT64, name)
+    assert_agrees(
+        refimpl.gated_xattn_dense(no_ff, hidden, visual, config, mask=mask)[blind], expected[blind], FLOAT64, name
+    )
 
 
 @pytest.mark.parametrize("name", ["Mllama, GQA"])
-def test_mllama_lets_a_row_that_sees_no_image_attend_to_every_token_and_zeroes_its_feed_forward(name, float64_rms_norms):
+def test_mllama_lets_a_row_that_sees_no_image_attend_to_every_token_and_zeroes_its_feed_forward(
+    name, float64_rms_norms
+):
     module, inputs, config, params, hidden, visual, mask = random_case(name, "float64")
     assert (config.blind_rows, config.zero_blind_ff) == ("attend_all", True)
     blind = ~mask.any(axis=-1)
@@ -309,14 +336,34 @@ def test_every_size_is_read_off_the_tensors():
     assert config == refimpl.GatedXattnConfig(dim=12, dim_visual=12, heads=3, dim_head=5, ff_dim=20)
     config, _ = interop.from_idefics_gated_xattn(idefics_module().state_dict(), heads=3, eps=1e-5)
     assert config == refimpl.GatedXattnConfig(
-        dim=12, dim_visual=10, heads=3, dim_head=4, ff_dim=20, activation="swiglu", norm="rmsnorm", norm_eps=1e-5, qk_norm="rmsnorm"
+        dim=12,
+        dim_visual=10,
+        heads=3,
+        dim_head=4,
+        ff_dim=20,
+        activation="swiglu",
+        norm="rmsnorm",
+        norm_eps=1e-5,
+        qk_norm="rmsnorm",
     )
-    config, _ = interop.from_idefics_gated_xattn(idefics_module(qk_norm=False, alpha_type="vector").state_dict(), heads=3)
+    config, _ = interop.from_idefics_gated_xattn(
+        idefics_module(qk_norm=False, alpha_type="vector").state_dict(), heads=3
+    )
     assert (config.qk_norm, config.vector_gates, config.norm_eps) == (None, True, 1e-6)
     config, _ = interop.from_mllama_cross_attention(mllama_module().state_dict(), heads=4)
     assert config == refimpl.GatedXattnConfig(
-        dim=12, dim_visual=12, heads=4, dim_head=3, kv_heads=2, ff_dim=20, activation="swiglu", norm="rmsnorm", norm_eps=1e-5,
-        qk_norm="rmsnorm", blind_rows="attend_all", zero_blind_ff=True,
+        dim=12,
+        dim_visual=12,
+        heads=4,
+        dim_head=3,
+        kv_heads=2,
+        ff_dim=20,
+        activation="swiglu",
+        norm="rmsnorm",
+        norm_eps=1e-5,
+        qk_norm="rmsnorm",
+        blind_rows="attend_all",
+        zero_blind_ff=True,
     )
     assert interop.from_mllama_cross_attention(mllama_module(kv_heads=4).state_dict(), heads=4)[0].kv_heads is None
 
@@ -358,22 +405,39 @@ def round_trip_configs(draw, peer):
     rms = dict(activation="swiglu", norm="rmsnorm", norm_eps=draw(st.sampled_from([1e-6, 1e-5])))
     if peer == "idefics":
         return refimpl.GatedXattnConfig(
-            dim_visual=draw(st.integers(1, 12)), qk_norm=draw(st.sampled_from([None, "rmsnorm"])), vector_gates=draw(st.booleans()),
-            **sizes, **rms,
+            dim_visual=draw(st.integers(1, 12)),
+            qk_norm=draw(st.sampled_from([None, "rmsnorm"])),
+            vector_gates=draw(st.booleans()),
+            **sizes,
+            **rms,
         )
     kv_heads = draw(st.sampled_from([None] + [h for h in range(1, heads) if heads % h == 0]))
     return refimpl.GatedXattnConfig(
-        dim_visual=dim, kv_heads=kv_heads, qk_norm="rmsnorm", blind_rows="attend_all", zero_blind_ff=True, **sizes, **rms
+        dim_visual=dim,
+        kv_heads=kv_heads,
+        qk_norm="rmsnorm",
+        blind_rows="attend_all",
+        zero_blind_ff=True,
+        **sizes,
+        **rms,
     )
 
 
 ROUND_TRIPS = {
     "flamingo_pytorch": (
         interop.to_flamingo_pytorch_gated_xattn,
-        lambda sd, c: interop.from_flamingo_pytorch_gated_xattn(sd, heads=c.heads, only_attend_immediate_media=c.blind_rows == "zero"),
+        lambda sd, c: interop.from_flamingo_pytorch_gated_xattn(
+            sd, heads=c.heads, only_attend_immediate_media=c.blind_rows == "zero"
+        ),
     ),
-    "idefics": (interop.to_idefics_gated_xattn, lambda sd, c: interop.from_idefics_gated_xattn(sd, heads=c.heads, eps=c.norm_eps)),
-    "mllama": (interop.to_mllama_cross_attention, lambda sd, c: interop.from_mllama_cross_attention(sd, heads=c.heads, eps=c.norm_eps)),
+    "idefics": (
+        interop.to_idefics_gated_xattn,
+        lambda sd, c: interop.from_idefics_gated_xattn(sd, heads=c.heads, eps=c.norm_eps),
+    ),
+    "mllama": (
+        interop.to_mllama_cross_attention,
+        lambda sd, c: interop.from_mllama_cross_attention(sd, heads=c.heads, eps=c.norm_eps),
+    ),
 }
 
 
@@ -426,8 +490,16 @@ MLLAMA = dict(activation="swiglu", norm="rmsnorm", qk_norm="rmsnorm", blind_rows
         (interop.to_flamingo_pytorch_gated_xattn, dict(kv_heads=1), "kv_heads = 1"),
         (interop.to_flamingo_pytorch_gated_xattn, dict(blind_rows="attend_all"), "blind_rows = 'attend_all'"),
         (interop.to_idefics_gated_xattn, dict(), "norm = 'layernorm'"),
-        (interop.to_idefics_gated_xattn, dict(activation="swiglu", norm="rmsnorm", qk_norm="layernorm"), "qk_norm = 'layernorm'"),
-        (interop.to_idefics_gated_xattn, dict(activation="swiglu", norm="rmsnorm", dim_head=5), "heads * dim_head = 15"),
+        (
+            interop.to_idefics_gated_xattn,
+            dict(activation="swiglu", norm="rmsnorm", qk_norm="layernorm"),
+            "qk_norm = 'layernorm'",
+        ),
+        (
+            interop.to_idefics_gated_xattn,
+            dict(activation="swiglu", norm="rmsnorm", dim_head=5),
+            "heads * dim_head = 15",
+        ),
         (interop.to_mllama_cross_attention, MLLAMA | dict(zero_blind_ff=False), "zero_blind_ff = False"),
         (interop.to_mllama_cross_attention, MLLAMA | dict(vector_gates=True), "vector_gates = True"),
         (interop.to_mllama_cross_attention, MLLAMA | dict(dim_visual=10), "dim_visual = 10"),

@@ -4,16 +4,16 @@ published layers in tests/test_gated_interop.py), with refimpl.torch's twin."""
 
 import dataclasses
 
+import naive
 import numpy as np
 import pytest
-import refimpl
-import refimpl.torch as rt
 import torch
+from helpers import assert_close, batch_shapes, seeds
 from hypothesis import given
 from hypothesis import strategies as st
 
-import naive
-from helpers import assert_close, batch_shapes, seeds
+import refimpl
+import refimpl.torch as rt
 
 TORCH_VS_NUMPY = ("float64", "torch vs numpy")
 
@@ -27,7 +27,9 @@ def gated_cases(draw, attn_gate=gates, ff_gate=gates, masked=None):
     dim, dim_visual, dim_head = draw(st.integers(1, 12)), draw(st.integers(1, 12)), draw(st.integers(1, 6))
     ff_mult = draw(st.sampled_from([1, 2, 3]))
     seed = draw(seeds)
-    params = refimpl.init_gated_xattn_dense(dim, dim_visual, heads=heads, dim_head=dim_head, ff_mult=ff_mult, gate=0.0, seed=seed % 10_000)
+    params = refimpl.init_gated_xattn_dense(
+        dim, dim_visual, heads=heads, dim_head=dim_head, ff_mult=ff_mult, gate=0.0, seed=seed % 10_000
+    )
     params["attn_gate"], params["ff_gate"] = np.array(draw(attn_gate)), np.array(draw(ff_gate))
     batch = draw(batch_shapes())
     n_text, n_visual = draw(st.integers(1, 8)), draw(st.integers(1, 9))
@@ -112,8 +114,12 @@ def test_no_visual_tokens_with_a_mask_leaves_only_the_feed_forward():
     gate=gates,
     seed=seeds,
 )
-def test_init_gated_xattn_dense_gives_random_weights_and_the_requested_gates(dim, dim_visual, heads, dim_head, ff_mult, gate, seed):
-    params = refimpl.init_gated_xattn_dense(dim, dim_visual, heads=heads, dim_head=dim_head, ff_mult=ff_mult, gate=gate, seed=seed)
+def test_init_gated_xattn_dense_gives_random_weights_and_the_requested_gates(
+    dim, dim_visual, heads, dim_head, ff_mult, gate, seed
+):
+    params = refimpl.init_gated_xattn_dense(
+        dim, dim_visual, heads=heads, dim_head=dim_head, ff_mult=ff_mult, gate=gate, seed=seed
+    )
     shapes = refimpl.gated_xattn_dense_shapes(dim, dim_visual, heads=heads, dim_head=dim_head, ff_mult=ff_mult)
     inner = heads * dim_head
     assert shapes == {
@@ -189,7 +195,9 @@ def test_the_default_config_is_the_flamingo_block_exactly():
     rng = np.random.default_rng(1)
     hidden, visual, mask = rng.standard_normal((2, 4, 6)), rng.standard_normal((2, 5, 5)), rng.random((2, 4, 5)) < 0.4
     config = refimpl.GatedXattnConfig(dim=6, dim_visual=5, heads=2, dim_head=3, ff_dim=12)
-    assert refimpl.gated_xattn_param_shapes(config) == refimpl.gated_xattn_dense_shapes(6, 5, heads=2, dim_head=3, ff_mult=2)
+    assert refimpl.gated_xattn_param_shapes(config) == refimpl.gated_xattn_dense_shapes(
+        6, 5, heads=2, dim_head=3, ff_mult=2
+    )
     np.testing.assert_array_equal(
         refimpl.gated_xattn_dense(params, hidden, visual, config, mask=mask),
         refimpl.gated_xattn_dense(params, hidden, visual, heads=2, mask=mask),
@@ -198,7 +206,15 @@ def test_the_default_config_is_the_flamingo_block_exactly():
 
 def test_gated_xattn_param_shapes_of_every_switch():
     config = refimpl.GatedXattnConfig(
-        dim=6, dim_visual=5, heads=4, dim_head=3, kv_heads=2, ff_dim=7, activation="swiglu", norm="rmsnorm", qk_norm="layernorm",
+        dim=6,
+        dim_visual=5,
+        heads=4,
+        dim_head=3,
+        kv_heads=2,
+        ff_dim=7,
+        activation="swiglu",
+        norm="rmsnorm",
+        qk_norm="layernorm",
         vector_gates=True,
     )
     assert refimpl.gated_xattn_param_shapes(config) == {
@@ -230,7 +246,9 @@ def test_grouped_query_attention_is_each_key_value_head_repeated(case):
     repeated = dict(params)
     for name in ("attn.wk", "attn.wv"):
         heads = params[name].reshape(config.dim_visual, config.num_kv_heads, 1, dim_head)  # (Dv, Hkv, 1, Dh)
-        repeated[name] = np.broadcast_to(heads, (config.dim_visual, config.num_kv_heads, group, dim_head)).reshape(config.dim_visual, -1)
+        repeated[name] = np.broadcast_to(heads, (config.dim_visual, config.num_kv_heads, group, dim_head)).reshape(
+            config.dim_visual, -1
+        )
     assert_close(
         refimpl.gated_xattn_dense(params, hidden, visual, config, mask=mask),
         refimpl.gated_xattn_dense(repeated, hidden, visual, full, mask=mask),
@@ -241,15 +259,21 @@ def test_grouped_query_attention_is_each_key_value_head_repeated(case):
 def test_a_text_row_that_sees_no_visual_token_gets_what_blind_rows_says(case):
     config, params, hidden, visual, mask = case
     blind = ~mask.any(axis=-1)  # (..., L)
-    out = refimpl.gated_xattn_dense(dict(params, ff_gate=np.zeros_like(params["ff_gate"])), hidden, visual, config, mask=mask)
+    out = refimpl.gated_xattn_dense(
+        dict(params, ff_gate=np.zeros_like(params["ff_gate"])), hidden, visual, config, mask=mask
+    )
     if config.blind_rows == "zero":
         expected = hidden
     elif config.blind_rows == "attend_all":  # as if it had no mask
-        expected = refimpl.gated_xattn_dense(dict(params, ff_gate=np.zeros_like(params["ff_gate"])), hidden, visual, config)
+        expected = refimpl.gated_xattn_dense(
+            dict(params, ff_gate=np.zeros_like(params["ff_gate"])), hidden, visual, config
+        )
     else:  # uniform weights: the mean of the values, through wo, in every head
         values = visual @ params["attn.wv"]  # (..., Nv, Hkv*Dh)
         values = values.mean(axis=-2).reshape(*values.shape[:-2], config.num_kv_heads, 1, config.dim_head)
-        values = np.repeat(values, config.heads // config.num_kv_heads, axis=-2).reshape(*values.shape[:-3], 1, -1)  # (..., 1, H*Dh)
+        values = np.repeat(values, config.heads // config.num_kv_heads, axis=-2).reshape(
+            *values.shape[:-3], 1, -1
+        )  # (..., 1, H*Dh)
         expected = hidden + np.tanh(params["attn_gate"]) * (values @ params["attn.wo"])
     expected = np.broadcast_to(expected, out.shape)
     assert_close(out[blind], expected[blind])
@@ -272,7 +296,9 @@ def test_torch_twin_matches_numpy_for_every_switch(case, backend, masked):
     block = rt.GatedXAttnDense.from_refimpl(params, config, dtype=torch.float64)
     with torch.no_grad():
         ours = block(torch.tensor(hidden), torch.tensor(visual), None if mask is None else torch.tensor(mask)).numpy()
-    assert_close(ours, refimpl.gated_xattn_dense(params, hidden, visual, config, mask=mask, backend=backend), TORCH_VS_NUMPY)
+    assert_close(
+        ours, refimpl.gated_xattn_dense(params, hidden, visual, config, mask=mask, backend=backend), TORCH_VS_NUMPY
+    )
     back = block.to_refimpl()
     assert back.keys() == params.keys() and all(np.array_equal(back[n], params[n]) for n in params)
 
@@ -298,13 +324,19 @@ def test_gated_xattn_dense_checks_its_config_against_the_arguments():
     hidden, visual = np.ones((2, 3, 6)), np.ones((2, 4, 5))
     with pytest.raises(ValueError, match=r"heads must be None or config.heads = 2 with a config; got 3"):
         refimpl.gated_xattn_dense(params, hidden, visual, config, heads=3)
-    with pytest.raises(ValueError, match=r"visual must have shape \(\.\.\., Nv, Dv\) with Dv = config.dim_visual = 5; got width 6"):
+    with pytest.raises(
+        ValueError, match=r"visual must have shape \(\.\.\., Nv, Dv\) with Dv = config.dim_visual = 5; got width 6"
+    ):
         refimpl.gated_xattn_dense(params, hidden, np.ones((2, 4, 6)), config)
     with pytest.raises(TypeError, match=r"config must be a refimpl.GatedXattnConfig or None; got dict"):
         refimpl.gated_xattn_dense(params, hidden, visual, {"heads": 2})
     with pytest.raises(ValueError, match=r"Nv = 0 tokens, which blind_rows = 'attend_all' cannot attend to"):
         refimpl.gated_xattn_dense(
-            params, hidden, visual[:, :0], dataclasses.replace(config, blind_rows="attend_all"), mask=np.zeros((2, 3, 0), dtype=bool)
+            params,
+            hidden,
+            visual[:, :0],
+            dataclasses.replace(config, blind_rows="attend_all"),
+            mask=np.zeros((2, 3, 0), dtype=bool),
         )
 
 

@@ -2,7 +2,6 @@
 central finite differences and torch's autograd, with masks, broadcast batch axes,
 grouped-query attention and qk_norm; the Numba backend against NumPy; bad arguments."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -35,7 +34,11 @@ def test_softmax_backward_matches_finite_differences(case, axis, seed):
     dscores = softmax_backward(weights, dweights, axis=axis)
     assert dscores.shape == scores.shape
     assert_matches_finite_differences(
-        lambda p: refimpl.softmax(p["scores"], axis=axis, mask=mask), {"scores": scores}, {"scores": dscores}, dweights, seed
+        lambda p: refimpl.softmax(p["scores"], axis=axis, mask=mask),
+        {"scores": scores},
+        {"scores": dscores},
+        dweights,
+        seed,
     )
 
 
@@ -132,7 +135,11 @@ def test_multi_head_attention_backward_matches_torch_autograd(case, seed):
     dqueries, dcontext, dparams = multi_head_attention_backward(params, queries, context, dout, **options)
 
     module = rt.CrossAttention(
-        dim, dim_context, heads=options["heads"], kv_heads=options["kv_heads"], dim_head=params["wq"].shape[1] // options["heads"],
+        dim,
+        dim_context,
+        heads=options["heads"],
+        kv_heads=options["kv_heads"],
+        dim_head=params["wq"].shape[1] // options["heads"],
         qk_norm_eps=options["qk_norm_eps"],
     ).double()
     module.load_state_dict(rt.to_state_dict(params))
@@ -140,11 +147,16 @@ def test_multi_head_attention_backward_matches_torch_autograd(case, seed):
     context_tensor = torch.tensor(context.reshape(-1, n_keys, dim_context), requires_grad=True)  # (B, N, Dc)
     mask = options["mask"]
     if mask is not None:
-        mask = torch.tensor(np.broadcast_to(mask, batch + mask.shape[-2:]).reshape(-1, *mask.shape[-2:]).copy())  # (B, R|1, N)
+        mask = torch.tensor(
+            np.broadcast_to(mask, batch + mask.shape[-2:]).reshape(-1, *mask.shape[-2:]).copy()
+        )  # (B, R|1, N)
     out, _ = module(queries_tensor, context_tensor, mask)
     out.backward(torch.as_tensor(dout.reshape(out.shape)))
     theirs = rt.from_state_dict({name: p.grad for name, p in module.named_parameters()})
-    theirs |= {"queries": queries_tensor.grad.numpy().reshape(queries.shape), "context": context_tensor.grad.numpy().reshape(context.shape)}
+    theirs |= {
+        "queries": queries_tensor.grad.numpy().reshape(queries.shape),
+        "context": context_tensor.grad.numpy().reshape(context.shape),
+    }
     assert_gradients_close({"queries": dqueries, "context": dcontext} | dparams, theirs)
 
 
@@ -175,7 +187,10 @@ def test_multi_head_attention_backward_numba_matches_numpy(case, seed):
     # cancellation (test_attention_backward_numba_matches_numpy) leaves the scores' gradients,
     # and with them the queries', small beside the terms whose rounding they carry
     assert_gradients_close(
-        {"queries": ours[0], "context": ours[1]} | ours[2], {"queries": dqueries, "context": dcontext} | dparams, FLOAT64, floor=1.0
+        {"queries": ours[0], "context": ours[1]} | ours[2],
+        {"queries": dqueries, "context": dcontext} | dparams,
+        FLOAT64,
+        floor=1.0,
     )
 
 
@@ -186,28 +201,68 @@ MH_PARAMS = {"wq": np.ones((6, 8)), "wk": np.ones((3, 4)), "wv": np.ones((3, 4))
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (lambda: softmax_backward(np.ones((2, 3)), np.ones((3, 2))), ValueError, r"dweights must have shape weights.shape = \(2, 3\); got \(3, 2\)"),
-        (lambda: softmax_backward(np.ones(3), np.ones(3, dtype=int)), TypeError, r"dweights must be a real floating-point array"),
-        (lambda: attention_backward(Q, K, V, np.ones((2, 4, 3))), ValueError, r"dout must have shape \(\.\.\., M, Dv\), attention's output = \(2, 4, 6\); got \(2, 4, 3\)"),
-        (lambda: attention_backward(Q, K, V, np.ones((4, 6))), ValueError, r"dout must have shape .* = \(2, 4, 6\); got \(4, 6\)"),
-        (lambda: attention_backward(Q, K, V, np.full((2, 4, 6), np.nan)), ValueError, r"dout must be finite"),
-        (lambda: attention_backward(Q, np.ones((2, 5, 2)), V, np.ones((2, 4, 6))), ValueError, r"k must have shape \(\.\.\., N, Dh\) with Dh = q.shape\[-1\] = 3"),
-        (lambda: attention_backward(Q, K, V, np.ones((2, 4, 6)), mask=np.zeros((4, 5), bool)), ValueError, r"mask allows no entry"),
-        (lambda: attention_backward(Q, K, V, np.ones((2, 4, 6)), backend="cuda"), ValueError, r"backend must be one of 'numpy', 'numba'; got 'cuda'"),
         (
-            lambda: multi_head_attention_backward(MH_PARAMS, np.ones((2, 5, 6)), np.ones((2, 7, 3)), np.ones((2, 5, 8)), heads=2, kv_heads=1),
+            lambda: softmax_backward(np.ones((2, 3)), np.ones((3, 2))),
+            ValueError,
+            r"dweights must have shape weights.shape = \(2, 3\); got \(3, 2\)",
+        ),
+        (
+            lambda: softmax_backward(np.ones(3), np.ones(3, dtype=int)),
+            TypeError,
+            r"dweights must be a real floating-point array",
+        ),
+        (
+            lambda: attention_backward(Q, K, V, np.ones((2, 4, 3))),
+            ValueError,
+            r"dout must have shape \(\.\.\., M, Dv\), attention's output = \(2, 4, 6\); got \(2, 4, 3\)",
+        ),
+        (
+            lambda: attention_backward(Q, K, V, np.ones((4, 6))),
+            ValueError,
+            r"dout must have shape .* = \(2, 4, 6\); got \(4, 6\)",
+        ),
+        (lambda: attention_backward(Q, K, V, np.full((2, 4, 6), np.nan)), ValueError, r"dout must be finite"),
+        (
+            lambda: attention_backward(Q, np.ones((2, 5, 2)), V, np.ones((2, 4, 6))),
+            ValueError,
+            r"k must have shape \(\.\.\., N, Dh\) with Dh = q.shape\[-1\] = 3",
+        ),
+        (
+            lambda: attention_backward(Q, K, V, np.ones((2, 4, 6)), mask=np.zeros((4, 5), bool)),
+            ValueError,
+            r"mask allows no entry",
+        ),
+        (
+            lambda: attention_backward(Q, K, V, np.ones((2, 4, 6)), backend="cuda"),
+            ValueError,
+            r"backend must be one of 'numpy', 'numba'; got 'cuda'",
+        ),
+        (
+            lambda: multi_head_attention_backward(
+                MH_PARAMS, np.ones((2, 5, 6)), np.ones((2, 7, 3)), np.ones((2, 5, 8)), heads=2, kv_heads=1
+            ),
             ValueError,
             r"dout must have shape \(\.\.\., R, D\), the output's shape = \(2, 5, 6\); got \(2, 5, 8\)",
         ),
         (
-            lambda: multi_head_attention_backward(MH_PARAMS, np.ones((2, 5, 6)), np.ones((2, 7, 3)), np.ones((2, 5, 6)), heads=3),
+            lambda: multi_head_attention_backward(
+                MH_PARAMS, np.ones((2, 5, 6)), np.ones((2, 7, 3)), np.ones((2, 5, 6)), heads=3
+            ),
             ValueError,
             r"params\['wq'\] must have shape \(D, H \* Dh\) with H = heads = 3",
         ),
     ],
     ids=[
-        "softmax dweights shape", "softmax dweights dtype", "attention dout width", "attention dout batch", "attention dout nan",
-        "attention k width", "attention empty mask row", "attention backend", "multi-head dout", "multi-head heads",
+        "softmax dweights shape",
+        "softmax dweights dtype",
+        "attention dout width",
+        "attention dout batch",
+        "attention dout nan",
+        "attention k width",
+        "attention empty mask row",
+        "attention backend",
+        "multi-head dout",
+        "multi-head heads",
     ],
 )
 def test_bad_arguments_raise_errors_that_name_them(call, error, match):

@@ -24,7 +24,9 @@ from refimpl.grad import mean_squared_error, perceiver_resampler_backward, value
 CASES = family_cases().filter(lambda case: norms_resolve_their_inputs(case[0]))
 # without relu's kink for finite differences (see test_grad_resampler)
 SMOOTH_CASES = family_cases(
-    configs=st.sampled_from(["gelu", "squared_relu", "swiglu"]).flatmap(lambda a: resampler_configs(activation=a, family=True))
+    configs=st.sampled_from(["gelu", "squared_relu", "swiglu"]).flatmap(
+        lambda a: resampler_configs(activation=a, family=True)
+    )
 ).filter(lambda case: norms_resolve_their_inputs(case[0]))
 
 
@@ -52,7 +54,9 @@ def test_family_backward_matches_finite_differences(case, seed):
     assert dparams.keys() == params.keys() and all(dparams[name].shape == params[name].shape for name in params)
 
     def resample(inputs):
-        return refimpl.perceiver_resampler({name: inputs[name] for name in params}, inputs["x"], config, mask=mask, grid=grid)
+        return refimpl.perceiver_resampler(
+            {name: inputs[name] for name in params}, inputs["x"], config, mask=mask, grid=grid
+        )
 
     assert_matches_finite_differences(resample, {"x": x} | params, {"x": dx} | dparams, dout, seed)
 
@@ -68,8 +72,21 @@ def test_family_backward_matches_torch_autograd(case, seed):
 
 def test_padding_past_each_grid_gets_no_gradient():
     config = refimpl.ResamplerConfig(
-        dim=8, depth=1, heads=2, dim_head=3, num_latents=4, latents_in_kv=False, positions="keys_and_queries", pos_grid=2,
-        attn_bias=True, media_dim=5, attn_residual=False, feed_forward=False, final_norm=False, out_dim=6, out_proj_bias=False,
+        dim=8,
+        depth=1,
+        heads=2,
+        dim_head=3,
+        num_latents=4,
+        latents_in_kv=False,
+        positions="keys_and_queries",
+        pos_grid=2,
+        attn_bias=True,
+        media_dim=5,
+        attn_residual=False,
+        feed_forward=False,
+        final_norm=False,
+        out_dim=6,
+        out_proj_bias=False,
     )
     params = refimpl.init_resampler(config, seed=2)
     rng = np.random.default_rng(2)
@@ -82,7 +99,15 @@ def test_padding_past_each_grid_gets_no_gradient():
 
 def test_value_and_grad_takes_the_grid_and_the_output_width():
     config = refimpl.ResamplerConfig(
-        dim=8, depth=1, heads=2, dim_head=3, num_latents=4, latents_in_kv=False, positions="keys", out_dim=7, out_norm=True
+        dim=8,
+        depth=1,
+        heads=2,
+        dim_head=3,
+        num_latents=4,
+        latents_in_kv=False,
+        positions="keys",
+        out_dim=7,
+        out_norm=True,
     )
     params = refimpl.init_resampler(config, seed=3)
     x = np.random.default_rng(3).standard_normal((2, 1, 6, 8))

@@ -35,7 +35,11 @@ def norm_inputs(kind, batch, dim, seed):
     """A norm's inputs {"x", "weight"[, "bias"]} (no bias for "rmsnorm") and an upstream
     gradient dout, random from `seed`: weights U(0.5, 1.5), biases N(0, 0.1^2)."""
     rng = np.random.default_rng(seed)
-    inputs = {"x": rng.standard_normal(batch + (dim,)), "weight": rng.uniform(0.5, 1.5, dim), "bias": rng.normal(0, 0.1, dim)}
+    inputs = {
+        "x": rng.standard_normal(batch + (dim,)),
+        "weight": rng.uniform(0.5, 1.5, dim),
+        "bias": rng.normal(0, 0.1, dim),
+    }
     dout = rng.standard_normal(batch + (dim,))
     if kind == "rmsnorm":
         del inputs["bias"]
@@ -60,7 +64,10 @@ def test_norm_backward_matches_finite_differences(kind, batch, dim, eps, seed):
     inputs, dout = norm_inputs(kind, batch, dim, seed)
     if kind == "layernorm":
         dx, dweight, dbias = grad_layers.layer_norm_backward(inputs["x"], inputs["weight"], dout, eps)
-        function, gradients = lambda p: layers.layer_norm(p["x"], p["weight"], p["bias"], eps), {"x": dx, "weight": dweight, "bias": dbias}
+        function, gradients = (
+            lambda p: layers.layer_norm(p["x"], p["weight"], p["bias"], eps),
+            {"x": dx, "weight": dweight, "bias": dbias},
+        )
     else:
         dx, dweight = grad_layers.rms_norm_backward(inputs["x"], inputs["weight"], dout, eps)
         function, gradients = lambda p: layers.rms_norm(p["x"], p["weight"], eps), {"x": dx, "weight": dweight}
@@ -74,7 +81,9 @@ def test_norm_backward_matches_torch_autograd(kind, batch, dim, eps, seed):
     # D >= 3, as above (width 1: test_layer_norm_of_width_1_passes_no_gradient_to_x_or_its_weight)
     inputs, dout = norm_inputs(kind, batch, dim, seed)
     if kind == "layernorm":
-        ours = dict(zip(("x", "weight", "bias"), grad_layers.layer_norm_backward(inputs["x"], inputs["weight"], dout, eps)))
+        ours = dict(
+            zip(("x", "weight", "bias"), grad_layers.layer_norm_backward(inputs["x"], inputs["weight"], dout, eps))
+        )
         theirs = torch_gradients(lambda x, weight, bias: F.layer_norm(x, (dim,), weight, bias, eps), inputs, dout)
     else:
         ours = dict(zip(("x", "weight"), grad_layers.rms_norm_backward(inputs["x"], inputs["weight"], dout, eps)))
@@ -123,7 +132,9 @@ def test_norm_backward_in_float32_is_autograd_through_the_casts(kind, batch, dim
     }
     for name, ours in ({"x": dx} | grads).items():
         assert_close(ours, theirs[name], FLOAT32_VS_FLOAT64, what=f"{name} vs torch", scale=terms[name])
-        assert_close(ours, ({"x": dx64} | grads64)[name], FLOAT32_VS_FLOAT64, what=f"{name} vs float64", scale=terms[name])
+        assert_close(
+            ours, ({"x": dx64} | grads64)[name], FLOAT32_VS_FLOAT64, what=f"{name} vs float64", scale=terms[name]
+        )
 
 
 ACTIVATIONS = {

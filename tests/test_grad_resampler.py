@@ -46,7 +46,9 @@ def output_gradient(config, x, seed):
 
 def resample(params, config, mask):
     """The resampler as a function of one dict holding x and the parameters."""
-    return lambda inputs: refimpl.perceiver_resampler({name: inputs[name] for name in params}, inputs["x"], config, mask=mask)
+    return lambda inputs: refimpl.perceiver_resampler(
+        {name: inputs[name] for name in params}, inputs["x"], config, mask=mask
+    )
 
 
 def torch_gradients(config, params, x, mask, dout):
@@ -66,7 +68,9 @@ def test_resampler_backward_matches_finite_differences(case, seed):
     dx, dparams = perceiver_resampler_backward(params, x, config, dout, mask=mask)
     assert dx.shape == x.shape
     assert dparams.keys() == params.keys() and all(dparams[name].shape == params[name].shape for name in params)
-    assert_matches_finite_differences(resample(params, config, mask), {"x": x} | params, {"x": dx} | dparams, dout, seed)
+    assert_matches_finite_differences(
+        resample(params, config, mask), {"x": x} | params, {"x": dx} | dparams, dout, seed
+    )
 
 
 @given(case=FLOAT64_CASES, seed=seeds)
@@ -104,8 +108,16 @@ def test_without_media_tokens_the_latents_attend_to_themselves(frames, space, ac
     # S = 0 (or T = 0): with the latents among the keys the resampler still runs, on its
     # latents alone; x has no entries, and the embeddings get no gradient
     config = refimpl.ResamplerConfig(
-        dim=6, depth=2, heads=4, dim_head=3, num_latents=5, kv_heads=2, qk_norm=True, num_time_embeds=3,
-        num_media_embeds=2, activation=activation,
+        dim=6,
+        depth=2,
+        heads=4,
+        dim_head=3,
+        num_latents=5,
+        kv_heads=2,
+        qk_norm=True,
+        num_time_embeds=3,
+        num_media_embeds=2,
+        activation=activation,
     )
     params = refimpl.init_resampler(config, seed=1)
     x = np.zeros((2, 2, frames, space, 6))  # (B, I, T, S, D)
@@ -116,7 +128,9 @@ def test_without_media_tokens_the_latents_attend_to_themselves(frames, space, ac
     assert not dparams["layers.0.attn.norm_media.weight"].any()
     theirs_dx, theirs = torch_gradients(config, params, x, None, dout)
     assert_gradients_close({"x": dx} | dparams, {"x": theirs_dx} | theirs)
-    assert_matches_finite_differences(resample(params, config, None), {"x": x} | params, {"x": dx} | dparams, dout, seed=1)
+    assert_matches_finite_differences(
+        resample(params, config, None), {"x": x} | params, {"x": dx} | dparams, dout, seed=1
+    )
 
 
 @given(case=resampler_cases(masked=True).filter(lambda case: norms_resolve_their_inputs(case[0])), seed=seeds)
@@ -130,7 +144,12 @@ def test_padding_tokens_get_zero_gradient_and_change_no_other(case, seed):
     assert_gradients_close({"x": other_dx} | other_dparams, {"x": dx} | dparams, FLOAT64)
 
 
-@given(case=resampler_variant_cases(norm_dtypes=(None,), masked=True).filter(lambda case: norms_resolve_their_inputs(case[0])), seed=seeds)
+@given(
+    case=resampler_variant_cases(norm_dtypes=(None,), masked=True).filter(
+        lambda case: norms_resolve_their_inputs(case[0])
+    ),
+    seed=seeds,
+)
 def test_gradients_of_a_batch_are_those_of_its_entries(case, seed):
     # dx of entry b is entry b's alone; a parameter's gradient is the sum over the entries
     config, params, x, mask = case
@@ -149,7 +168,9 @@ def test_gradients_of_a_batch_are_those_of_its_entries(case, seed):
 @given(case=resampler_variant_cases(norm_dtypes=(None,)))
 def test_rows_of_the_embedding_tables_that_no_token_uses_get_zero_gradient(case):
     config, params, x, mask = case
-    dx, dparams = perceiver_resampler_backward(params, x, config, np.ones(x.shape[:-3] + (config.num_latents, config.dim)), mask=mask)
+    dx, dparams = perceiver_resampler_backward(
+        params, x, config, np.ones(x.shape[:-3] + (config.num_latents, config.dim)), mask=mask
+    )
     if config.num_time_embeds is not None:
         assert not dparams["time_embeds"][x.shape[-3] :].any()  # frames T ... Tmax - 1
     if config.num_media_embeds is not None:
@@ -175,7 +196,9 @@ def test_value_and_grad_matches_finite_differences_of_the_loss(case, seed):
     loss = mean_squared_error(output_gradient(config, x, seed))
     _, dx, dparams = value_and_grad(params, x, config, loss, mask=mask)
     resampled = resample(params, config, mask)
-    assert_matches_finite_differences(lambda inputs: loss(resampled(inputs))[0], {"x": x} | params, {"x": dx} | dparams, 1.0, seed)
+    assert_matches_finite_differences(
+        lambda inputs: loss(resampled(inputs))[0], {"x": x} | params, {"x": dx} | dparams, 1.0, seed
+    )
 
 
 @given(case=CASES, seed=seeds)
@@ -189,7 +212,12 @@ def test_resampler_backward_numba_matches_numpy(case, seed):
     assert_gradients_close({"x": numba_dx} | numba_dparams, {"x": dx} | dparams, FLOAT64, floor=1.0)
 
 
-@given(case=resampler_cases(configs=resampler_configs(norm="layernorm").map(lambda c: dataclasses.replace(c, dim=1, ff_mult=2))), seed=seeds)
+@given(
+    case=resampler_cases(
+        configs=resampler_configs(norm="layernorm").map(lambda c: dataclasses.replace(c, dim=1, ff_mult=2))
+    ),
+    seed=seeds,
+)
 def test_a_layer_norm_of_width_1_outputs_its_bias_and_passes_back_no_gradient(case, seed):
     # with D = 1, x - mean(x) is exactly 0: the final norm outputs its bias whatever comes in,
     # so every gradient but the bias's is exactly 0 (torch's autograd: rounding noise)
@@ -210,22 +238,72 @@ DOUT = np.ones((2, 4, 6))
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (lambda: perceiver_resampler_backward(PARAMS, X, CONFIG, np.ones((2, 5, 6))), ValueError, r"dout must have shape \(\.\.\., R, D\), the output's shape = \(2, 4, 6\); got \(2, 5, 6\)"),
-        (lambda: perceiver_resampler_backward(PARAMS, X, CONFIG, DOUT.astype(int)), TypeError, r"dout must be a real floating-point array"),
-        (lambda: perceiver_resampler_backward(PARAMS, X[..., :4], CONFIG, DOUT), ValueError, r"x must have shape \(\.\.\., T, S, D\) with D = config.dim = 6"),
-        (lambda: perceiver_resampler_backward(PARAMS, X, CONFIG, DOUT, mask=np.ones((2, 3), bool)), ValueError, r"mask must have shape \(\.\.\., T, S\)"),
-        (lambda: perceiver_resampler_backward({**PARAMS, "extra": np.ones(2)}, X, CONFIG, DOUT), ValueError, r"params do not fit .*\n  unexpected: extra"),
-        (lambda: perceiver_resampler_backward(PARAMS, X, CONFIG, DOUT, backend="jax"), ValueError, r"backend must be one of 'numpy', 'numba'; got 'jax'"),
-        (lambda: value_and_grad(PARAMS, X, CONFIG, "mse"), TypeError, r"loss must be a function latents -> \(value, dlatents\); got str"),
-        (lambda: value_and_grad(PARAMS, X, CONFIG, lambda latents: 1.0), TypeError, r"loss must return a pair \(value, dlatents\); got float"),
-        (lambda: value_and_grad(PARAMS, X, CONFIG, lambda latents: (1.0, latents[0])), ValueError, r"the dlatents that loss returned must have shape .* = \(2, 4, 6\); got \(4, 6\)"),
-        (lambda: value_and_grad(PARAMS, X, CONFIG, mean_squared_error(np.zeros((4, 6)))), ValueError, r"target must have the latents' shape \(2, 4, 6\); got \(4, 6\)"),
+        (
+            lambda: perceiver_resampler_backward(PARAMS, X, CONFIG, np.ones((2, 5, 6))),
+            ValueError,
+            r"dout must have shape \(\.\.\., R, D\), the output's shape = \(2, 4, 6\); got \(2, 5, 6\)",
+        ),
+        (
+            lambda: perceiver_resampler_backward(PARAMS, X, CONFIG, DOUT.astype(int)),
+            TypeError,
+            r"dout must be a real floating-point array",
+        ),
+        (
+            lambda: perceiver_resampler_backward(PARAMS, X[..., :4], CONFIG, DOUT),
+            ValueError,
+            r"x must have shape \(\.\.\., T, S, D\) with D = config.dim = 6",
+        ),
+        (
+            lambda: perceiver_resampler_backward(PARAMS, X, CONFIG, DOUT, mask=np.ones((2, 3), bool)),
+            ValueError,
+            r"mask must have shape \(\.\.\., T, S\)",
+        ),
+        (
+            lambda: perceiver_resampler_backward({**PARAMS, "extra": np.ones(2)}, X, CONFIG, DOUT),
+            ValueError,
+            r"params do not fit .*\n  unexpected: extra",
+        ),
+        (
+            lambda: perceiver_resampler_backward(PARAMS, X, CONFIG, DOUT, backend="jax"),
+            ValueError,
+            r"backend must be one of 'numpy', 'numba'; got 'jax'",
+        ),
+        (
+            lambda: value_and_grad(PARAMS, X, CONFIG, "mse"),
+            TypeError,
+            r"loss must be a function latents -> \(value, dlatents\); got str",
+        ),
+        (
+            lambda: value_and_grad(PARAMS, X, CONFIG, lambda latents: 1.0),
+            TypeError,
+            r"loss must return a pair \(value, dlatents\); got float",
+        ),
+        (
+            lambda: value_and_grad(PARAMS, X, CONFIG, lambda latents: (1.0, latents[0])),
+            ValueError,
+            r"the dlatents that loss returned must have shape .* = \(2, 4, 6\); got \(4, 6\)",
+        ),
+        (
+            lambda: value_and_grad(PARAMS, X, CONFIG, mean_squared_error(np.zeros((4, 6)))),
+            ValueError,
+            r"target must have the latents' shape \(2, 4, 6\); got \(4, 6\)",
+        ),
         (lambda: mean_squared_error(np.zeros((0, 6))), ValueError, r"target must have at least one entry"),
         (lambda: mean_squared_error(np.array([np.inf])), ValueError, r"target must be finite"),
     ],
     ids=[
-        "dout shape", "dout dtype", "x width", "mask shape", "unexpected param", "backend", "loss not callable",
-        "loss not a pair", "dlatents shape", "target shape", "empty target", "target not finite",
+        "dout shape",
+        "dout dtype",
+        "x width",
+        "mask shape",
+        "unexpected param",
+        "backend",
+        "loss not callable",
+        "loss not a pair",
+        "dlatents shape",
+        "target shape",
+        "empty target",
+        "target not finite",
     ],
 )
 def test_bad_arguments_raise_errors_that_name_them(call, error, match):
@@ -236,7 +314,9 @@ def test_bad_arguments_raise_errors_that_name_them(call, error, match):
 def test_float32_norm_gradients_differ_from_float64_by_float32_rounding_only():
     # norm_dtype="float32" changes the gradient only by float32 rounding (the backward of the
     # float32 normalisation runs in float32), and does change it: the switch is not ignored
-    config = refimpl.ResamplerConfig(dim=8, depth=2, heads=2, dim_head=4, num_latents=3, activation="swiglu", norm="rmsnorm", kv_heads=1)
+    config = refimpl.ResamplerConfig(
+        dim=8, depth=2, heads=2, dim_head=4, num_latents=3, activation="swiglu", norm="rmsnorm", kv_heads=1
+    )
     params = refimpl.init_resampler(config, seed=2)
     x = np.random.default_rng(2).standard_normal((2, 2, 5, 8))
     dout = output_gradient(config, x, 2)

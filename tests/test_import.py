@@ -9,12 +9,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import naive
 import numpy as np
 import pytest
-import refimpl
-
-import naive
 from helpers import assert_close
+
+import refimpl
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,25 +18,25 @@ Idefics2 in float64 has its own bound: its RMSNorm computes in float32 (see
 test_idefics2_float64_with_its_float32_rmsnorm).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pytest
-import refimpl
 import torch
 import transformers.models.idefics2.modeling_idefics2 as idefics2_modeling
 from flamingo_pytorch import PerceiverResampler as FlamingoPytorchResampler
+from helpers import randomise, seeds
 from hypothesis import given
 from hypothesis import strategies as st
-from refimpl import interop
-from refimpl.interop.open_flamingo import installed_helpers
 from transformers import IdeficsConfig
 from transformers.models.idefics.perceiver import IdeficsPerceiverResampler
 from transformers.models.idefics2.configuration_idefics2 import Idefics2PerceiverConfig
 from transformers.models.idefics2.modeling_idefics2 import Idefics2PerceiverResampler
 
-from helpers import randomise, seeds
+import refimpl
+from refimpl import interop
+from refimpl.interop.open_flamingo import installed_helpers
 
 OpenFlamingoResampler = installed_helpers().PerceiverResampler  # the real open-flamingo 2.0.1's
 
@@ -65,8 +65,13 @@ def idefics_module(qk_norm):
 
 def idefics2_module(kv_heads):
     config = Idefics2PerceiverConfig(
-        hidden_size=12, resampler_n_latents=7, resampler_depth=2, resampler_n_heads=4, resampler_head_dim=5,
-        num_key_value_heads=kv_heads, rms_norm_eps=1e-6,
+        hidden_size=12,
+        resampler_n_latents=7,
+        resampler_depth=2,
+        resampler_n_heads=4,
+        resampler_head_dim=5,
+        num_key_value_heads=kv_heads,
+        rms_norm_eps=1e-6,
     )
     # sdpa: the eager path computes its softmax in float32 even in a float64 model
     config._attn_implementation = "sdpa"
@@ -120,7 +125,9 @@ def idefics2_inputs(rng):
 
 CASES = {
     "open_flamingo, frame and media embeddings": Case(
-        lambda: OpenFlamingoResampler(dim=12, depth=2, dim_head=5, heads=3, num_latents=7, max_num_media=4, max_num_frames=3, ff_mult=2),
+        lambda: OpenFlamingoResampler(
+            dim=12, depth=2, dim_head=5, heads=3, num_latents=7, max_num_media=4, max_num_frames=3, ff_mult=2
+        ),
         lambda sd: interop.from_open_flamingo(sd, heads=3),
         interop.to_open_flamingo,
         open_flamingo_inputs,
@@ -132,21 +139,33 @@ CASES = {
         open_flamingo_inputs,
     ),
     "flamingo-pytorch, 3 media items": Case(
-        lambda: FlamingoPytorchResampler(dim=12, depth=2, dim_head=5, heads=3, num_latents=7, num_media_embeds=4, ff_mult=2),
+        lambda: FlamingoPytorchResampler(
+            dim=12, depth=2, dim_head=5, heads=3, num_latents=7, num_media_embeds=4, ff_mult=2
+        ),
         lambda sd: interop.from_flamingo_pytorch(sd, heads=3),
         interop.to_flamingo_pytorch,
         flamingo_pytorch_inputs,
     ),
     "flamingo-pytorch, (b, n, D) input": Case(
-        lambda: FlamingoPytorchResampler(dim=12, depth=2, dim_head=5, heads=3, num_latents=7, num_media_embeds=4, ff_mult=2),
+        lambda: FlamingoPytorchResampler(
+            dim=12, depth=2, dim_head=5, heads=3, num_latents=7, num_media_embeds=4, ff_mult=2
+        ),
         lambda sd: interop.from_flamingo_pytorch(sd, heads=3),
         interop.to_flamingo_pytorch,
         flamingo_pytorch_one_media_inputs,
     ),
-    "IDEFICS": Case(lambda: idefics_module(False), lambda sd: interop.from_idefics(sd, heads=3), interop.to_idefics, idefics_inputs),
-    "IDEFICS, qk layer norms": Case(lambda: idefics_module(True), lambda sd: interop.from_idefics(sd, heads=3), interop.to_idefics, idefics_inputs),
-    "Idefics2, GQA, padded": Case(lambda: idefics2_module(2), lambda sd: interop.from_idefics2(sd, heads=4), interop.to_idefics2, idefics2_inputs),
-    "Idefics2, MHA, padded": Case(lambda: idefics2_module(4), lambda sd: interop.from_idefics2(sd, heads=4), interop.to_idefics2, idefics2_inputs),
+    "IDEFICS": Case(
+        lambda: idefics_module(False), lambda sd: interop.from_idefics(sd, heads=3), interop.to_idefics, idefics_inputs
+    ),
+    "IDEFICS, qk layer norms": Case(
+        lambda: idefics_module(True), lambda sd: interop.from_idefics(sd, heads=3), interop.to_idefics, idefics_inputs
+    ),
+    "Idefics2, GQA, padded": Case(
+        lambda: idefics2_module(2), lambda sd: interop.from_idefics2(sd, heads=4), interop.to_idefics2, idefics2_inputs
+    ),
+    "Idefics2, MHA, padded": Case(
+        lambda: idefics2_module(4), lambda sd: interop.from_idefics2(sd, heads=4), interop.to_idefics2, idefics2_inputs
+    ),
 }
 IDEFICS2_CASES = [name for name in CASES if name.startswith("Idefics2")]
 MODULE_CASES = [name for name in CASES if not name.startswith("Idefics2")]
@@ -231,19 +250,37 @@ def test_idefics2_gqa_is_read_as_kv_heads():
 
 
 def test_every_size_is_read_off_the_tensors():
-    module = OpenFlamingoResampler(dim=12, depth=3, dim_head=5, heads=3, num_latents=7, max_num_media=4, max_num_frames=2, ff_mult=1.5)
+    module = OpenFlamingoResampler(
+        dim=12, depth=3, dim_head=5, heads=3, num_latents=7, max_num_media=4, max_num_frames=2, ff_mult=1.5
+    )
     config, _ = interop.from_open_flamingo(module.state_dict(), heads=3, eps=1e-5)
     assert config == refimpl.ResamplerConfig(
-        dim=12, depth=3, heads=3, dim_head=5, num_latents=7, ff_mult=1.5, num_time_embeds=2, num_media_embeds=4,
-        activation="gelu", norm="layernorm", norm_eps=1e-5,
+        dim=12,
+        depth=3,
+        heads=3,
+        dim_head=5,
+        num_latents=7,
+        ff_mult=1.5,
+        num_time_embeds=2,
+        num_media_embeds=4,
+        activation="gelu",
+        norm="layernorm",
+        norm_eps=1e-5,
     )
     config, _ = interop.from_idefics(idefics_module(True).state_dict(), heads=3)
     assert (config.qk_norm, config.activation, config.ff_dim) == (True, "relu", 48)
     config, _ = interop.from_idefics2(idefics2_module(2).state_dict(), heads=4, eps=1e-5)
-    assert (config.activation, config.norm, config.norm_eps, config.norm_dtype) == ("swiglu", "rmsnorm", 1e-5, "float32")
+    assert (config.activation, config.norm, config.norm_eps, config.norm_dtype) == (
+        "swiglu",
+        "rmsnorm",
+        1e-5,
+        "float32",
+    )
 
 
-@pytest.mark.parametrize("name", ["open_flamingo, frame and media embeddings", "IDEFICS, qk layer norms", "Idefics2, GQA, padded"])
+@pytest.mark.parametrize(
+    "name", ["open_flamingo, frame and media embeddings", "IDEFICS, qk layer norms", "Idefics2, GQA, padded"]
+)
 def test_params_are_float64_copies_in_refimpls_layout(name):
     case = CASES[name]
     module = randomise(case.build(), seed=2)  # float32
@@ -282,7 +319,10 @@ def test_prefix_reads_the_resampler_out_of_a_larger_state_dict():
     state_dict = randomise(idefics2_module(2), seed=2).state_dict()
     prefix = "model.connector.perceiver_resampler."
     full = {prefix + key: value for key, value in state_dict.items()}
-    full |= {"model.connector.modality_projection.up_proj.weight": torch.zeros(3, 2), "lm_head.weight": torch.zeros(2, 2)}
+    full |= {
+        "model.connector.modality_projection.up_proj.weight": torch.zeros(3, 2),
+        "lm_head.weight": torch.zeros(2, 2),
+    }
     config, params = interop.from_idefics2(full, heads=4, prefix=prefix)
     expected_config, expected_params = interop.from_idefics2(state_dict, heads=4)
     assert config == expected_config and all(np.array_equal(params[n], expected_params[n]) for n in params)
@@ -331,22 +371,37 @@ def test_exported_tensors_are_copies():
 def _config(draw, *, heads, kv_heads=None, **switches):
     dim = draw(st.sampled_from([4, 6, 12]))
     return refimpl.ResamplerConfig(
-        dim=dim, depth=draw(st.integers(1, 3)), heads=heads, kv_heads=kv_heads, dim_head=draw(st.integers(1, 6)),
-        num_latents=draw(st.integers(1, 6)), **switches,
+        dim=dim,
+        depth=draw(st.integers(1, 3)),
+        heads=heads,
+        kv_heads=kv_heads,
+        dim_head=draw(st.integers(1, 6)),
+        num_latents=draw(st.integers(1, 6)),
+        **switches,
     )
 
 
 @st.composite
 def open_flamingo_configs(draw):
     return _config(
-        draw, heads=draw(st.integers(1, 4)), activation="gelu", ff_mult=draw(st.sampled_from([1, 2, 4, 0.5, 1.5, 2.5])),
-        num_time_embeds=draw(st.none() | st.integers(1, 4)), num_media_embeds=draw(st.none() | st.integers(1, 4)),
+        draw,
+        heads=draw(st.integers(1, 4)),
+        activation="gelu",
+        ff_mult=draw(st.sampled_from([1, 2, 4, 0.5, 1.5, 2.5])),
+        num_time_embeds=draw(st.none() | st.integers(1, 4)),
+        num_media_embeds=draw(st.none() | st.integers(1, 4)),
     )
 
 
 @st.composite
 def flamingo_pytorch_configs(draw):
-    return _config(draw, heads=draw(st.integers(1, 4)), activation="gelu", ff_mult=draw(st.sampled_from([1, 2, 4, 0.5])), num_media_embeds=draw(st.integers(1, 4)))
+    return _config(
+        draw,
+        heads=draw(st.integers(1, 4)),
+        activation="gelu",
+        ff_mult=draw(st.sampled_from([1, 2, 4, 0.5])),
+        num_media_embeds=draw(st.integers(1, 4)),
+    )
 
 
 @st.composite
@@ -359,16 +414,34 @@ def idefics2_configs(draw):
     heads = draw(st.integers(1, 6))
     kv_heads = draw(st.sampled_from([None] + [h for h in range(1, heads) if heads % h == 0]))
     return _config(
-        draw, heads=heads, kv_heads=kv_heads, activation="swiglu", norm="rmsnorm", norm_dtype="float32", ff_mult=4,
+        draw,
+        heads=heads,
+        kv_heads=kv_heads,
+        activation="swiglu",
+        norm="rmsnorm",
+        norm_dtype="float32",
+        ff_mult=4,
         norm_eps=draw(st.sampled_from([1e-6, 1e-5])),
     )
 
 
 ROUND_TRIPS = {
-    "open_flamingo": (open_flamingo_configs(), interop.to_open_flamingo, lambda sd, c: interop.from_open_flamingo(sd, heads=c.heads)),
-    "flamingo_pytorch": (flamingo_pytorch_configs(), interop.to_flamingo_pytorch, lambda sd, c: interop.from_flamingo_pytorch(sd, heads=c.heads)),
+    "open_flamingo": (
+        open_flamingo_configs(),
+        interop.to_open_flamingo,
+        lambda sd, c: interop.from_open_flamingo(sd, heads=c.heads),
+    ),
+    "flamingo_pytorch": (
+        flamingo_pytorch_configs(),
+        interop.to_flamingo_pytorch,
+        lambda sd, c: interop.from_flamingo_pytorch(sd, heads=c.heads),
+    ),
     "idefics": (idefics_configs(), interop.to_idefics, lambda sd, c: interop.from_idefics(sd, heads=c.heads)),
-    "idefics2": (idefics2_configs(), interop.to_idefics2, lambda sd, c: interop.from_idefics2(sd, heads=c.heads, eps=c.norm_eps)),
+    "idefics2": (
+        idefics2_configs(),
+        interop.to_idefics2,
+        lambda sd, c: interop.from_idefics2(sd, heads=c.heads, eps=c.norm_eps),
+    ),
 }
 
 
@@ -415,12 +488,16 @@ def test_missing_layers_are_listed_too():
     state_dict = dict(randomise(idefics_module(False), seed=2).state_dict())
     for key in [k for k in state_dict if k.startswith("blocks.0.")]:
         del state_dict[key]
-    with pytest.raises(ValueError, match=r"missing: blocks\.0\.0\.context_layer_norm\.weight, .*blocks\.0\.1\.c_proj\.weight"):
+    with pytest.raises(
+        ValueError, match=r"missing: blocks\.0\.0\.context_layer_norm\.weight, .*blocks\.0\.1\.c_proj\.weight"
+    ):
         interop.from_idefics(state_dict, heads=3)
 
 
 def test_heads_that_do_not_divide_the_query_width_are_named():
-    with pytest.raises(ValueError, match=r"heads = 4 must divide the output width of layers\.0\.0\.to_q\.weight \(H \* Dh\); got 15"):
+    with pytest.raises(
+        ValueError, match=r"heads = 4 must divide the output width of layers\.0\.0\.to_q\.weight \(H \* Dh\); got 15"
+    ):
         interop.from_open_flamingo(CASES["open_flamingo, no embeddings"].build().state_dict(), heads=4)
     with pytest.raises(TypeError, match="heads must be an int"):
         interop.from_idefics(idefics_module(False).state_dict(), heads=3.0)

@@ -9,21 +9,23 @@ import numpy as np
 import pytest
 import torch
 from flamingo_pytorch import PerceiverResampler as FlamingoPytorchResampler
+from helpers import open_flamingo_model_state_dict, randomise
 from hypothesis import given
 from hypothesis import strategies as st
-from refimpl import interop
-from refimpl.interop import flamingo_pytorch, idefics, idefics2, open_flamingo
-from refimpl.interop.open_flamingo import installed_helpers
 from transformers import IdeficsConfig
 from transformers.models.idefics.perceiver import IdeficsPerceiverResampler
 from transformers.models.idefics2.configuration_idefics2 import Idefics2PerceiverConfig
 from transformers.models.idefics2.modeling_idefics2 import Idefics2PerceiverResampler
 
-from helpers import open_flamingo_model_state_dict, randomise
+from refimpl import interop
+from refimpl.interop import flamingo_pytorch, idefics, idefics2, open_flamingo
+from refimpl.interop.open_flamingo import installed_helpers
 
 
 def flamingo_pytorch_state_dict():
-    module = FlamingoPytorchResampler(dim=12, depth=2, dim_head=5, heads=3, num_latents=7, num_media_embeds=4, ff_mult=2)
+    module = FlamingoPytorchResampler(
+        dim=12, depth=2, dim_head=5, heads=3, num_latents=7, num_media_embeds=4, ff_mult=2
+    )
     return randomise(module, seed=1).state_dict()
 
 
@@ -34,13 +36,20 @@ def idefics_state_dict():
 
 def idefics2_state_dict():
     config = Idefics2PerceiverConfig(
-        hidden_size=12, resampler_n_latents=7, resampler_depth=2, resampler_n_heads=4, resampler_head_dim=5, num_key_value_heads=2,
+        hidden_size=12,
+        resampler_n_latents=7,
+        resampler_depth=2,
+        resampler_n_heads=4,
+        resampler_head_dim=5,
+        num_key_value_heads=2,
     )
     return Idefics2PerceiverResampler(config).state_dict()
 
 
 def open_flamingo_state_dict():
-    module = installed_helpers().PerceiverResampler(dim=12, depth=2, dim_head=5, heads=3, num_latents=7, max_num_frames=2)
+    module = installed_helpers().PerceiverResampler(
+        dim=12, depth=2, dim_head=5, heads=3, num_latents=7, max_num_frames=2
+    )
     return module.state_dict()
 
 
@@ -50,7 +59,12 @@ STATE_DICTS = {
     "idefics": idefics_state_dict,
     "idefics2": idefics2_state_dict,
 }
-PEER_MODULES = {"open_flamingo": open_flamingo, "flamingo_pytorch": flamingo_pytorch, "idefics": idefics, "idefics2": idefics2}
+PEER_MODULES = {
+    "open_flamingo": open_flamingo,
+    "flamingo_pytorch": flamingo_pytorch,
+    "idefics": idefics,
+    "idefics2": idefics2,
+}
 
 
 @pytest.mark.parametrize("read", [interop.from_open_flamingo, interop.from_flamingo_pytorch], ids=lambda f: f.__name__)
@@ -74,16 +88,34 @@ def test_the_prefix_found_reads_the_same_as_the_resampler_alone():
     config, params = interop.from_open_flamingo(full, heads=3, prefix="perceiver.")
     expected_config, expected_params = interop.from_open_flamingo(alone, heads=3)
     assert config == expected_config
-    assert params.keys() == expected_params.keys() and all(np.array_equal(params[n], expected_params[n]) for n in params)
+    assert params.keys() == expected_params.keys() and all(
+        np.array_equal(params[n], expected_params[n]) for n in params
+    )
 
 
 @pytest.mark.parametrize(
     "given, read, expected",
     [
-        ("flamingo_pytorch", lambda sd: interop.from_idefics2(sd, heads=3), "this looks like a flamingo_pytorch state dict; read it with from_flamingo_pytorch"),
-        ("idefics2", lambda sd: interop.from_open_flamingo(sd, heads=4), "this looks like an idefics2 state dict; read it with from_idefics2"),
-        ("idefics", lambda sd: interop.from_flamingo_pytorch(sd, heads=3), "this looks like an idefics state dict; read it with from_idefics"),
-        ("open_flamingo", lambda sd: interop.from_idefics(sd, heads=3), "this looks like an open_flamingo state dict; read it with from_open_flamingo"),
+        (
+            "flamingo_pytorch",
+            lambda sd: interop.from_idefics2(sd, heads=3),
+            "this looks like a flamingo_pytorch state dict; read it with from_flamingo_pytorch",
+        ),
+        (
+            "idefics2",
+            lambda sd: interop.from_open_flamingo(sd, heads=4),
+            "this looks like an idefics2 state dict; read it with from_idefics2",
+        ),
+        (
+            "idefics",
+            lambda sd: interop.from_flamingo_pytorch(sd, heads=3),
+            "this looks like an idefics state dict; read it with from_idefics",
+        ),
+        (
+            "open_flamingo",
+            lambda sd: interop.from_idefics(sd, heads=3),
+            "this looks like an open_flamingo state dict; read it with from_open_flamingo",
+        ),
     ],
 )
 def test_another_peers_state_dict_is_named(given, read, expected):
@@ -94,22 +126,32 @@ def test_another_peers_state_dict_is_named(given, read, expected):
 
 def test_another_peers_whole_model_names_the_peer_and_its_prefix():
     full, _ = open_flamingo_model_state_dict()
-    with pytest.raises(ValueError, match=r"looks like an open_flamingo state dict, with its resampler under the prefix "
-                       r"'perceiver\.'; read it with from_open_flamingo\(\.\.\., prefix='perceiver\.'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"looks like an open_flamingo state dict, with its resampler under the prefix "
+        r"'perceiver\.'; read it with from_open_flamingo\(\.\.\., prefix='perceiver\.'\)",
+    ):
         interop.from_flamingo_pytorch(full, heads=3)
 
 
 def test_a_resampler_with_one_bad_key_is_still_reported_key_by_key():
     state_dict = dict(flamingo_pytorch_state_dict())
     state_dict["layers.1.0.to_q.weight"] = torch.zeros(14, 12)
-    with pytest.raises(ValueError, match=r"mis-shaped: layers\.1\.0\.to_q\.weight: expected \(15, 12\), got \(14, 12\)"):
+    with pytest.raises(
+        ValueError, match=r"mis-shaped: layers\.1\.0\.to_q\.weight: expected \(15, 12\), got \(14, 12\)"
+    ):
         interop.from_flamingo_pytorch(state_dict, heads=3)
 
 
 @pytest.mark.parametrize("peer", list(STATE_DICTS))
-@pytest.mark.parametrize("prefix", ["", "perceiver.", "model.connector.perceiver_resampler.", "module.vision.resampler."])
+@pytest.mark.parametrize(
+    "prefix", ["", "perceiver.", "model.connector.perceiver_resampler.", "module.vision.resampler."]
+)
 def test_find_prefix_finds_its_own_resampler_under_any_prefix_and_no_other_peers(peer, prefix):
-    keys = [prefix + key for key in STATE_DICTS[peer]()] + ["lm_head.weight", "model.text_model.layers.0.self_attn.q_proj.weight"]
+    keys = [prefix + key for key in STATE_DICTS[peer]()] + [
+        "lm_head.weight",
+        "model.text_model.layers.0.self_attn.q_proj.weight",
+    ]
     for other, module in PEER_MODULES.items():
         assert module.find_prefix(keys) == (prefix if other == peer else None), other
 
@@ -121,7 +163,9 @@ segments = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1,
 @given(
     peer=st.sampled_from(list(STATE_DICTS)),
     prefix=st.lists(segments, max_size=3).map(lambda parts: "".join(part + "." for part in parts)),
-    decoys=st.lists(st.tuples(st.sampled_from(list(STATE_DICTS)), st.lists(segments, min_size=1, max_size=2)), max_size=3),
+    decoys=st.lists(
+        st.tuples(st.sampled_from(list(STATE_DICTS)), st.lists(segments, min_size=1, max_size=2)), max_size=3
+    ),
 )
 def test_find_prefix_finds_the_prefix_among_other_peers_keys_not_latents_beside_them(peer, prefix, decoys):
     # decoys: another peer's keys without its latents (a tower whose layer names look alike)

@@ -1,14 +1,14 @@
 """refimpl.multi_head_attention: projections, heads as column slices, grouped-query
 attention and qk_norm, against the naive loops of tests/naive.py."""
 
+import naive
 import numpy as np
 import pytest
-import refimpl
+from helpers import assert_close, multi_head_cases, random_mask, seeds
 from hypothesis import given
 from hypothesis import strategies as st
 
-import naive
-from helpers import assert_close, multi_head_cases, random_mask, seeds
+import refimpl
 
 
 @given(case=multi_head_cases(masked=False))
@@ -73,7 +73,9 @@ def test_grouped_query_attention_equals_full_attention_with_each_kv_head_repeate
     repeated = dict(params)
     for name in ("wk", "wv"):
         per_head = params[name].reshape(dim_context, kv_heads, 1, dim_head)
-        repeated[name] = np.broadcast_to(per_head, (dim_context, kv_heads, group, dim_head)).reshape(dim_context, heads * dim_head)
+        repeated[name] = np.broadcast_to(per_head, (dim_context, kv_heads, group, dim_head)).reshape(
+            dim_context, heads * dim_head
+        )
     queries, context = rng.standard_normal((2, 4, dim)), rng.standard_normal((2, 9, dim_context))
     assert_close(
         refimpl.multi_head_attention(params, queries, context, heads=heads, kv_heads=kv_heads),

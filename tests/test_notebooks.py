@@ -125,7 +125,8 @@ def test_readme_ablation_table_is_notebook_8s():
         "".join(output["data"]["text/markdown"]).strip()
         for cell in code_cells(read("08_ablation"))
         for output in cell.get("outputs", [])
-        if "text/markdown" in output.get("data", {}) and "Flamingo-3B, as reported" in "".join(output["data"]["text/markdown"])
+        if "text/markdown" in output.get("data", {})
+        and "Flamingo-3B, as reported" in "".join(output["data"]["text/markdown"])
     ]
     assert len(table_cells) == 1, f"notebook 8 shows {len(table_cells)} ablation tables"
     readme = (ROOT / "README.md").read_text()

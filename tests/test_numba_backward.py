@@ -18,12 +18,11 @@ refimpl/tolerances.py): the same formulas on absolute values, |P|^T |dout| for d
 import numpy as np
 import pytest
 import torch
+from helpers import FLOAT32_BACKENDS, FLOAT32_VS_FLOAT64, assert_close, attention_cases, random_mask, seeds
 from hypothesis import given, settings
 
 from refimpl import kernels, kernels_backward
 from refimpl.grad import attention_backward
-
-from helpers import FLOAT32_BACKENDS, FLOAT32_VS_FLOAT64, assert_close, attention_cases, random_mask, seeds
 
 # up to 600 keys per example: fewer examples than the suite's 50 keep these properties to seconds;
 # the block edges and mask kinds are covered exhaustively by the parametrized test below
@@ -38,8 +37,8 @@ GRADIENTS = ("dq", "dk", "dv")
 def numpy_backward(q, k, v, mask, scale, dout):
     """dq, dk, dv (full broadcast batch) from the formulas, forming the (..., M, N) matrices.
 
-        P = softmax(q k^T * scale, masked),   out = P v,   Delta_i = dout_i . out_i
-        dV = P^T dout,   dP = dout V^T,   dS = P * (dP - Delta),   dQ = dS K * scale,   dK = dS^T Q * scale
+    P = softmax(q k^T * scale, masked),   out = P v,   Delta_i = dout_i . out_i
+    dV = P^T dout,   dP = dout V^T,   dS = P * (dP - Delta),   dQ = dS K * scale,   dK = dS^T Q * scale
     """
     weights, out = weights_and_output(q, k, v, mask, scale)  # (..., M, N), (..., M, Dv)
     delta = np.sum(dout * out, axis=-1, keepdims=True)  # (..., M, 1)
@@ -66,7 +65,9 @@ def term_scales(q, k, v, mask, scale, dout, summed_to=None):
     batch axes (q's, k's, v's), or None for the full batch."""
     weights, out = weights_and_output(q, k, v, mask, scale)
     abs_dout = np.abs(dout)
-    abs_dscores = weights * (abs_dout @ np.swapaxes(np.abs(v), -1, -2) + np.sum(abs_dout * np.abs(out), axis=-1, keepdims=True))
+    abs_dscores = weights * (
+        abs_dout @ np.swapaxes(np.abs(v), -1, -2) + np.sum(abs_dout * np.abs(out), axis=-1, keepdims=True)
+    )
     sizes = (
         abs_dscores @ np.abs(k) * scale,  # dq (..., M, Dh)
         np.swapaxes(abs_dscores, -1, -2) @ np.abs(q) * scale,  # dk (..., N, Dh)
@@ -80,7 +81,9 @@ def term_scales(q, k, v, mask, scale, dout, summed_to=None):
 def sum_to_shape(grad, shape):
     """Sum a full-batch gradient over the axes along which an input of `shape` was broadcast."""
     summed = grad.sum(axis=tuple(range(grad.ndim - len(shape))))
-    return summed.sum(axis=tuple(a for a, size in enumerate(shape) if size == 1 and summed.shape[a] != 1), keepdims=True)
+    return summed.sum(
+        axis=tuple(a for a, size in enumerate(shape) if size == 1 and summed.shape[a] != 1), keepdims=True
+    )
 
 
 def full_batch(*arrays):
@@ -130,7 +133,11 @@ MASKS = ["none", "key padding (..., 1, N)", "full (M, N)", "one key per row"]
 def block_edge_case(n_keys, mask_kind, seed):
     """q (2, 3, 7, 5), k (1, 3, N, 5), v (3, N, 6), dout (2, 3, 7, 6), and a mask of `mask_kind`."""
     rng = np.random.default_rng(seed)
-    q, k, v = rng.standard_normal((2, 3, 7, 5)), rng.standard_normal((1, 3, n_keys, 5)), rng.standard_normal((3, n_keys, 6))
+    q, k, v = (
+        rng.standard_normal((2, 3, 7, 5)),
+        rng.standard_normal((1, 3, n_keys, 5)),
+        rng.standard_normal((3, n_keys, 6)),
+    )
     mask = None
     if mask_kind == "key padding (..., 1, N)":
         mask = random_mask(rng, (2, 1, 1, n_keys), p_true=0.6)
@@ -197,9 +204,13 @@ def test_numba_backward_equals_torch_autograd_through_explicit_softmax(n_keys, m
     if mask is not None:
         scores = scores.masked_fill(~torch.from_numpy(np.asarray(mask)), float("-inf"))
     (torch.softmax(scores, dim=-1) @ tv).backward(torch.from_numpy(dout))
-    actual = tuple(sum_to_shape(grad, x.shape) for grad, x in zip(kernel_backward(q, k, v, mask, scale, dout), (q, k, v)))
+    actual = tuple(
+        sum_to_shape(grad, x.shape) for grad, x in zip(kernel_backward(q, k, v, mask, scale, dout), (q, k, v))
+    )
     expected = tuple(t.grad.numpy() for t in (tq, tk, tv))
-    assert_gradients_close(actual, expected, term_scales(q, k, v, mask, scale, dout, summed_to=(q.shape, k.shape, v.shape)))
+    assert_gradients_close(
+        actual, expected, term_scales(q, k, v, mask, scale, dout, summed_to=(q.shape, k.shape, v.shape))
+    )
 
 
 @pytest.mark.parametrize("mask_kind", MASKS)
@@ -246,6 +257,7 @@ def test_numba_backward_in_float32_is_close_to_float64(case, seed):
 
 
 # ---------------------------------------------------------------- through refimpl.grad
+
 
 @LARGE_CASES
 @given(case=attention_cases(max_queries=13, max_keys=600), seed=seeds)

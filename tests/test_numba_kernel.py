@@ -9,11 +9,6 @@ not a multiple of 4.
 
 import numpy as np
 import pytest
-import refimpl
-from refimpl.tolerances import float32_backends_bound
-from hypothesis import assume, given
-from hypothesis import strategies as st
-
 from helpers import (
     FLOAT32_BACKENDS,
     FLOAT32_VS_FLOAT64,
@@ -27,10 +22,14 @@ from helpers import (
     resampler_configs,
     seeds,
 )
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import refimpl
+from refimpl.tolerances import float32_backends_bound
 
 KEY_BLOCK = 256  # the kernel's block of keys (refimpl/kernels.py); the sizes below straddle it
 KEY_COUNTS = [1, 3, 255, 256, 257, 300, 511, 512, 513, 600]
-
 
 
 def both_backends(function, *args, **kwargs):
@@ -65,7 +64,11 @@ def test_numba_attention_weights_equal_numpy(case):
 @pytest.mark.parametrize("n_queries", [1, 4, 5, 7])
 def test_numba_attention_equals_numpy_for_block_edge_sizes(n_queries, n_keys):
     rng = np.random.default_rng(1000 * n_queries + n_keys)
-    q, k, v = rng.standard_normal((2, 3, n_queries, 5)), rng.standard_normal((2, 3, n_keys, 5)), rng.standard_normal((2, 3, n_keys, 7))
+    q, k, v = (
+        rng.standard_normal((2, 3, n_queries, 5)),
+        rng.standard_normal((2, 3, n_keys, 5)),
+        rng.standard_normal((2, 3, n_keys, 7)),
+    )
     mask = random_mask(rng, (2, 1, n_queries, n_keys), p_true=0.5)
     expected, actual = both_backends(refimpl.attention, q, k, v, mask=mask)
     assert_close(actual, expected, scale=np.abs(v).max())
@@ -162,7 +165,9 @@ def test_numba_agrees_with_numpy_relative_to_the_values_on_an_output_that_cancel
     assert_close(actual, expected, scale=np.abs(v).max())
 
 
-@pytest.mark.parametrize("mask_shape", [(1, 1, 4, 6), (1, 4, 6), (1, 1, 1, 6), (3, 1, 1, 6), (2, 1, 4, 6), (6,), (4, 6)])
+@pytest.mark.parametrize(
+    "mask_shape", [(1, 1, 4, 6), (1, 4, 6), (1, 1, 1, 6), (3, 1, 1, 6), (2, 1, 4, 6), (6,), (4, 6)]
+)
 def test_numba_attention_accepts_every_mask_shape_that_broadcasts(mask_shape):
     # the issue: mask boolean broadcastable to (..., M, N); here (..., M, N) = (3, 2, 4, 6)
     rng = np.random.default_rng(0)
@@ -228,7 +233,9 @@ def test_numba_resampler_equals_numpy_with_several_key_blocks(case):
 @given(case=resampler_cases())
 def test_numba_resampler_attention_maps_equal_numpy(case):
     config, params, x, mask = case
-    (_, expected), (_, actual) = both_backends(refimpl.perceiver_resampler, params, x, config, mask=mask, return_attention=True)
+    (_, expected), (_, actual) = both_backends(
+        refimpl.perceiver_resampler, params, x, config, mask=mask, return_attention=True
+    )
     assert len(actual) == len(expected) == config.depth
     for layer, (a, e) in enumerate(zip(actual, expected, strict=True)):
         assert_close(a, e, what=f"layer {layer}")

@@ -59,7 +59,9 @@ def test_every_rival_has_the_resampler_parameter_count_within_1_percent(kind, co
 
 @pytest.mark.parametrize("kind", RIVALS)
 def test_with_the_tiny_config_the_match_is_exact(kind):
-    assert count_parameters(ablation_model(kind, TinyConfig()).resampler) == resampler_parameters(TinyConfig()) == 67_456
+    assert (
+        count_parameters(ablation_model(kind, TinyConfig()).resampler) == resampler_parameters(TinyConfig()) == 67_456
+    )
 
 
 @pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
@@ -123,7 +125,10 @@ def test_every_parameter_gets_a_gradient(kind):
     assert not unused, f"{kind}: parameters that do not reach the output: {unused}"
 
 
-@pytest.mark.parametrize(("tokens", "expected"), [(1, (1, 1)), (2, (1, 2)), (7, (1, 7)), (8, (2, 4)), (16, (4, 4)), (32, (4, 8)), (36, (6, 6))])
+@pytest.mark.parametrize(
+    ("tokens", "expected"),
+    [(1, (1, 1)), (2, (1, 2)), (7, (1, 7)), (8, (2, 4)), (16, (4, 4)), (32, (4, 8)), (36, (6, 6))],
+)
 def test_cell_grid_is_the_factor_pair_closest_to_square(tokens, expected):
     assert cell_grid(tokens) == expected
 

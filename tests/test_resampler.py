@@ -6,14 +6,14 @@ Axis letters: B... batch axes, T frames, S tokens per frame, N = T*S, R latents,
 
 import dataclasses
 
+import naive
 import numpy as np
 import pytest
-import refimpl
+from helpers import FLOAT32_VS_FLOAT64, assert_close, batch_shapes, resampler_cases, resampler_configs, seeds
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-import naive
-from helpers import FLOAT32_VS_FLOAT64, assert_close, batch_shapes, resampler_cases, resampler_configs, seeds
+import refimpl
 
 # ---------------------------------------------------------------- against the naive oracle
 
@@ -146,7 +146,9 @@ def test_output_changes_when_frames_are_permuted_with_time_embeddings(data):
         refimpl.perceiver_resampler(params, reordered, config),
         refimpl.perceiver_resampler(params, x, config),
     )
-    assert change > 1e3 * refimpl.TOLERANCES[("float64", "numba vs numpy")], f"reordering frames changed the output by only {change:.3g}"
+    assert change > 1e3 * refimpl.TOLERANCES[("float64", "numba vs numpy")], (
+        f"reordering frames changed the output by only {change:.3g}"
+    )
 
 
 @given(case=resampler_cases(configs=resampler_configs(time_embeds=True)))
@@ -206,7 +208,11 @@ def test_padded_and_masked_equals_unpadded_along_time(case, extra, seed):
     )
 
 
-@given(config=resampler_configs(), sizes=st.lists(st.tuples(st.integers(1, 3), st.integers(1, 5)), min_size=2, max_size=3), seed=seeds)
+@given(
+    config=resampler_configs(),
+    sizes=st.lists(st.tuples(st.integers(1, 3), st.integers(1, 5)), min_size=2, max_size=3),
+    seed=seeds,
+)
 def test_items_of_different_sizes_batch_together_when_padded_and_masked(config, sizes, seed):
     frames = min(config.num_time_embeds or 3, 3)
     sizes = [(min(t, frames), s) for t, s in sizes]
@@ -256,7 +262,9 @@ def test_batched_equals_one_item_at_a_time(case):
     out = refimpl.perceiver_resampler(params, x, config, mask=mask)
     for index in np.ndindex(x.shape[:-3]):
         item_mask = None if mask is None else mask[index]
-        assert_close(out[index], refimpl.perceiver_resampler(params, x[index], config, mask=item_mask), what=f"item {index}")
+        assert_close(
+            out[index], refimpl.perceiver_resampler(params, x[index], config, mask=item_mask), what=f"item {index}"
+        )
 
 
 @given(case=resampler_cases(batch=st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 2))))
@@ -266,7 +274,9 @@ def test_several_leading_batch_axes_equal_one_flattened_axis(case):
     flat_x = x.reshape(np.prod(batch), *x.shape[-3:])
     flat_mask = None if mask is None else mask.reshape(np.prod(batch), *mask.shape[-2:])
     expected = refimpl.perceiver_resampler(params, flat_x, config, mask=flat_mask)
-    assert_close(refimpl.perceiver_resampler(params, x, config, mask=mask), expected.reshape(batch + expected.shape[-2:]))
+    assert_close(
+        refimpl.perceiver_resampler(params, x, config, mask=mask), expected.reshape(batch + expected.shape[-2:])
+    )
 
 
 # ---------------------------------------------------------------- no media tokens

@@ -44,7 +44,9 @@ def test_normalising_in_float32_is_close_to_but_not_the_float64_reference(norm):
     params = refimpl.init_resampler(config)
     x = rng.standard_normal((3, 1, 7, 12)) * 10
     reference = refimpl.perceiver_resampler(params, x, config)
-    low = refimpl.perceiver_resampler(params, x, refimpl.ResamplerConfig(**{**config.__dict__, "norm_dtype": "float32"}))
+    low = refimpl.perceiver_resampler(
+        params, x, refimpl.ResamplerConfig(**{**config.__dict__, "norm_dtype": "float32"})
+    )
     assert low.dtype == np.float64
     assert_close(low, reference, FLOAT32_VS_FLOAT64)
     assert refimpl.relative_error(low, reference) > 1e-10  # float32 rounding really happened

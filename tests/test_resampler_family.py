@@ -4,6 +4,7 @@ loops and torch), and the NumPy forward against tests/naive.py with every switch
 
 import dataclasses
 
+import naive
 import numpy as np
 import pytest
 import torch
@@ -12,10 +13,8 @@ from helpers import FLOAT64, assert_close, family_cases, resampler_configs, seed
 from hypothesis import given
 from hypothesis import strategies as st
 
-import naive
 import refimpl
 from refimpl.positions import resize_positions, sincos_2d
-
 
 # ---- the config
 
@@ -33,7 +32,10 @@ from refimpl.positions import resize_positions, sincos_2d
         (dict(positions="keys", latents_in_kv=False, dim=10), "dim divisible by 4"),
         (dict(positions="keys", latents_in_kv=False, pos_grid=2, num_latents=4), "takes no pos_grid"),
         (dict(positions="keys_and_queries", latents_in_kv=False), "needs pos_grid"),
-        (dict(positions="keys_and_queries", latents_in_kv=False, pos_grid=2, num_latents=5), r"num_latents = pos_grid\*\*2 = 4"),
+        (
+            dict(positions="keys_and_queries", latents_in_kv=False, pos_grid=2, num_latents=5),
+            r"num_latents = pos_grid\*\*2 = 4",
+        ),
     ],
 )
 def test_config_rejects_inconsistent_family_switches(switches, message):
@@ -103,7 +105,9 @@ def test_resize_positions_matches_torch_bicubic(old_grid, new_grid):
 
 
 @given(
-    old_grid=st.tuples(st.integers(1, 7), st.integers(1, 7)), new_grid=st.tuples(st.integers(1, 7), st.integers(1, 7)), seed=seeds
+    old_grid=st.tuples(st.integers(1, 7), st.integers(1, 7)),
+    new_grid=st.tuples(st.integers(1, 7), st.integers(1, 7)),
+    seed=seeds,
 )
 def test_resize_positions_matches_torch_and_the_naive_loops(old_grid, new_grid, seed):
     table = np.random.default_rng(seed).standard_normal((old_grid[0] * old_grid[1], 3))
@@ -141,14 +145,27 @@ def test_padded_images_give_what_each_image_gives_alone(case):
     grids = np.broadcast_to(grid, x.shape[:-3] + (2,))
     for index in np.ndindex(x.shape[:-3]):
         h, w = (int(side) for side in grids[index])
-        alone = refimpl.perceiver_resampler(params, x[index][:, : h * w], config, mask=mask[index][:, : h * w], grid=(h, w))
+        alone = refimpl.perceiver_resampler(
+            params, x[index][:, : h * w], config, mask=mask[index][:, : h * w], grid=(h, w)
+        )
         assert_close(out[index], alone, FLOAT64)
 
 
 def qwen_like(**switches):
     return refimpl.ResamplerConfig(
-        dim=8, depth=1, heads=2, dim_head=3, num_latents=4, latents_in_kv=False, positions="keys_and_queries", pos_grid=2,
-        attn_residual=False, feed_forward=False, final_norm=False, attn_bias=True, **switches,
+        dim=8,
+        depth=1,
+        heads=2,
+        dim_head=3,
+        num_latents=4,
+        latents_in_kv=False,
+        positions="keys_and_queries",
+        pos_grid=2,
+        attn_residual=False,
+        feed_forward=False,
+        final_norm=False,
+        attn_bias=True,
+        **switches,
     )
 
 
@@ -157,6 +174,7 @@ def test_keys_and_queries_positions_written_out():
     config = qwen_like()
     params = refimpl.init_resampler(config, seed=1)
     x = np.random.default_rng(1).standard_normal((1, 6, 8))  # (T, S, D), grid 2 x 3
+
     def layer_norm(rows, name):
         centered = rows - rows.mean(axis=-1, keepdims=True)
         scaled = centered / np.sqrt((centered**2).mean(axis=-1, keepdims=True) + 1e-5)
@@ -172,7 +190,10 @@ def test_keys_and_queries_positions_written_out():
     q = (normed_latents + np.array(naive.sincos_2d(8, 2, 2))) @ p["wq"] + p["bq"]
     k = (normed_media + key_table) @ p["wk"] + p["bk"]
     v = normed_media @ p["wv"] + p["bv"]
-    heads = [softmax(q[:, h * 3 : h * 3 + 3] @ k[:, h * 3 : h * 3 + 3].T / np.sqrt(3)) @ v[:, h * 3 : h * 3 + 3] for h in range(2)]
+    heads = [
+        softmax(q[:, h * 3 : h * 3 + 3] @ k[:, h * 3 : h * 3 + 3].T / np.sqrt(3)) @ v[:, h * 3 : h * 3 + 3]
+        for h in range(2)
+    ]
     expected = np.concatenate(heads, axis=-1) @ p["wo"] + p["bo"]
     assert_close(refimpl.perceiver_resampler(params, x, config, grid=(2, 3)), expected, FLOAT64)
 
@@ -189,12 +210,23 @@ def test_float32_arithmetic_stays_float32_with_every_switch():
 def test_defaults_of_the_new_switches_change_nothing():
     config = refimpl.ResamplerConfig(dim=12, depth=2, heads=3, dim_head=5, num_latents=7)
     explicit = dataclasses.replace(
-        config, attn_bias=False, media_dim=None, pre_norm=True, attn_residual=True, feed_forward=True, final_norm=True,
-        out_dim=None, out_norm=False, positions=None, pos_grid=None,
+        config,
+        attn_bias=False,
+        media_dim=None,
+        pre_norm=True,
+        attn_residual=True,
+        feed_forward=True,
+        final_norm=True,
+        out_dim=None,
+        out_norm=False,
+        positions=None,
+        pos_grid=None,
     )
     params = refimpl.init_resampler(config, seed=4)
     x = np.random.default_rng(4).standard_normal((2, 3, 5, 12))
-    np.testing.assert_array_equal(refimpl.perceiver_resampler(params, x, explicit), refimpl.perceiver_resampler(params, x, config))
+    np.testing.assert_array_equal(
+        refimpl.perceiver_resampler(params, x, explicit), refimpl.perceiver_resampler(params, x, config)
+    )
 
 
 # ---- the grid argument

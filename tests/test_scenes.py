@@ -62,7 +62,10 @@ def test_a_lone_shape_lies_wholly_in_one_quadrant(seed, height, width):
 def test_pixels_show_the_colour_the_segmentation_names():
     scenes = make_scenes(8, 48, 40, seed=3)
     for index, rgb in enumerate(COLOURS.values()):
-        np.testing.assert_allclose(scenes.images[scenes.segmentation == index], np.broadcast_to(np.float32(rgb), (int((scenes.segmentation == index).sum()), 3)))
+        np.testing.assert_allclose(
+            scenes.images[scenes.segmentation == index],
+            np.broadcast_to(np.float32(rgb), (int((scenes.segmentation == index).sum()), 3)),
+        )
     assert (scenes.segmentation == GREY).any(), "some distractors are drawn"
 
 
@@ -192,7 +195,9 @@ def test_search_shape_sizes_are_in_pixels_whatever_the_image_size():
 
     small, large = areas(48, 48), areas(160, 128)
     for found in (small, large):
-        assert found.min() >= 1 and found.max() <= np.pi * 7.0**2  # pixels whose centres lie within radius 6, give or take a pixel
+        assert (
+            found.min() >= 1 and found.max() <= np.pi * 7.0**2
+        )  # pixels whose centres lie within radius 6, give or take a pixel
         assert (found < 64).mean() > 0.5, "most shapes cover less than one 8 x 8 patch"
     assert 0.7 < np.median(large) / np.median(small) < 1.4
 

@@ -21,7 +21,9 @@ def test_selfcheck_exits_nonzero_and_names_the_backend_that_disagrees(monkeypatc
         return cli.perceiver_resampler(params, x, config, mask=mask) * (1 + 1e-9)
 
     healthy = cli.backends()
-    monkeypatch.setattr(cli, "backends", lambda: [*healthy, ("Broken", "float64", ("float64", "torch vs numpy"), off_by_a_little)])
+    monkeypatch.setattr(
+        cli, "backends", lambda: [*healthy, ("Broken", "float64", ("float64", "torch vs numpy"), off_by_a_little)]
+    )
     out = io.StringIO()
     assert cli.selfcheck(out) == 1
     assert "| Broken     | float64  |  1.0e-09 |  1e-12 | NO  |" in out.getvalue()

@@ -1,14 +1,14 @@
 """refimpl.softmax and refimpl.attention (NumPy backend unless a test says otherwise),
 against the naive loops of tests/naive.py and against their defining properties."""
 
+import naive
 import numpy as np
 import pytest
-import refimpl
+from helpers import assert_close, attention_cases, random_mask, seeds
 from hypothesis import given
 from hypothesis import strategies as st
 
-import naive
-from helpers import assert_close, attention_cases, random_mask, seeds
+import refimpl
 
 BACKENDS = ["numpy", "numba"]
 

@@ -22,7 +22,9 @@ def case(config, seed):
     """Random parameters (nothing left at its initial 1 or 0, so no gradient hides behind it),
     images (2, [T = 2,] 8, 12, 3) and 0/1 labels (2, Q)."""
     rng = np.random.default_rng(seed)
-    params = {name: value + 0.3 * rng.standard_normal(value.shape) for name, value in init_tiny_model(config, seed).items()}
+    params = {
+        name: value + 0.3 * rng.standard_normal(value.shape) for name, value in init_tiny_model(config, seed).items()
+    }
     shape = (2, 8, 12, 3) if config.frames is None else (2, config.frames, 8, 12, 3)
     images = rng.random(shape)
     labels = rng.random((2, config.outputs)) < 0.4
@@ -32,7 +34,9 @@ def case(config, seed):
 def torch_value_and_grad(config, params, images, labels):
     """(loss, grads) by torch's autograd through TinyModel in float64, in refimpl.tiny's names and layouts."""
     model = TinyModel.from_refimpl(config, params, dtype=torch.float64)
-    loss = F.binary_cross_entropy_with_logits(model(torch.as_tensor(images)), torch.as_tensor(labels, dtype=torch.float64))
+    loss = F.binary_cross_entropy_with_logits(
+        model(torch.as_tensor(images)), torch.as_tensor(labels, dtype=torch.float64)
+    )
     loss.backward()
     grads = {name: torch.zeros_like(p) if p.grad is None else p.grad for name, p in model.named_parameters()}
     return loss.item(), rt.from_state_dict(grads)

@@ -3,13 +3,13 @@ tokens, the shipped model is the trained one, and the time-embedding interpolati
 
 import numpy as np
 import pytest
-import refimpl
-import refimpl.torch as rt
 import torch
 from helpers import FLOAT64, assert_close, seeds
 from hypothesis import given
 from hypothesis import strategies as st
 
+import refimpl
+import refimpl.torch as rt
 from refimpl.scenes import make_clips, make_scenes
 from refimpl.tiny.model import (
     TinyConfig,
@@ -33,7 +33,9 @@ def test_patch_i_j_is_the_block_of_pixels_at_row_i_column_j():
     patches, grid = patchify(images, 4)
     assert grid == (3, 5) and patches.shape == (2, 15, 48)
     for i, j in [(0, 0), (1, 3), (2, 4)]:
-        np.testing.assert_array_equal(patches[:, i * 5 + j], images[:, 4 * i : 4 * i + 4, 4 * j : 4 * j + 4].reshape(2, -1))
+        np.testing.assert_array_equal(
+            patches[:, i * 5 + j], images[:, 4 * i : 4 * i + 4, 4 * j : 4 * j + 4].reshape(2, -1)
+        )
 
 
 def test_patchify_names_a_size_that_is_not_a_multiple_of_the_patch():
@@ -57,14 +59,18 @@ def test_any_image_size_gives_r_tokens_and_q_logits(seed, height, width):
     assert tokens.shape == (2, 1, (height // 4) * (width // 4), SMALL.dim) and grid == (height // 4, width // 4)
     logits, maps, _ = tiny_model(params, images, SMALL, return_attention=True)
     assert logits.shape == (2, SMALL.outputs)
-    assert [m.shape for m in maps] == [(2, SMALL.heads, SMALL.num_latents, tokens.shape[2] + SMALL.num_latents)] * SMALL.depth
+    assert [m.shape for m in maps] == [
+        (2, SMALL.heads, SMALL.num_latents, tokens.shape[2] + SMALL.num_latents)
+    ] * SMALL.depth
 
 
 @pytest.mark.parametrize("frames", [None, 3])
 def test_torch_twin_is_the_same_function_in_float64(frames):
     config = TinyConfig(**{**SMALL.__dict__, "frames": frames})
     params = init_tiny_model(config, seed=1)
-    params = {name: value + 0.1 * np.random.default_rng(2).standard_normal(np.shape(value)) for name, value in params.items()}
+    params = {
+        name: value + 0.1 * np.random.default_rng(2).standard_normal(np.shape(value)) for name, value in params.items()
+    }
     shape = (2, 12, 16, 3) if frames is None else (2, 3, 12, 16, 3)
     images = np.random.default_rng(3).random(shape)
     model = TinyModel.from_refimpl(config, params)
@@ -149,7 +155,9 @@ def test_a_clip_model_runs_on_more_frames_with_an_interpolated_table():
     assert tiny_model(stretched, clips.frames, longer).shape == (2, SMALL.outputs)
 
 
-@pytest.mark.parametrize("table, frames, message", [(np.zeros((1, 3)), 4, "Tmax >= 2"), (np.zeros((3, 3)), 1, "frames must be at least 2")])
+@pytest.mark.parametrize(
+    "table, frames, message", [(np.zeros((1, 3)), 4, "Tmax >= 2"), (np.zeros((3, 3)), 1, "frames must be at least 2")]
+)
 def test_interpolation_names_a_bad_argument(table, frames, message):
     with pytest.raises(ValueError, match=message):
         refimpl.interpolate_time_embeds(table, frames)

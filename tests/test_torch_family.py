@@ -23,7 +23,9 @@ def run_torch(config, params, x, mask, grid, **kwargs):
 @given(case=family_cases())
 def test_torch_module_equals_refimpl_with_the_family_switches(case):
     config, params, x, mask, grid = case
-    expected, expected_maps = refimpl.perceiver_resampler(params, x, config, mask=mask, grid=grid, return_attention=True)
+    expected, expected_maps = refimpl.perceiver_resampler(
+        params, x, config, mask=mask, grid=grid, return_attention=True
+    )
     assert_close(run_torch(config, params, x, mask, grid).numpy(), expected, TORCH_FLOAT64)
     out, maps = run_torch(config, params, x, mask, grid, return_attention=True)
     assert_close(out.numpy(), expected, TORCH_FLOAT64)
@@ -37,7 +39,9 @@ def test_torch_module_with_autograd_equals_refimpl_with_the_family_switches(case
     module = rt.PerceiverResampler.from_refimpl(config, params)
     x_tensor = torch.from_numpy(x).requires_grad_()
     out = module(x_tensor, None if mask is None else torch.from_numpy(mask), grid=grid)
-    assert_close(out.detach().numpy(), refimpl.perceiver_resampler(params, x, config, mask=mask, grid=grid), TORCH_FLOAT64)
+    assert_close(
+        out.detach().numpy(), refimpl.perceiver_resampler(params, x, config, mask=mask, grid=grid), TORCH_FLOAT64
+    )
     out.square().sum().backward()
     assert x_tensor.grad is not None and torch.isfinite(x_tensor.grad).all()
 
@@ -65,7 +69,9 @@ def test_biases_and_projections_have_nn_linear_names_and_layouts():
 
 
 def test_torch_module_names_a_wrong_grid():
-    config = refimpl.ResamplerConfig(dim=8, depth=1, heads=2, dim_head=3, num_latents=4, latents_in_kv=False, positions="keys")
+    config = refimpl.ResamplerConfig(
+        dim=8, depth=1, heads=2, dim_head=3, num_latents=4, latents_in_kv=False, positions="keys"
+    )
     module = rt.PerceiverResampler.from_refimpl(config, refimpl.init_resampler(config))
     with pytest.raises(ValueError, match=r"h\*w = S = 6 without a mask"):
         module(torch.zeros(1, 1, 6, 8, dtype=torch.float64), grid=(2, 2))

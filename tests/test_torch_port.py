@@ -29,7 +29,11 @@ def run_torch(config, params, x, mask, dtype=torch.float64, device="cpu", **kwar
 @given(case=resampler_cases())
 def test_torch_module_equals_refimpl_in_float64(case):
     config, params, x, mask = case
-    assert_close(run_torch(config, params, x, mask).numpy(), refimpl.perceiver_resampler(params, x, config, mask=mask), TORCH_FLOAT64)
+    assert_close(
+        run_torch(config, params, x, mask).numpy(),
+        refimpl.perceiver_resampler(params, x, config, mask=mask),
+        TORCH_FLOAT64,
+    )
 
 
 @given(case=resampler_cases())
@@ -57,7 +61,9 @@ def test_torch_module_equals_refimpl_for_the_embedding_and_norm_switches(switche
     # float32 normalisation rounds differently in torch and NumPy (their float32 sums run in
     # another order), so with norm_dtype the two agree to float32, not float64, precision
     key = ("float32", "vs float64 reference") if config.norm_dtype else TORCH_FLOAT64
-    assert_close(run_torch(config, params, x, mask).numpy(), refimpl.perceiver_resampler(params, x, config, mask=mask), key)
+    assert_close(
+        run_torch(config, params, x, mask).numpy(), refimpl.perceiver_resampler(params, x, config, mask=mask), key
+    )
 
 
 @given(config=resampler_configs(), seed=seeds)
@@ -75,7 +81,9 @@ def test_state_dict_names_are_refimpl_names_with_projections_transposed():
     state = rt.PerceiverResampler.from_refimpl(config, params).state_dict()
     assert state["layers.0.attn.wq.weight"].shape == (6, 8)  # nn.Linear: (out, in)
     np.testing.assert_array_equal(state["layers.0.attn.wq.weight"].numpy(), params["layers.0.attn.wq"].T)
-    np.testing.assert_array_equal(state["layers.0.attn.norm_media.weight"].numpy(), params["layers.0.attn.norm_media.weight"])
+    np.testing.assert_array_equal(
+        state["layers.0.attn.norm_media.weight"].numpy(), params["layers.0.attn.norm_media.weight"]
+    )
 
 
 def test_from_refimpl_rejects_params_that_do_not_fit_the_config():
@@ -89,9 +97,13 @@ def test_from_refimpl_rejects_params_that_do_not_fit_the_config():
 def test_torch_module_names_a_wrong_input_shape():
     config = refimpl.ResamplerConfig(dim=8, depth=1, heads=2, dim_head=3, num_latents=4)
     module = rt.PerceiverResampler(config)
-    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., T, S, D\) with D = config.dim = 8; got \(2, 3, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"x must have shape \(\.\.\., T, S, D\) with D = config.dim = 8; got \(2, 3, 5\)"
+    ):
         module(torch.zeros(2, 3, 5))
-    with pytest.raises(ValueError, match=r"mask must have shape \(\.\.\., T, S\) = x\.shape\[:-1\] = \(2, 3\); got \(2, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"mask must have shape \(\.\.\., T, S\) = x\.shape\[:-1\] = \(2, 3\); got \(2, 2\)"
+    ):
         module(torch.zeros(2, 3, 8), torch.ones(2, 2, dtype=torch.bool))
 
 
@@ -102,7 +114,9 @@ def test_float32_module_is_close_to_the_float64_reference():
     mask = np.random.default_rng(6).random(x.shape[:-1]) < 0.8
     out = run_torch(config, params, x, mask, dtype=torch.float32)
     assert out.dtype == torch.float32
-    assert_close(out.numpy(), refimpl.perceiver_resampler(params, x, config, mask=mask), ("float32", "vs float64 reference"))
+    assert_close(
+        out.numpy(), refimpl.perceiver_resampler(params, x, config, mask=mask), ("float32", "vs float64 reference")
+    )
 
 
 @given(case=resampler_cases())
@@ -113,7 +127,9 @@ def test_with_autograd_the_module_is_the_same_function_and_differentiable(case):
     module = rt.PerceiverResampler.from_refimpl(config, params)
     x = torch.from_numpy(x).requires_grad_()
     out = module(x, None if mask is None else torch.from_numpy(mask))
-    assert_close(out.detach().numpy(), refimpl.perceiver_resampler(params, x.detach().numpy(), config, mask=mask), TORCH_FLOAT64)
+    assert_close(
+        out.detach().numpy(), refimpl.perceiver_resampler(params, x.detach().numpy(), config, mask=mask), TORCH_FLOAT64
+    )
     out.square().sum().backward()
     grads = [x.grad] + [p.grad for p in module.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
@@ -157,9 +173,19 @@ def test_gated_xattn_dense_module_equals_refimpl_and_passes_through_with_closed_
 
 GPU_CONFIGS = {
     "Flamingo": refimpl.ResamplerConfig(dim=256, depth=2, heads=4, dim_head=64, num_latents=16, num_time_embeds=2),
-    "IDEFICS": refimpl.ResamplerConfig(dim=256, depth=2, heads=4, dim_head=64, num_latents=16, activation="relu", qk_norm=True),
+    "IDEFICS": refimpl.ResamplerConfig(
+        dim=256, depth=2, heads=4, dim_head=64, num_latents=16, activation="relu", qk_norm=True
+    ),
     "Idefics2": refimpl.ResamplerConfig(
-        dim=256, depth=2, heads=4, kv_heads=2, dim_head=64, num_latents=16, activation="swiglu", norm="rmsnorm", norm_dtype="float32"
+        dim=256,
+        depth=2,
+        heads=4,
+        kv_heads=2,
+        dim_head=64,
+        num_latents=16,
+        activation="swiglu",
+        norm="rmsnorm",
+        norm_dtype="float32",
     ),
 }
 
@@ -170,7 +196,11 @@ GPU_CONFIGS = {
     ("dtype", "key", "weights_key"),
     [
         (torch.float32, ("float32", "torch GPU vs float64 reference"), ("float32", "torch GPU vs float64 reference")),
-        (torch.bfloat16, ("bfloat16", "torch GPU vs float64 reference"), ("bfloat16", "torch GPU attention weights vs float64 reference")),
+        (
+            torch.bfloat16,
+            ("bfloat16", "torch GPU vs float64 reference"),
+            ("bfloat16", "torch GPU attention weights vs float64 reference"),
+        ),
     ],
 )
 def test_gpu_module_is_close_to_the_float64_reference(variant, dtype, key, weights_key):
@@ -189,7 +219,9 @@ def test_gpu_module_is_close_to_the_float64_reference(variant, dtype, key, weigh
 @needs_cuda
 def test_gpu_module_replays_as_a_cuda_graph():
     config = refimpl.ResamplerConfig(dim=64, depth=2, heads=4, dim_head=16, num_latents=8)
-    module = rt.PerceiverResampler.from_refimpl(config, refimpl.init_resampler(config), dtype=torch.float32, device="cuda")
+    module = rt.PerceiverResampler.from_refimpl(
+        config, refimpl.init_resampler(config), dtype=torch.float32, device="cuda"
+    )
     x = torch.randn(2, 1, 50, 64, device="cuda")
     with torch.no_grad():
         expected = module(x)
@@ -222,13 +254,25 @@ def torch_and_refimpl_errors(config, x, mask):
     return errors
 
 
-CHECKED = refimpl.ResamplerConfig(dim=6, depth=1, heads=2, dim_head=3, num_latents=4, num_time_embeds=3, num_media_embeds=2)
+CHECKED = refimpl.ResamplerConfig(
+    dim=6, depth=1, heads=2, dim_head=3, num_latents=4, num_time_embeds=3, num_media_embeds=2
+)
 NO_LATENTS_IN_KV = refimpl.ResamplerConfig(dim=6, depth=1, heads=2, dim_head=3, num_latents=4, latents_in_kv=False)
 EMPTY_SECOND_ITEM = np.ones((2, 3, 5), dtype=bool)
 EMPTY_SECOND_ITEM[1] = False
 SAME_ERROR_CASES = {
-    "more frames than time embeddings": (CHECKED, np.zeros((2, 4, 5, 6)), None, r"x has T = 4 frames .*num_time_embeds = 3"),
-    "more media items than media embeddings": (CHECKED, np.zeros((3, 2, 5, 6)), None, r"x has I = 3 media items .*num_media_embeds = 2"),
+    "more frames than time embeddings": (
+        CHECKED,
+        np.zeros((2, 4, 5, 6)),
+        None,
+        r"x has T = 4 frames .*num_time_embeds = 3",
+    ),
+    "more media items than media embeddings": (
+        CHECKED,
+        np.zeros((3, 2, 5, 6)),
+        None,
+        r"x has I = 3 media items .*num_media_embeds = 2",
+    ),
     "no media embeddings axis": (CHECKED, np.zeros((2, 5, 6)), None, r"x must have shape \(\.\.\., I, T, S, D\)"),
     "a batch item with no real token, latents not among the keys": (
         NO_LATENTS_IN_KV,
@@ -236,8 +280,18 @@ SAME_ERROR_CASES = {
         EMPTY_SECOND_ITEM,
         r"mask marks no real token in 1 batch item\(s\) \(the first at index \(1,\)\) and config\.latents_in_kv is False",
     ),
-    "no media tokens, latents not among the keys": (NO_LATENTS_IN_KV, np.zeros((2, 3, 0, 6)), None, r"x has no media tokens \(T \* S = 0"),
-    "a mask of the wrong shape": (NO_LATENTS_IN_KV, np.zeros((2, 3, 5, 6)), np.ones((2, 3, 4), dtype=bool), r"mask must have shape \(\.\.\., T, S\)"),
+    "no media tokens, latents not among the keys": (
+        NO_LATENTS_IN_KV,
+        np.zeros((2, 3, 0, 6)),
+        None,
+        r"x has no media tokens \(T \* S = 0",
+    ),
+    "a mask of the wrong shape": (
+        NO_LATENTS_IN_KV,
+        np.zeros((2, 3, 5, 6)),
+        np.ones((2, 3, 4), dtype=bool),
+        r"mask must have shape \(\.\.\., T, S\)",
+    ),
 }
 
 
@@ -276,5 +330,8 @@ def test_gated_module_rejects_a_mask_that_is_not_bool():
     params = refimpl.init_gated_xattn_dense(6, 4, heads=2, dim_head=3, seed=0)
     module = rt.GatedXAttnDense.from_refimpl(params, heads=2)
     hidden, visual = torch.zeros(2, 5, 6, dtype=torch.float64), torch.zeros(2, 7, 4, dtype=torch.float64)
-    with pytest.raises(TypeError, match=r"mask must be a bool tensor \(True = text token may see visual token\); got dtype torch\.float64"):
+    with pytest.raises(
+        TypeError,
+        match=r"mask must be a bool tensor \(True = text token may see visual token\); got dtype torch\.float64",
+    ):
         module(hidden, visual, torch.ones(2, 5, 7, dtype=torch.float64))

@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 import torch
 from flamingo_pytorch import PerceiverResampler as FlamingoPytorchResampler
-from refimpl.__main__ import main
-from refimpl.interop import idefics, idefics2
-from refimpl.interop.open_flamingo import installed_helpers
+from helpers import open_flamingo_model_state_dict, randomise
 from safetensors.torch import load_file, save_file
 from transformers import Idefics2Config, Idefics2ForConditionalGeneration, IdeficsConfig, IdeficsForVisionText2Text
 
-from helpers import open_flamingo_model_state_dict, randomise
+from refimpl.__main__ import main
+from refimpl.interop import idefics, idefics2
+from refimpl.interop.open_flamingo import installed_helpers
 
 ROOT = Path(__file__).resolve().parent.parent
 IDEFICS2_PREFIX = "model.connector.perceiver_resampler."
@@ -52,10 +52,27 @@ def idefics2_config(**perceiver):
     """Idefics2: a 1-layer SigLIP (D 16), a 1-layer Mistral (hidden 20), and the resampler:
     D = 20, depth 2, H = 4, Dh = 3, Hkv = 2, R = 5."""
     return Idefics2Config(
-        vision_config=dict(hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14),
-        perceiver_config=dict(resampler_n_latents=5, resampler_depth=2, resampler_n_heads=4, resampler_head_dim=3, num_key_value_heads=2) | perceiver,
-        text_config=dict(hidden_size=20, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                         vocab_size=50, rms_norm_eps=3e-6),
+        vision_config=dict(
+            hidden_size=16,
+            intermediate_size=24,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+        ),
+        perceiver_config=dict(
+            resampler_n_latents=5, resampler_depth=2, resampler_n_heads=4, resampler_head_dim=3, num_key_value_heads=2
+        )
+        | perceiver,
+        text_config=dict(
+            hidden_size=20,
+            intermediate_size=24,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            vocab_size=50,
+            rms_norm_eps=3e-6,
+        ),
     )
 
 
@@ -73,10 +90,24 @@ def idefics2_folder(tmp_path_factory):
 def idefics_folder(tmp_path_factory):
     """IDEFICS with its resampler (use_resampler) and q/k layer norms: D = 12, depth 2, H = 3, Dh = 5, R = 5."""
     config = IdeficsConfig(
-        hidden_size=16, intermediate_size=24, num_hidden_layers=1, num_attention_heads=2, vocab_size=50, additional_vocab_size=2,
-        cross_layer_interval=1, use_resampler=True,
-        vision_config=dict(embed_dim=12, image_size=28, patch_size=14, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16),
-        perceiver_config=dict(resampler_n_latents=5, resampler_depth=2, resampler_n_heads=3, resampler_head_dim=5, qk_layer_norms_perceiver=True),
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        vocab_size=50,
+        additional_vocab_size=2,
+        cross_layer_interval=1,
+        use_resampler=True,
+        vision_config=dict(
+            embed_dim=12, image_size=28, patch_size=14, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16
+        ),
+        perceiver_config=dict(
+            resampler_n_latents=5,
+            resampler_depth=2,
+            resampler_n_heads=3,
+            resampler_head_dim=5,
+            qk_layer_norms_perceiver=True,
+        ),
     )
     torch.manual_seed(0)
     model = IdeficsForVisionText2Text(config)
@@ -99,7 +130,9 @@ def open_flamingo_file(tmp_path_factory):
 def flamingo_pytorch_file(tmp_path_factory):
     """flamingo-pytorch's resampler alone, H = 3, in a .safetensors file."""
     torch.manual_seed(0)
-    module = randomise(FlamingoPytorchResampler(dim=12, depth=2, dim_head=5, heads=3, num_latents=7, num_media_embeds=3), seed=3)
+    module = randomise(
+        FlamingoPytorchResampler(dim=12, depth=2, dim_head=5, heads=3, num_latents=7, num_media_embeds=3), seed=3
+    )
     path = tmp_path_factory.mktemp("flamingo_pytorch") / "resampler.safetensors"
     save_file(module.state_dict(), path)
     return path
@@ -132,14 +165,29 @@ def test_an_open_flamingo_whole_model_pt_file_passes(capsys, open_flamingo_file)
 
 
 def test_prefix_overrides_the_search(capsys, open_flamingo_file):
-    status, out, _ = verify(capsys, open_flamingo_file, "--peer", "open_flamingo", "--heads", "3", "--prefix", "perceiver.")
+    status, out, _ = verify(
+        capsys, open_flamingo_file, "--peer", "open_flamingo", "--heads", "3", "--prefix", "perceiver."
+    )
     assert status == 0 and "the keys under the prefix 'perceiver.' (--prefix)" in out
 
 
 def test_the_entry_point_runs_as_a_command(flamingo_pytorch_file):
     result = subprocess.run(
-        [sys.executable, "-m", "refimpl", "verify", str(flamingo_pytorch_file), "--peer", "flamingo_pytorch", "--heads", "3"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "refimpl",
+            "verify",
+            str(flamingo_pytorch_file),
+            "--peer",
+            "flamingo_pytorch",
+            "--heads",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "resampler: found under the prefix ''" in result.stdout and "verify: OK" in result.stdout
@@ -163,7 +211,10 @@ def test_idefics2_eps_is_read_as_the_model_reads_it(capsys, idefics2_folder, tmp
 @pytest.mark.parametrize(
     "perceiver, text",
     [
-        (dict(hidden_size=20, rms_norm_eps=2e-5), dict(hidden_size=20, rms_norm_eps=3e-6)),  # as save_pretrained writes it
+        (
+            dict(hidden_size=20, rms_norm_eps=2e-5),
+            dict(hidden_size=20, rms_norm_eps=3e-6),
+        ),  # as save_pretrained writes it
         ({}, dict(hidden_size=20, rms_norm_eps=3e-6)),  # the Hub's: the text model's replaces the perceiver's
         (dict(hidden_size=4096, rms_norm_eps=2e-5, resampler_n_heads=8), None),  # no text_config at all
         (dict(rms_norm_eps=2e-5), dict(hidden_size=4096, rms_norm_eps=3e-6)),  # sizes agree: the perceiver's own
@@ -179,7 +230,9 @@ def test_idefics2_settings_from_config_json_agree_with_transformers(perceiver, t
 def test_idefics_heads_from_config_json_agree_with_transformers():
     for perceiver in ({}, {"resampler_n_heads": 3}):
         resolved = IdeficsConfig(perceiver_config=dict(perceiver)).perceiver_config
-        assert idefics.settings_from_hf_config({"perceiver_config": perceiver}) == dict(heads=resolved.resampler_n_heads)
+        assert idefics.settings_from_hf_config({"perceiver_config": perceiver}) == dict(
+            heads=resolved.resampler_n_heads
+        )
 
 
 def test_idefics2_with_another_activation_is_refused(capsys, idefics2_folder, tmp_path):
@@ -193,14 +246,18 @@ def test_idefics2_with_another_activation_is_refused(capsys, idefics2_folder, tm
 
 def test_a_missing_head_count_names_its_flag(capsys, open_flamingo_file):
     status, _, err = verify(capsys, open_flamingo_file, "--peer", "open_flamingo")
-    assert_bad_input(status, err, "the tensors cannot tell open_flamingo's heads and there is no config.json: pass --heads")
+    assert_bad_input(
+        status, err, "the tensors cannot tell open_flamingo's heads and there is no config.json: pass --heads"
+    )
 
 
 def test_idefics2_without_config_json_asks_for_eps(capsys, idefics2_folder, tmp_path):
     # Idefics2's eps is the perceiver's or the text model's: no default is safe
     whole = load_file(idefics2_folder / "model.safetensors")
     path = tmp_path / "resampler.safetensors"
-    save_file({key[len(IDEFICS2_PREFIX):]: value for key, value in whole.items() if key.startswith(IDEFICS2_PREFIX)}, path)
+    save_file(
+        {key[len(IDEFICS2_PREFIX) :]: value for key, value in whole.items() if key.startswith(IDEFICS2_PREFIX)}, path
+    )
     status, _, err = verify(capsys, path, "--peer", "idefics2", "--heads", "4")
     assert_bad_input(status, err, "the tensors cannot tell idefics2's eps and there is no config.json: pass --eps")
     status, out, _ = verify(capsys, path, "--peer", "idefics2", "--heads", "4", "--eps", "2e-5")
@@ -215,7 +272,9 @@ def test_a_bug_planted_in_the_peers_installed_module_fails_naming_the_block(caps
     # scaled by 1.1, as a wrong softmax scale would
     helpers = installed_helpers()
     einsum = helpers.einsum
-    monkeypatch.setattr(helpers, "einsum", lambda equation, *ops: einsum(equation, *ops) * (1.1 if equation.endswith("i j") else 1.0))
+    monkeypatch.setattr(
+        helpers, "einsum", lambda equation, *ops: einsum(equation, *ops) * (1.1 if equation.endswith("i j") else 1.0)
+    )
     status, out, err = verify(capsys, open_flamingo_file, "--peer", "open_flamingo", "--heads", "3")
     assert (status, err) == (1, "")
     assert "verify: FAILED in float64: the first block over the bound is attention, layer 0" in out
@@ -264,7 +323,11 @@ def test_a_missing_file_is_named(capsys, tmp_path):
     "name, content, expected",
     [
         ("list.pt", [torch.zeros(2)], "not a state dict (a mapping of names to tensors); it holds a list"),
-        ("training.pt", {"model": {"latents": torch.zeros(2)}, "epoch": 3}, "its 'model' is a dict (a training checkpoint?"),
+        (
+            "training.pt",
+            {"model": {"latents": torch.zeros(2)}, "epoch": 3},
+            "its 'model' is a dict (a training checkpoint?",
+        ),
         ("module.pt", torch.nn.Linear(2, 2), "not a state dict that torch.load(weights_only=True) reads"),
     ],
 )
@@ -288,9 +351,15 @@ def test_no_resampler_found_is_said(capsys, tmp_path):
 
 def test_another_peers_checkpoint_names_the_peer(capsys, idefics2_folder):
     status, _, err = verify(capsys, idefics2_folder, "--peer", "open_flamingo", "--heads", "4")
-    assert_bad_input(status, err, f"this looks like an idefics2 checkpoint, with its resampler under the prefix '{IDEFICS2_PREFIX}': try --peer idefics2")
+    assert_bad_input(
+        status,
+        err,
+        f"this looks like an idefics2 checkpoint, with its resampler under the prefix '{IDEFICS2_PREFIX}': try --peer idefics2",
+    )
 
 
 def test_a_prefix_that_matches_no_key_is_said(capsys, open_flamingo_file):
-    status, _, err = verify(capsys, open_flamingo_file, "--peer", "open_flamingo", "--heads", "3", "--prefix", "resampler.")
+    status, _, err = verify(
+        capsys, open_flamingo_file, "--peer", "open_flamingo", "--heads", "3", "--prefix", "resampler."
+    )
     assert_bad_input(status, err, "no key starts with --prefix 'resampler.'")

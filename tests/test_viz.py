@@ -86,13 +86,25 @@ def test_matrix_draws_the_array():
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
-        (lambda: viz.attention_map(np.ones(5), (2, 3)), ValueError, r"weights must be one attention row with at least .* 6"),
+        (
+            lambda: viz.attention_map(np.ones(5), (2, 3)),
+            ValueError,
+            r"weights must be one attention row with at least .* 6",
+        ),
         (lambda: viz.attention_map(np.ones(6), (2, 3, 1)), ValueError, r"grid must be \(h, w\)"),
         (lambda: viz.attention_map(np.ones(6), (0, 6)), ValueError, r"grid must be >= 1"),
-        (lambda: viz.attention_map(np.ones(6, dtype=int), (2, 3)), TypeError, r"weights must be a real floating-point array"),
+        (
+            lambda: viz.attention_map(np.ones(6, dtype=int), (2, 3)),
+            TypeError,
+            r"weights must be a real floating-point array",
+        ),
         (lambda: viz.matrix(np.ones(3)), ValueError, r"weights must be 2-D"),
         (lambda: viz.latent_maps(np.ones(6), (2, 3)), ValueError, r"weights must be \(R, N \[\+ R\]\)"),
-        (lambda: viz.layers_by_heads([np.ones((2, 6))], (2, 3), 0), ValueError, r"maps must be a non-empty list of \(H, R, N \[\+ R\]\)"),
+        (
+            lambda: viz.layers_by_heads([np.ones((2, 6))], (2, 3), 0),
+            ValueError,
+            r"maps must be a non-empty list of \(H, R, N \[\+ R\]\)",
+        ),
     ],
 )
 def test_bad_arguments_are_named(call, error, match):

@@ -60,8 +60,16 @@ def settings():
 def current_commit():
     """The checkout's commit, marked "+ changes" where the working tree differs from it."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
     except OSError:
         return "unknown"
     return f"{commit} + changes" if changed else commit
@@ -70,7 +78,7 @@ def current_commit():
 def provenance(started, load, plan, commit):
     return {
         "plan": plan,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, 1 torch thread",
         "load_average": {"at start": load, "at end": round(os.getloadavg()[0], 1)},
@@ -111,9 +119,21 @@ def main():
             scores = ablation.run_seed(task, seed=seed, steps=steps, scenes_by_group=scenes)
             for kind, result in scores.items():
                 questions = {group: [round(float(v), 5) for v in values] for group, values in result.questions.items()}
-                record["runs"].append({"task": task, "steps": steps, "seed": seed, "kind": kind, "final_loss": round(result.final_loss, 5), "questions": questions})
-                print(f"{task} {steps} steps seed {seed} {kind:12} loss {result.final_loss:.3f} "
-                      + " ".join(f"{g} {sum(v) / len(v):.3f}" for g, v in questions.items()), flush=True)
+                record["runs"].append(
+                    {
+                        "task": task,
+                        "steps": steps,
+                        "seed": seed,
+                        "kind": kind,
+                        "final_loss": round(result.final_loss, 5),
+                        "questions": questions,
+                    }
+                )
+                print(
+                    f"{task} {steps} steps seed {seed} {kind:12} loss {result.final_loss:.3f} "
+                    + " ".join(f"{g} {sum(v) / len(v):.3f}" for g, v in questions.items()),
+                    flush=True,
+                )
             record["provenance"] = [provenance(started, load, args.plan, commit)]
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(record, indent=1) + "\n")

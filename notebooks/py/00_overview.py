@@ -1,18 +1,31 @@
 # %% [markdown]
 # # 0. The Perceiver Resampler: what it is for, and how this course checks itself
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/perceiver-resampler-course/perceiver-resampler-course/blob/main/notebooks/00_overview.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/perceiver-resampler-course/perceiver-resampler-course/blob/v0.1.0/notebooks/00_overview.ipynb)
 #
-# Runs on a laptop CPU in about 15 s. After it you will know what problem the resampler
+# Runs on a laptop CPU in about 15 s, plus about a minute the first time on a machine, while
+# Numba compiles `refimpl`'s kernels for the set-up check (once: they are cached on disk). After it you will know what problem the resampler
 # solves, what it computes (in the Flamingo paper's own pseudo-code), the axis letters every
 # later notebook uses, and how to confirm that your set-up computes what the reference does.
 
-# %%
-# Colab set-up: install the course package (Colab's own torch is kept). Elsewhere this does nothing.
+# %% tags=["remove-cell"]
+# Colab set-up: install the course package (v0.1.0); Colab's torch, numpy and matplotlib are kept.
+# Elsewhere this does nothing: install as the README says.
+import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    # %pip install --quiet "perceiver-resampler-course[course] @ git+https://github.com/perceiver-resampler-course/perceiver-resampler-course"
+    source = "git+https://github.com/perceiver-resampler-course/perceiver-resampler-course@v0.1.0"
+    requirement = f"perceiver-resampler-course[notebooks] @ {source}"
+    command = [sys.executable, "-m", "pip", "install", "--quiet", requirement]
+    pip = subprocess.run(command, capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise RuntimeError(
+            f"Installing the course package failed (pip exit status {pip.returncode}); its last words:\n"
+            f"{pip.stderr[-1500:]}\n"
+            "Check that this runtime is connected to the internet, then run this cell again (Runtime > Restart "
+            f"session first if it installed some packages). To install by hand: !pip install '{requirement}'"
+        )
 
 # %% [markdown]
 # ## The problem: a language model wants a fixed number of visual tokens
@@ -73,8 +86,8 @@ if "google.colab" in sys.modules:
 # frames; the notebooks say which whenever a peer appears.
 
 # %%
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 
 import refimpl
 from refimpl import viz
@@ -87,7 +100,7 @@ rng = np.random.default_rng(0)
 # `refimpl` is this course's reference implementation: float64 NumPy, written to be read.
 # A configuration names the sizes; `init_resampler` draws seeded random weights.
 # Below, the same resampler reads a small image, a large image and a 4-frame video: the
-# number of input tokens changes by a factor of 20, the output does not change shape.
+# number of input tokens grows by a factor of $576 / 49 \approx 11.8$, the output does not change shape.
 
 # %%
 config = refimpl.ResamplerConfig(dim=64, depth=2, heads=4, dim_head=16, num_latents=8, num_time_embeds=4)
@@ -95,9 +108,9 @@ params = refimpl.init_resampler(config, seed=0)
 print(config)
 
 inputs = {
-    "small image, 7 x 7 patches": rng.standard_normal((1, 7 * 7, config.dim)),        # (T, S, D)
-    "large image, 24 x 24 patches": rng.standard_normal((1, 24 * 24, config.dim)),    # (T, S, D)
-    "video, 4 frames of 12 x 12": rng.standard_normal((4, 12 * 12, config.dim)),      # (T, S, D)
+    "small image, 7 x 7 patches": rng.standard_normal((1, 7 * 7, config.dim)),  # (T, S, D)
+    "large image, 24 x 24 patches": rng.standard_normal((1, 24 * 24, config.dim)),  # (T, S, D)
+    "video, 4 frames of 12 x 12": rng.standard_normal((4, 12 * 12, config.dim)),  # (T, S, D)
 }
 outputs = {name: refimpl.perceiver_resampler(params, x, config) for name, x in inputs.items()}
 
@@ -107,6 +120,10 @@ for name, x in inputs.items():
     latents = outputs[name]
     print(f"{name:30}  in: T*S = {x.shape[0] * x.shape[1]:4} tokens  ->  out: {latents.shape}")
     assert latents.shape == (config.num_latents, config.dim)
+token_counts = [x.shape[0] * x.shape[1] for x in inputs.values()]
+growth = max(token_counts) / min(token_counts)
+print(f"input tokens grow by a factor of {growth:.1f}; the output shape is the same for all {len(inputs)}")
+assert round(growth, 1) == 11.8 and len({latents.shape for latents in outputs.values()}) == 1
 
 # %% [markdown]
 # The cost of a language model's cross-attention to the image grows with the number of
@@ -114,13 +131,17 @@ for name, x in inputs.items():
 # the two side by side for images from 112 to 896 pixels a side (14-pixel patches).
 
 # %%
-sides = np.arange(112, 897, 56)                 # image side in pixels
-tokens_in = (sides // 14) ** 2                  # S = (side / 14)^2 patches
+sides = np.arange(112, 897, 56)  # image side in pixels
+tokens_in = (sides // 14) ** 2  # S = (side / 14)^2 patches
 fig, ax = plt.subplots(figsize=(6, 3.2))
 ax.plot(sides, tokens_in, "o-", label="visual tokens from the encoder ($S$)")
 ax.plot(sides, np.full_like(sides, 64), "s-", label="tokens after the resampler ($R = 64$)")
-ax.set(xlabel="image side (pixels)", ylabel="tokens the language model reads", yscale="log",
-       title="The resampler bounds what the language model reads")
+ax.set(
+    xlabel="image side (pixels)",
+    ylabel="tokens the language model reads",
+    yscale="log",
+    title="The resampler bounds what the language model reads",
+)
 ax.legend()
 plt.show()
 assert tokens_in[-1] == 64 * 64 and tokens_in[0] == 64  # 896 px: 4096 tokens; 112 px: as many as R
@@ -131,13 +152,13 @@ assert tokens_in[-1] == 64 * 64 and tokens_in[0] == 64  # 896 px: 4096 tokens; 1
 # `return_attention=True` also returns each layer's attention weights, of shape
 # `(H, R, N + R)`: for every head and latent, a distribution over the media tokens followed
 # by the latents. `refimpl.viz` draws one latent's weights on the image's patch grid. With
-# random weights the maps are noise; the course's second part (notebooks 6-9, in
-# preparation) trains a resampler and looks at what its latents learn to attend to.
+# random weights the maps are noise; notebook 6 trains a resampler, and notebook 7 looks at
+# what its latents learn to attend to.
 
 # %%
 x = inputs["large image, 24 x 24 patches"]
 latents, maps = refimpl.perceiver_resampler(params, x, config, return_attention=True)
-weights = maps[-1].mean(axis=0)   # last layer, averaged over heads: (R, N + R)
+weights = maps[-1].mean(axis=0)  # last layer, averaged over heads: (R, N + R)
 assert weights.shape == (config.num_latents, 24 * 24 + config.num_latents)
 np.testing.assert_allclose(weights.sum(axis=-1), 1.0, rtol=0, atol=1e-12)  # each row is a distribution
 viz.latent_maps(weights, grid=(24, 24), cols=8, suptitle="last layer, mean over heads (random weights)")
@@ -156,7 +177,9 @@ for (dtype, comparison), bound in refimpl.TOLERANCES.items():
 # %% [markdown]
 # Your set-up: `python -m refimpl selfcheck` prints the versions, which backends exist
 # (NumPy, Numba, torch on the CPU, CUDA if there is a GPU) and how far each is from the
-# float64 reference. Run it in a terminal, or here:
+# float64 reference. Run it in a terminal, or here. The first time on a machine this cell
+# takes about a minute (two on a busy laptop): Numba compiles `refimpl`'s kernels, once, and
+# caches them on disk, so later runs take seconds. `selfcheck` says so before it starts.
 
 # %%
 from refimpl.__main__ import selfcheck
@@ -168,11 +191,17 @@ assert selfcheck() == 0, "a backend disagrees with the reference: see the table"
 #
 # | notebook | what you build |
 # |---|---|
+# | 0 | this overview: what the resampler is for, the paper's pseudo-code, the axis letters, checking your set-up |
 # | 1 | attention from scratch in NumPy: scores, the $1/\sqrt{D_h}$ scale, a softmax that cannot overflow, masks |
 # | 2 | cross-attention and heads; what it costs: $O(R \cdot N)$ against self-attention's $O(N^2)$ |
 # | 3 | Numba: the attention loop, the online softmax, parallel heads; speed and memory |
 # | 4 | the Perceiver Resampler in NumPy on real photographs and a short video |
 # | 5 | the same module in PyTorch, on the CPU and a GPU; bfloat16 and speed |
+# | 6 | a tiny resampler trained on the CPU on generated scenes of any size, and a video variant |
+# | 7 | what each latent of the trained model attends to, measured: entropy, collapse, mass on the objects |
+# | 8 | Flamingo's resampler ablation at toy scale: the resampler against simpler poolers |
+# | 9 | how a language model reads the $R$ tokens: gated cross-attention (GATED XATTN-DENSE) |
+# | 10 | the attention backward pass by hand, and the tiny model trained in pure NumPy |
 #
-# Each has exercises: you write a function, a check cell tests it against `refimpl`.
+# Notebooks 1-10 have exercises: you write a function, a check cell tests it against `refimpl`.
 # Next: notebook 1 builds attention, the operation all of this rests on.

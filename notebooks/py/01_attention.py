@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 1. Attention from scratch in NumPy
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/perceiver-resampler-course/perceiver-resampler-course/blob/main/notebooks/01_attention.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/perceiver-resampler-course/perceiver-resampler-course/blob/v0.1.0/notebooks/01_attention.ipynb)
 #
 # Runs on a laptop CPU in about 10 s. After it you will be able to compute attention from
 # its three inputs with nothing but NumPy; say why the scores are divided by $\sqrt{D_h}$,
@@ -20,23 +20,37 @@
 # values are the media tokens and the latents. This notebook builds the operation itself,
 # piece by piece: scores, softmax, scale, mask.
 
-# %%
-# Colab set-up: install the course package (Colab's own torch is kept). Elsewhere this does nothing.
+# %% tags=["remove-cell"]
+# Colab set-up: install the course package (v0.1.0); Colab's torch, numpy and matplotlib are kept.
+# Elsewhere this does nothing: install as the README says.
+import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    # %pip install --quiet "perceiver-resampler-course[course] @ git+https://github.com/perceiver-resampler-course/perceiver-resampler-course"
+    source = "git+https://github.com/perceiver-resampler-course/perceiver-resampler-course@v0.1.0"
+    requirement = f"perceiver-resampler-course[notebooks] @ {source}"
+    command = [sys.executable, "-m", "pip", "install", "--quiet", requirement]
+    pip = subprocess.run(command, capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise RuntimeError(
+            f"Installing the course package failed (pip exit status {pip.returncode}); its last words:\n"
+            f"{pip.stderr[-1500:]}\n"
+            "Check that this runtime is connected to the internet, then run this cell again (Runtime > Restart "
+            f"session first if it installed some packages). To install by hand: !pip install '{requirement}'"
+        )
 
 # %%
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 
 import refimpl
 from refimpl import viz
 from refimpl.exercises import attention as ex
 
 rng = np.random.default_rng(0)
-BOUND = refimpl.TOLERANCES["float64", "numba vs numpy"]  # the same float64 math in another order
+BOUND = refimpl.TOLERANCES[
+    "float64", "same math in another order"
+]  # NumPy computing the same float64 sums in another order
 print(f"bound for float64 comparisons with refimpl: {BOUND:g}")
 
 
@@ -57,6 +71,7 @@ print(f"bound for float64 comparisons with refimpl: {BOUND:g}")
 # A toy set-up where we know the right answer: $N = 7$ random keys of width $D_h = 16$,
 # and $M = 5$ queries, each a noisy copy of one of the keys.
 
+
 # %%
 def scores(q, k):
     """Dot-product similarity of every query with every key.
@@ -69,10 +84,10 @@ def scores(q, k):
 
 
 M, N, Dh = 5, 7, 16
-k = rng.standard_normal((N, Dh))                          # (N, Dh)
-source = np.array([2, 0, 5, 3, 6])                        # (M,) the key each query copies
-q = k[source] + 0.5 * rng.standard_normal((M, Dh))        # (M, Dh)
-S = scores(q, k)                                          # (M, N)
+k = rng.standard_normal((N, Dh))  # (N, Dh)
+source = np.array([2, 0, 5, 3, 6])  # (M,) the key each query copies
+q = k[source] + 0.5 * rng.standard_normal((M, Dh))  # (M, Dh)
+S = scores(q, k)  # (M, N)
 
 by_definition = np.array([[np.dot(q[m], k[n]) for n in range(N)] for m in range(M)])  # (M, N)
 for name, other in [("q @ k.T", q @ k.T), ("a loop of np.dot", by_definition)]:
@@ -102,17 +117,18 @@ assert (S.argmax(axis=1) == source).all()  # each query scores highest on the ke
 # weighted mean of the values, $\mathrm{out}_m = \sum_n w_{mn} v_n$. Straight from the
 # formula:
 
+
 # %%
 def naive_softmax(scores):
     """softmax over the last axis, straight from the formula: exp(s_j) / sum_k exp(s_k).
 
     scores: (..., N) -> (..., N), each row sums to 1
     """
-    e = np.exp(scores)                          # (..., N)
-    return e / e.sum(axis=-1, keepdims=True)    # (..., N)
+    e = np.exp(scores)  # (..., N)
+    return e / e.sum(axis=-1, keepdims=True)  # (..., N)
 
 
-W = naive_softmax(S)                            # (M, N)
+W = naive_softmax(S)  # (M, N)
 err = refimpl.relative_error(W, refimpl.softmax(S))
 print(f"naive_softmax vs refimpl.softmax: max relative error {err:.1e} (bound {BOUND:g})")
 assert err <= BOUND
@@ -162,8 +178,8 @@ with np.errstate(over="ignore", invalid="ignore"):  # silence the overflow and i
 # $0$. On the row that failed:
 
 # %%
-shifted = row - row.max()                               # (3,) = [0, -1, -2]: every exponent <= 0
-stable = np.exp(shifted) / np.exp(shifted).sum()        # (3,)
+shifted = row - row.max()  # (3,) = [0, -1, -2]: every exponent <= 0
+stable = np.exp(shifted) / np.exp(shifted).sum()  # (3,)
 print("softmax(row) with the max subtracted:", stable.round(3))
 
 err = refimpl.relative_error(stable, refimpl.softmax(row))
@@ -181,11 +197,12 @@ assert refimpl.relative_error(stable, naive_softmax(np.array([2.0, 1.0, 0.0]))) 
 # `refimpl.softmax` on batched, non-square scores, scores of size $10^4$, and scores all
 # near $-10^4$.
 
+
 # %%
 def stable_softmax(scores):
     """scores (..., N) -> softmax over the last axis; subtract the row max first so exp never overflows.
 
-        softmax(s)_j = exp(s_j - m) / sum_k exp(s_k - m),   m = max_k s_k
+    softmax(s)_j = exp(s_j - m) / sum_k exp(s_k - m),   m = max_k s_k
     """
     # YOUR CODE HERE (about 3 lines)
     raise NotImplementedError
@@ -218,12 +235,13 @@ ex.check_stable_softmax(stable_softmax)
 # The scores' typical size grows like $\sqrt{D_h}$ unless we divide it out. Measured on
 # 4000 random pairs per width:
 
+
 # %%
 def dot_product_variance(dh, pairs, rng):
     """Sample variance of q . k over `pairs` pairs of random vectors with unit-variance entries."""
-    q = rng.standard_normal((pairs, dh))        # (pairs, Dh)
-    k = rng.standard_normal((pairs, dh))        # (pairs, Dh)
-    return np.einsum("pd,pd->p", q, k).var()    # one dot product per pair: (pairs,) -> a number
+    q = rng.standard_normal((pairs, dh))  # (pairs, Dh)
+    k = rng.standard_normal((pairs, dh))  # (pairs, Dh)
+    return np.einsum("pd,pd->p", q, k).var()  # one dot product per pair: (pairs,) -> a number
 
 
 widths = [4, 16, 64, 256, 1024]
@@ -242,6 +260,7 @@ assert np.all(np.abs(variance_ratio - 1) < 0.15)  # Var(q.k) = Dh, to within sam
 # The softmax's Jacobian is $\partial w_i / \partial s_j = w_i(\delta_{ij} - w_j)$; for a
 # one-hot row every entry is 0, so no gradient reaches the scores and the queries and keys
 # stop learning. We report its Frobenius norm, averaged over the rows.
+
 
 # %%
 def softmax_jacobian_norm(weights):
@@ -263,8 +282,10 @@ for dh in widths:
 
 print(" Dh   largest weight: unscaled  scaled   gradient norm: unscaled  scaled")
 for dh in widths:
-    print(f"{dh:4}   {largest[dh, 'unscaled']:22.3f}  {largest[dh, 'scaled']:6.3f}"
-          f"   {gradient[dh, 'unscaled']:21.3f}  {gradient[dh, 'scaled']:6.3f}")
+    print(
+        f"{dh:4}   {largest[dh, 'unscaled']:22.3f}  {largest[dh, 'scaled']:6.3f}"
+        f"   {gradient[dh, 'unscaled']:21.3f}  {gradient[dh, 'scaled']:6.3f}"
+    )
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
@@ -273,10 +294,20 @@ for name, marker in [("unscaled", "o-"), ("scaled", "s-")]:
     axes[0].plot(widths, [largest[dh, name] for dh in widths], marker, label=label)
     axes[1].plot(widths, [gradient[dh, name] for dh in widths], marker, label=label)
 axes[0].axhline(1 / N, color="gray", linestyle=":", label="uniform, $1/N$")
-axes[0].set(xscale="log", xlabel="head width $D_h$", ylabel="largest weight in a row (mean)", ylim=(0, 1.05),
-            title="Unscaled rows become one-hot")
-axes[1].set(xscale="log", xlabel="head width $D_h$", ylabel=r"$\|\partial w / \partial s\|_F$ (mean over rows)",
-            ylim=(0, None), title="... and their gradient vanishes")
+axes[0].set(
+    xscale="log",
+    xlabel="head width $D_h$",
+    ylabel="largest weight in a row (mean)",
+    ylim=(0, 1.05),
+    title="Unscaled rows become one-hot",
+)
+axes[1].set(
+    xscale="log",
+    xlabel="head width $D_h$",
+    ylabel=r"$\|\partial w / \partial s\|_F$ (mean over rows)",
+    ylim=(0, None),
+    title="... and their gradient vanishes",
+)
 for ax in axes:
     ax.set_xticks(widths, [str(dh) for dh in widths])
     ax.xaxis.set_minor_locator(plt.NullLocator())
@@ -286,9 +317,9 @@ plt.show()
 
 unscaled = [largest[dh, "unscaled"] for dh in (4, 64, 1024)]
 scaled = [largest[dh, "scaled"] for dh in widths]
-assert unscaled[0] < unscaled[1] < unscaled[2] and unscaled[2] > 0.9       # towards one-hot as Dh grows
-assert max(scaled) - min(scaled) < 0.05                                      # the scale keeps it put
-assert gradient[1024, "unscaled"] < 0.5 * gradient[1024, "scaled"]           # the gradient vanishes without it
+assert unscaled[0] < unscaled[1] < unscaled[2] and unscaled[2] > 0.9  # towards one-hot as Dh grows
+assert max(scaled) - min(scaled) < 0.05  # the scale keeps it put
+assert gradient[1024, "unscaled"] < 0.5 * gradient[1024, "scaled"]  # the gradient vanishes without it
 
 # %% [markdown]
 # Without the scale the largest weight climbs from about 0.3 at $D_h = 4$ to 0.95 at
@@ -298,12 +329,17 @@ assert gradient[1024, "unscaled"] < 0.5 * gradient[1024, "scaled"]           # t
 # random keys at $D_h = 1024$:
 
 # %%
-q = rng.standard_normal((10, 1024))     # (M, Dh)
-k = rng.standard_normal((50, 1024))     # (N, Dh)
+q = rng.standard_normal((10, 1024))  # (M, Dh)
+k = rng.standard_normal((50, 1024))  # (N, Dh)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
 viz.matrix(ex.stable_softmax(q @ k.T), ax=axes[0], title="$D_h = 1024$, unscaled", xlabel="key $n$", ylabel="query $m$")
-viz.matrix(ex.stable_softmax(q @ k.T / np.sqrt(1024)), ax=axes[1], title=r"$D_h = 1024$, divided by $\sqrt{D_h}$",
-           xlabel="key $n$", ylabel="query $m$")
+viz.matrix(
+    ex.stable_softmax(q @ k.T / np.sqrt(1024)),
+    ax=axes[1],
+    title=r"$D_h = 1024$, divided by $\sqrt{D_h}$",
+    xlabel="key $n$",
+    ylabel="query $m$",
+)
 fig.tight_layout()
 plt.show()
 
@@ -312,8 +348,8 @@ plt.show()
 # scaled softmax.
 
 # %%
-v = rng.standard_normal((50, 3))                                           # (N, Dv)
-_, ref_weights = refimpl.attention(q, k, v, return_weights=True)           # weights (M, N)
+v = rng.standard_normal((50, 3))  # (N, Dv)
+_, ref_weights = refimpl.attention(q, k, v, return_weights=True)  # weights (M, N)
 err = refimpl.relative_error(ex.stable_softmax(q @ k.T / np.sqrt(q.shape[-1])), ref_weights)
 print(f"softmax(q k^T / sqrt(Dh)) vs refimpl.attention's weights: max relative error {err:.1e} (bound {BOUND:g})")
 assert err <= BOUND
@@ -355,6 +391,7 @@ except ValueError as error:
 # $10^4$, is far above the others: if it is the max you subtract, every allowed entry
 # underflows to 0.
 
+
 # %%
 def masked_softmax(scores, mask):
     """scores (..., N), mask bool broadcastable to scores (True = may attend) -> weights (..., N).
@@ -375,17 +412,17 @@ ex.check_masked_softmax(masked_softmax)
 # Queries 2 and 4 were copied from keys 5 and 6, which they may no longer see:
 
 # %%
-S_scaled = S / np.sqrt(16)                              # (5, 7): the toy of section 1 had Dh = 16
-key_mask = np.arange(7) < 5                             # (N,) = (7,): keys 5 and 6 are padding
-W_scaled = ex.stable_softmax(S_scaled)                  # (5, 7)
-W_masked = ex.masked_softmax(S_scaled, key_mask)        # (5, 7)
+S_scaled = S / np.sqrt(16)  # (5, 7): the toy of section 1 had Dh = 16
+key_mask = np.arange(7) < 5  # (N,) = (7,): keys 5 and 6 are padding
+W_scaled = ex.stable_softmax(S_scaled)  # (5, 7)
+W_masked = ex.masked_softmax(S_scaled, key_mask)  # (5, 7)
 
 err = refimpl.relative_error(W_masked, refimpl.softmax(S_scaled, mask=key_mask))
 print(f"masked_softmax vs refimpl.softmax(mask=...): max relative error {err:.1e} (bound {BOUND:g})")
 assert err <= BOUND
-assert (W_masked[:, ~key_mask] == 0).all()                                    # exactly 0, not merely small
-np.testing.assert_allclose(W_masked.sum(axis=-1), 1.0, rtol=0, atol=1e-12)   # rows still sum to 1
-kept = W_scaled[:, key_mask]                                                  # (5, 5): the allowed keys' weights
+assert (W_masked[:, ~key_mask] == 0).all()  # exactly 0, not merely small
+np.testing.assert_allclose(W_masked.sum(axis=-1), 1.0, rtol=0, atol=1e-12)  # rows still sum to 1
+kept = W_scaled[:, key_mask]  # (5, 5): the allowed keys' weights
 np.testing.assert_allclose(W_masked[:, key_mask], kept / kept.sum(axis=-1, keepdims=True), rtol=1e-12)  # renormalised
 assert set(np.argsort(W_masked.max(axis=1))[:2]) == {2, 4}  # the queries that lost their key are the least peaked
 
@@ -422,6 +459,7 @@ plt.show()
 # Its error is measured against $\max|v|$: each output row is a weighted mean of the rows
 # of $v$, so its rounding error is a fraction of $\max|v|$ (see `refimpl/tolerances.py`).
 
+
 # %%
 def attention(q, k, v, mask=None):
     """Scaled dot-product attention: out = softmax(q k^T / sqrt(Dh), masked) v.
@@ -449,19 +487,19 @@ ex.check_attention(attention)
 
 # %%
 B, M, N, Dh, Dv = 2, 6, 9, 16, 4
-lengths = np.array([9, 5])                              # (B,) real tokens per item
-q = rng.standard_normal((B, M, Dh))                     # (B, M, Dh)
-k = rng.standard_normal((B, N, Dh))                     # (B, N, Dh)
-v = rng.standard_normal((B, N, Dv))                     # (B, N, Dv)
-k[1, 5:] = 100 * rng.standard_normal((4, Dh))           # item 1's padding: junk keys ...
-v[1, 5:] = 1e6                                          # ... and junk values
-token_mask = np.arange(N) < lengths[:, None, None]      # (B, 1, N): True for real tokens
+lengths = np.array([9, 5])  # (B,) real tokens per item
+q = rng.standard_normal((B, M, Dh))  # (B, M, Dh)
+k = rng.standard_normal((B, N, Dh))  # (B, N, Dh)
+v = rng.standard_normal((B, N, Dv))  # (B, N, Dv)
+k[1, 5:] = 100 * rng.standard_normal((4, Dh))  # item 1's padding: junk keys ...
+v[1, 5:] = 1e6  # ... and junk values
+token_mask = np.arange(N) < lengths[:, None, None]  # (B, 1, N): True for real tokens
 
-out = ex.attention(q, k, v, token_mask)                 # (B, M, Dv)
+out = ex.attention(q, k, v, token_mask)  # (B, M, Dv)
 assert out.shape == (B, M, Dv)
 for b, n in enumerate(lengths):
-    real_v = v[b, :n]                                   # (n, Dv)
-    alone = ex.attention(q[b], k[b, :n], real_v)        # (M, Dv): no padding, no mask
+    real_v = v[b, :n]  # (n, Dv)
+    alone = ex.attention(q[b], k[b, :n], real_v)  # (M, Dv): no padding, no mask
     reference = refimpl.attention(q[b], k[b, :n], real_v)
     for name, other in [("attention over the real tokens", alone), ("refimpl.attention, same", reference)]:
         err = refimpl.relative_error(out[b], other, scale=np.abs(real_v).max())
@@ -473,8 +511,9 @@ _, weights = refimpl.attention(q, k, v, mask=token_mask, return_weights=True)  #
 assert (weights[1, :, 5:] == 0).all()  # the padding gets no weight at all
 fig, axes = plt.subplots(1, 2, figsize=(10, 3))
 for b, ax in enumerate(axes):
-    viz.matrix(weights[b], ax=ax, title=f"item {b}: {lengths[b]} real tokens of {N}",
-               xlabel="key $n$", ylabel="query $m$")
+    viz.matrix(
+        weights[b], ax=ax, title=f"item {b}: {lengths[b]} real tokens of {N}", xlabel="key $n$", ylabel="query $m$"
+    )
 fig.tight_layout()
 plt.show()
 
@@ -499,8 +538,12 @@ print("Dh:                       ", widths)
 print("Var(q.k) / Dh:            ", [float(r) for r in variance_ratio.round(1)])
 print("largest weight, unscaled: ", [round(float(largest[dh, "unscaled"]), 2) for dh in widths])
 print("largest weight, scaled:   ", [round(float(largest[dh, "scaled"]), 2) for dh in widths])
-print("masked weights exactly 0:", bool((W_masked[:, ~key_mask] == 0).all()),
-      "| rows sum to 1:", bool(np.allclose(W_masked.sum(axis=-1), 1.0, rtol=0, atol=1e-12)))
+print(
+    "masked weights exactly 0:",
+    bool((W_masked[:, ~key_mask] == 0).all()),
+    "| rows sum to 1:",
+    bool(np.allclose(W_masked.sum(axis=-1), 1.0, rtol=0, atol=1e-12)),
+)
 print("attention output:", out.shape, "| padding weights exactly 0:", bool((weights[1, :, 5:] == 0).all()))
 
 # %% [markdown]

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 2. Cross-attention and multi-head attention
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/perceiver-resampler-course/perceiver-resampler-course/blob/main/notebooks/02_cross_attention.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/perceiver-resampler-course/perceiver-resampler-course/blob/v0.1.0/notebooks/02_cross_attention.ipynb)
 #
 # Runs on a laptop CPU in about 10 s (some seconds more the first time, while Numba compiles
 # its attention kernel). After it you will be able to
@@ -13,12 +13,24 @@
 # - measure what the resampler buys: cross-attention grows like $R \cdot N$, self-attention
 #   over the media like $N^2$.
 
-# %%
-# Colab set-up: install the course package (Colab's own torch is kept). Elsewhere this does nothing.
+# %% tags=["remove-cell"]
+# Colab set-up: install the course package (v0.1.0); Colab's torch, numpy and matplotlib are kept.
+# Elsewhere this does nothing: install as the README says.
+import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    # %pip install --quiet "perceiver-resampler-course[course] @ git+https://github.com/perceiver-resampler-course/perceiver-resampler-course"
+    source = "git+https://github.com/perceiver-resampler-course/perceiver-resampler-course@v0.1.0"
+    requirement = f"perceiver-resampler-course[notebooks] @ {source}"
+    command = [sys.executable, "-m", "pip", "install", "--quiet", requirement]
+    pip = subprocess.run(command, capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise RuntimeError(
+            f"Installing the course package failed (pip exit status {pip.returncode}); its last words:\n"
+            f"{pip.stderr[-1500:]}\n"
+            "Check that this runtime is connected to the internet, then run this cell again (Runtime > Restart "
+            f"session first if it installed some packages). To install by hand: !pip install '{requirement}'"
+        )
 
 # %%
 import timeit
@@ -60,6 +72,7 @@ rng = np.random.default_rng(0)
 #
 # Weights are stored `(in, out)`, as everywhere in `refimpl`, so a projection is `x @ w`.
 
+
 # %%
 def cross_attention(latents, media, wq, wk, wv):
     """Single-head cross-attention: R latent queries read N media tokens.
@@ -90,12 +103,12 @@ np.testing.assert_allclose(weights.sum(axis=-1), 1.0, rtol=0, atol=1e-12)  # eac
 # **Check.** `refimpl.multi_head_attention` with one head is the same computation followed
 # by the output projection $W_o$. Both run in float64 and compute the same sums, possibly in
 # another order or batching, which can move the result by about $10^{-16}$. The bound,
-# $10^{-12}$, is the one `refimpl.TOLERANCES` gives the same float64 math in another order
-# (Numba vs NumPy): room for other BLAS builds, and far below any real mistake.
+# $10^{-12}$, is the one `refimpl.TOLERANCES` gives the same float64 math in another order:
+# room for other BLAS builds, and far below any real mistake.
 
 # %%
-print("bound from refimpl.TOLERANCES['float64', 'numba vs numpy']:", refimpl.TOLERANCES["float64", "numba vs numpy"])
-bound = 1e-12
+bound = refimpl.TOLERANCES["float64", "same math in another order"]
+print("bound from refimpl.TOLERANCES['float64', 'same math in another order']:", bound)
 params = {"wq": wq, "wk": wk, "wv": wv, "wo": wo}
 reference, reference_weights = refimpl.multi_head_attention(params, latents, media, heads=1, return_weights=True)
 err = refimpl.relative_error(out @ wo, reference)  # (R, D)
@@ -130,10 +143,22 @@ assert err_media <= bound and err_latents <= bound
 # %%
 _, self_weights = cross_attention(media, media, wq, wk, wv)  # (N, N)
 fig, (ax_cross, ax_self) = plt.subplots(1, 2, figsize=(9, 3.8), layout="constrained")
-viz.matrix(weights, ax=ax_cross, title=f"cross-attention: R x N = {R} x {N}", xlabel="media token (key)",
-           ylabel="latent (query)", colorbar=False)
-viz.matrix(self_weights, ax=ax_self, title=f"self-attention: N x N = {N} x {N}", xlabel="media token (key)",
-           ylabel="media token (query)", colorbar=False)
+viz.matrix(
+    weights,
+    ax=ax_cross,
+    title=f"cross-attention: R x N = {R} x {N}",
+    xlabel="media token (key)",
+    ylabel="latent (query)",
+    colorbar=False,
+)
+viz.matrix(
+    self_weights,
+    ax=ax_self,
+    title=f"self-attention: N x N = {N} x {N}",
+    xlabel="media token (key)",
+    ylabel="media token (query)",
+    colorbar=False,
+)
 for ax in (ax_cross, ax_self):
     ax.set_aspect("equal")  # one cell per weight, the same size in both panels
     ax.images[0].set_clim(0, self_weights.max())  # one colour scale for both
@@ -174,6 +199,7 @@ plt.show()
 # Reshape, then swap the token and head axes. (Reshaping straight to `(..., H, L, Dh)` gives
 # the right shape and the wrong numbers: the check catches that.)
 
+
 # %%
 def split_heads(x, heads):
     """(..., L, H*Dh) -> (..., H, L, Dh): head h is columns h*Dh ... (h+1)*Dh - 1 of x."""
@@ -191,6 +217,7 @@ ex.check_split_heads(split_heads)
 # ### Exercise 2: merge them back
 #
 # The inverse: after it, each row holds head 0's $D_h$ numbers, then head 1's, and so on.
+
 
 # %%
 def merge_heads(x):
@@ -224,6 +251,7 @@ assert (ex.merge_heads(split) == tokens).all()  # merge undoes split exactly
 #
 # Project, split, attend (all heads at once), merge, project back. `refimpl.attention` is
 # notebook 1's attention; we trust it now.
+
 
 # %%
 def multi_head_cross_attention(latents, media, wq, wk, wv, wo, heads):
@@ -294,8 +322,12 @@ assert err <= bound and err_w <= bound
 image = data.astronaut()  # (512, 512, 3) uint8
 patch, grid = 32, 16  # 32 x 32-pixel patches on a 16 x 16 grid
 colours = image.reshape(grid, patch, grid, patch, 3).mean(axis=(1, 3)) / 255  # (16, 16, 3) mean r, g, b
-row_of, col_of = np.meshgrid((np.arange(grid) + 0.5) / grid, (np.arange(grid) + 0.5) / grid, indexing="ij")  # (16, 16) each
-media = np.concatenate([colours, row_of[..., None], col_of[..., None], np.ones((grid, grid, 1))], axis=-1)  # (16, 16, 6)
+row_of, col_of = np.meshgrid(
+    (np.arange(grid) + 0.5) / grid, (np.arange(grid) + 0.5) / grid, indexing="ij"
+)  # (16, 16) each
+media = np.concatenate(
+    [colours, row_of[..., None], col_of[..., None], np.ones((grid, grid, 1))], axis=-1
+)  # (16, 16, 6)
 media = media.reshape(grid * grid, 6)  # (N, D) = (256, 6): features red, green, blue, row, col, 1
 RED, GREEN, BLUE, ROW, COL, ONE = range(6)  # feature columns
 
@@ -357,6 +389,7 @@ assert err <= bound
 # all. Only the softmax's exponentials grow, $H R N$ of them instead of $R N$: one per
 # $4 D_h$ multiply-adds.
 
+
 # %%
 def attention_flops(queries, keys, head_dim, heads=1):
     """Floating-point operations of the attention core, H heads of width Dh:
@@ -367,7 +400,11 @@ def attention_flops(queries, keys, head_dim, heads=1):
 def projection_flops(queries, keys, dim, heads, kv_heads, head_dim):
     """Floating-point operations of the projections: Q (M, D) @ (D, H*Dh), K and V (N, D) @ (D, Hkv*Dh),
     out (M, H*Dh) @ (H*Dh, D)."""
-    return 2 * queries * dim * heads * head_dim + 2 * 2 * keys * dim * kv_heads * head_dim + 2 * queries * heads * head_dim * dim
+    return (
+        2 * queries * dim * heads * head_dim
+        + 2 * 2 * keys * dim * kv_heads * head_dim
+        + 2 * queries * heads * head_dim * dim
+    )
 
 
 for heads, head_dim in ((2, 2), (1, 4)):  # the astronaut: two heads of 2, one head of 4
@@ -402,6 +439,7 @@ assert many == one
 # each head in place (`0, 0, 1, 1`); `np.tile` would repeat the whole list (`0, 1, 0, 1`),
 # which is another model.
 
+
 # %%
 def grouped_query_cross_attention(latents, media, wq, wk, wv, wo, heads, kv_heads):
     """Multi-head cross-attention with Hkv key/value heads, each shared by G = H / Hkv query heads.
@@ -430,8 +468,10 @@ ex.check_grouped_query_cross_attention(grouped_query_cross_attention)
 R, N, D, H, Dh = 64, 576, 1024, 16, 64
 for kv_heads in (16, 4, 1):
     kv_floats = 2 * N * kv_heads * Dh  # K and V: (N, Hkv*Dh) each
-    print(f"Hkv = {kv_heads:2}: projections {projection_flops(R, N, D, H, kv_heads, Dh):>11,} FLOPs, "
-          f"attention {attention_flops(R, N, Dh, H):>10,} FLOPs, keys + values {kv_floats:>9,} numbers")
+    print(
+        f"Hkv = {kv_heads:2}: projections {projection_flops(R, N, D, H, kv_heads, Dh):>11,} FLOPs, "
+        f"attention {attention_flops(R, N, Dh, H):>10,} FLOPs, keys + values {kv_floats:>9,} numbers"
+    )
 q_and_out = 2 * R * D * H * Dh + 2 * R * H * Dh * D  # the query and output projections: no Hkv in them
 kv_part = {kv_heads: projection_flops(R, N, D, H, kv_heads, Dh) - q_and_out for kv_heads in (16, 4, 1)}
 assert kv_part[16] == 4 * kv_part[4] == 16 * kv_part[1]  # the key/value projections shrink by G
@@ -454,7 +494,9 @@ assert kv_part[16] == 4 * kv_part[4] == 16 * kv_part[1]  # the key/value project
 # NBVAL_CHECK_OUTPUT
 R, Dh = 64, 64
 sizes = [64, 256, 1024, 4096, 16384]
-print(f"{'N':>6} {'cross FLOPs':>14} {'self FLOPs':>18} {'self/cross':>10} {'R x N float32 bytes':>20} {'N x N float32 bytes':>20}")
+print(
+    f"{'N':>6} {'cross FLOPs':>14} {'self FLOPs':>18} {'self/cross':>10} {'R x N float32 bytes':>20} {'N x N float32 bytes':>20}"
+)
 for n in sizes:
     cross, self_ = attention_flops(R, n, Dh), attention_flops(n, n, Dh)
     print(f"{n:>6} {cross:>14,} {self_:>18,} {self_ // cross:>10} {4 * R * n:>20,} {4 * n * n:>20,}")
@@ -468,6 +510,7 @@ for n in sizes:
 # float64. The same code runs both; the only difference is the number of queries, $R$ or $N$.
 # Timings are medians: many repeats where a call is short, one where it takes a second. (The
 # kernel spreads heads and batch items over the cores; one head runs on one core.)
+
 
 # %%
 def median_seconds(fn, repeats):
@@ -488,8 +531,10 @@ for n in sizes:
     media32 = rng.standard_normal((n, Dh)).astype(np.float32)  # (N, Dh), already projected
     cross_s.append(median_seconds(lambda: attend(latents32, media32), 9))  # R queries over N keys
     self_s.append(median_seconds(lambda: attend(media32, media32), self_repeats[n]))  # N queries over N keys
-    print(f"N = {n:5}: cross {cross_s[-1] * 1e3:8.2f} ms, self {self_s[-1] * 1e3:9.2f} ms, "
-          f"self/cross {self_s[-1] / cross_s[-1]:6.0f}  (FLOP ratio N/R = {n // R})")
+    print(
+        f"N = {n:5}: cross {cross_s[-1] * 1e3:8.2f} ms, self {self_s[-1] * 1e3:9.2f} ms, "
+        f"self/cross {self_s[-1] / cross_s[-1]:6.0f}  (FLOP ratio N/R = {n // R})"
+    )
 
 # %%
 sizes_a, cross_a, self_a = np.array(sizes), np.array(cross_s), np.array(self_s)
@@ -502,21 +547,33 @@ ax.plot(sizes_a, self_a * 1e3, "o-", color="C3", label=f"self-attention, N queri
 ax.plot(sizes_a, cross_a * 1e3, "s-", color="C0", label=f"cross-attention, R = {R} queries (slope {slope_cross:.2f})")
 ax.plot(sizes_a, self_a[-1] * 1e3 * (sizes_a / sizes_a[-1]) ** 2, ":", color="gray", label="reference slopes 2 and 1")
 ax.plot(sizes_a, cross_a[-1] * 1e3 * (sizes_a / sizes_a[-1]), ":", color="gray")
-ax.set(xscale="log", yscale="log", xlabel="media tokens N", ylabel="time per call (ms)",
-       title=f"One head, Dh = {Dh}, float32, Numba kernel")
+ax.set(
+    xscale="log",
+    yscale="log",
+    xlabel="media tokens N",
+    ylabel="time per call (ms)",
+    title=f"One head, Dh = {Dh}, float32, Numba kernel",
+)
 ax.legend(fontsize=8)
 plt.show()
 
+# Measurements, not checks: a busy machine moves timings, so no assert here is about time
+# (the FLOP counts above are asserted; these are what this machine made of them).
 print(f"log-log slope for N >= 1024: cross-attention {slope_cross:.2f}, self-attention {slope_self:.2f}")
-assert 0.6 <= slope_cross <= 1.4, "cross-attention should grow about linearly in N"
-assert 1.6 <= slope_self <= 2.4, "self-attention should grow about quadratically in N"
-assert self_a[-1] > 20 * cross_a[-1]  # at N = 16384 the FLOP ratio is 256; timing noise cannot close that
+print(
+    f"at N = {sizes[-1]}: self-attention took {self_a[-1] / cross_a[-1]:.0f} times as long as cross-attention "
+    f"(FLOP ratio N / R = {sizes[-1] // R})"
+)
 
 # %% [markdown]
 # **Notice.** Past the fixed cost of a call (argument checks, the kernel launch: the flat part
 # at small $N$), cross-attention's time grows like $N$ and self-attention's like $N^2$: each
-# quadrupling of $N$ multiplies the first by 4 and the second by 16. At $N = 16384$ the gap is
-# close to the FLOP ratio $N / R = 256$.
+# quadrupling of $N$ multiplies the first by about 4 and the second by about 16. These are
+# measurements, not checks, and they move with the machine and whatever else it runs: in the
+# run committed here, on a 2-core CPU shared with other work, the slopes came out at 1.34 and
+# 2.03 and self-attention took 217 times as long as cross-attention at $N = 16384$, where the
+# FLOP ratio $N / R$ is 256 (an earlier run of this cell gave 0.94, 2.03 and 372). The FLOP counts above are exact and asserted; the times only show what a machine
+# makes of them.
 #
 # Memory tells the same story wherever the weights are formed (NumPy's path, the attention
 # maps you plot, a backward pass that keeps them): one float32 matrix per head and batch item.
@@ -528,8 +585,13 @@ ax.plot(sizes_a, 4 * sizes_a**2 / mib, "o-", color="C3", label="self-attention: 
 ax.plot(sizes_a, 4 * R * sizes_a / mib, "s-", color="C0", label=f"cross-attention: R x N weights, R = {R}")
 ax.axhline(1024, color="gray", ls=":", lw=1)
 ax.text(sizes_a[0], 1024 / 2.5, "1 GiB", color="gray", fontsize=8)
-ax.set(xscale="log", yscale="log", xlabel="media tokens N", ylabel="MiB (float32, one head)",
-       title="Memory of the attention weights")
+ax.set(
+    xscale="log",
+    yscale="log",
+    xlabel="media tokens N",
+    ylabel="MiB (float32, one head)",
+    title="Memory of the attention weights",
+)
 ax.legend(fontsize=8)
 plt.show()
 assert 4 * sizes_a[-1] ** 2 == 2**30 and 4 * R * sizes_a[-1] == 4 * 2**20  # 1 GiB against 4 MiB at N = 16384
@@ -555,8 +617,9 @@ assert 4 * sizes_a[-1] ** 2 == 2**30 and 4 * R * sizes_a[-1] == 4 * 2**20  # 1 G
 #   instead of one: one head can find the suit while another finds the corner.
 # - Sharing key/value heads (grouped-query) shrinks the key/value projections and storage by
 #   $G = H / H_{kv}$, not the attention core.
-# - Cross-attention costs $4 R N D_h$ per head, linear in $N$; self-attention $4 N^2 D_h$. Measured:
-#   log-log slopes near 1 and 2, a factor of about $N / R$ between them.
+# - Cross-attention costs $4 R N D_h$ per head, linear in $N$; self-attention $4 N^2 D_h$. Measured
+#   on a shared 2-core CPU: log-log slopes of about 1 and 2, and at $N = 16384$ a factor of 217
+#   between them, of the order of $N / R = 256$ (timings move with the machine and its load).
 #
 # **Next.** Notebook 3 opens the Numba kernel that timed self-attention here without ever
 # holding the $N \times N$ matrix: a loop over blocks of keys with an online softmax.

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 3. Numba and the online softmax
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/perceiver-resampler-course/perceiver-resampler-course/blob/main/notebooks/03_numba.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/perceiver-resampler-course/perceiver-resampler-course/blob/v0.1.0/notebooks/03_numba.ipynb)
 #
 # Runs on a laptop CPU in about 30 s. After it you will be able to write attention as plain
 # loops and compile them with Numba; tell a first call's compile time from the steady-state
@@ -9,12 +9,24 @@
 # never holds the $(M, N)$ weights; run it in parallel over batch $\times$ heads; and measure
 # what that buys in time and memory against NumPy and PyTorch.
 
-# %%
-# Colab set-up: install the course package (Colab's own torch is kept). Elsewhere this does nothing.
+# %% tags=["remove-cell"]
+# Colab set-up: install the course package (v0.1.0); Colab's torch, numpy and matplotlib are kept.
+# Elsewhere this does nothing: install as the README says.
+import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    # %pip install --quiet "perceiver-resampler-course[course] @ git+https://github.com/perceiver-resampler-course/perceiver-resampler-course"
+    source = "git+https://github.com/perceiver-resampler-course/perceiver-resampler-course@v0.1.0"
+    requirement = f"perceiver-resampler-course[notebooks] @ {source}"
+    command = [sys.executable, "-m", "pip", "install", "--quiet", requirement]
+    pip = subprocess.run(command, capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise RuntimeError(
+            f"Installing the course package failed (pip exit status {pip.returncode}); its last words:\n"
+            f"{pip.stderr[-1500:]}\n"
+            "Check that this runtime is connected to the internet, then run this cell again (Runtime > Restart "
+            f"session first if it installed some packages). To install by hand: !pip install '{requirement}'"
+        )
 
 # %% [markdown]
 # Set-up. `refimpl.kernels` holds the package's own Numba kernel (cached on disk, so it
@@ -39,9 +51,12 @@ from refimpl import kernels, viz
 from refimpl.exercises import online_softmax as ex
 
 rng = np.random.default_rng(0)
-BOUND = refimpl.TOLERANCES["float64", "numba vs numpy"]  # the same float64 math, summed in another order
-print(f"Numba {numba.__version__} ({numba.get_num_threads()} threads), torch {torch.__version__} "
-      f"({torch.get_num_threads()} threads); float64 bound {BOUND:g}")
+BOUND = refimpl.TOLERANCES["float64", "same math in another order"]  # Python or NumPy, the same float64 sums reordered
+NUMBA_BOUND = refimpl.TOLERANCES["float64", "numba vs numpy"]  # a Numba kernel against the NumPy path
+print(
+    f"Numba {numba.__version__} ({numba.get_num_threads()} threads), torch {torch.__version__} "
+    f"({torch.get_num_threads()} threads); float64 bounds {BOUND:g}, Numba {NUMBA_BOUND:g}"
+)
 
 
 def median_ms(fn, repeats=5):
@@ -63,6 +78,7 @@ def median_ms(fn, repeats=5):
 # That is four passes over the $N$ keys per row: the scores, their max, the exponentials
 # and their sum, the weighted sum of values. The function below touches one number at a
 # time; it uses nothing but indexing, arithmetic and `math.exp`.
+
 
 # %%
 def attention_loops(q, k, v, scale):
@@ -115,8 +131,10 @@ python_ms = 1e3 * (time.perf_counter() - start)
 expected_small = refimpl.attention(q_small, k_small, v_small)  # (M, Dv), the NumPy reference
 err_python = refimpl.relative_error(out_python, expected_small, scale=np.abs(v_small).max())
 multiply_adds = 12 * 80 * (16 + 24)  # M N (Dh + Dv)
-print(f"pure Python: {python_ms:.1f} ms for one call, {1e6 * python_ms / multiply_adds:.0f} ns per multiply-add; "
-      f"max relative error {err_python:.1e} (bound {BOUND:g})")
+print(
+    f"pure Python: {python_ms:.1f} ms for one call, {1e6 * python_ms / multiply_adds:.0f} ns per multiply-add; "
+    f"max relative error {err_python:.1e} (bound {BOUND:g})"
+)
 assert out_python.shape == (12, 24)
 assert err_python <= BOUND
 
@@ -152,29 +170,39 @@ print(f"compiled for: {attention_loops_jit.signatures}")
 print(f"Numba first call (compile + run): {first_call_ms:8.1f} ms, {first_call_ms / steady_ms:.0f}x a later call")
 print(f"Numba later calls (median of 50): {steady_ms:8.3f} ms, {python_ms / steady_ms:.0f}x faster than pure Python")
 print(f"refimpl NumPy (median of 50):     {numpy_ms:8.3f} ms")
-print(f"max relative error {err_jit:.1e} (bound {BOUND:g})")
-assert err_jit <= BOUND
-assert first_call_ms > 100 * steady_ms, "the first call compiles: it should be far slower than later calls"
-assert python_ms > 10 * steady_ms, "compiled loops should be far faster than interpreted ones"
-assert steady_ms < 5 * numpy_ms, "on a case this small the compiled loops keep up with NumPy"
+print(f"max relative error {err_jit:.1e} (bound {NUMBA_BOUND:g})")
+assert err_jit <= NUMBA_BOUND
+# The times are measurements, not checks: a busy machine moves them, so none is asserted.
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.5))
-labels = ["pure Python\n(one call)", "Numba, first call\n(compile + run)", "Numba, later calls\n(median)", "refimpl NumPy\n(median)"]
+labels = [
+    "pure Python\n(one call)",
+    "Numba, first call\n(compile + run)",
+    "Numba, later calls\n(median)",
+    "refimpl NumPy\n(median)",
+]
 times = [python_ms, first_call_ms, steady_ms, numpy_ms]
 ax.barh(labels, times, color=["tab:gray", "tab:red", "tab:blue", "tab:green"])
 for y, value in enumerate(times):
     ax.text(value * 1.15, y, f"{value:.3g} ms", va="center", fontsize=8)
-ax.set(xscale="log", xlim=(min(times) / 2, max(times) * 20), xlabel="time (ms, log scale)",
-       title="Attention loops, M = 12, N = 80, Dh = 16, Dv = 24 (float64)")
+ax.set(
+    xscale="log",
+    xlim=(min(times) / 2, max(times) * 20),
+    xlabel="time (ms, log scale)",
+    title="Attention loops, M = 12, N = 80, Dh = 16, Dv = 24 (float64)",
+)
 ax.invert_yaxis()
 plt.show()
 
 
 # %% [markdown]
-# The compile costs as much as dozens of pure-Python calls of this size; after it, the
-# same loops run hundreds of times faster than Python, as fast as NumPy on a case this
-# small (where NumPy's fixed cost per call dominates). The lesson for timing anything
+# In the run committed here (a 2-core CPU that other jobs kept busy: these times are
+# measurements, they move with the machine and its load, and none is asserted) the compile
+# cost as much as about 65 pure-Python calls of this size; after it, the same loops ran
+# about 1900 times faster than Python, and faster than NumPy on a case this small, where
+# NumPy's fixed cost per call dominates (an earlier run: 57 calls, 660 times, 0.011 against
+# 0.028 ms). The lesson for timing anything
 # compiled: call it once before you start the clock, and report the median of several runs.
 #
 # ## 3. The online softmax
@@ -206,6 +234,7 @@ plt.show()
 # order. Every exponent is $\le 0$, so nothing overflows; $c = 1$ when the block does not
 # raise the max and $c < 1$ shrinks the old sums when it does. The start is the state of no
 # keys at all: $m = -\infty$, $\ell = 0$, $a = 0$ (the first $c = e^{-\infty} = 0$).
+
 
 # %%
 def online_attention_row(q_row, k, v, scale, block, rescale=True):
@@ -247,8 +276,9 @@ scale_rows = DH_ROW**-0.5
 
 rows = [online_attention_row(q_i, k_rows, v_rows, scale_rows, BLOCK_ROW) for q_i in q_rows]
 out_online = np.stack([out for out, _ in rows])  # (M, Dv)
-out_no_rescale = np.stack([online_attention_row(q_i, k_rows, v_rows, scale_rows, BLOCK_ROW, rescale=False)[0]
-                           for q_i in q_rows])  # (M, Dv)
+out_no_rescale = np.stack(
+    [online_attention_row(q_i, k_rows, v_rows, scale_rows, BLOCK_ROW, rescale=False)[0] for q_i in q_rows]
+)  # (M, Dv)
 
 expected_rows, weights_rows = refimpl.attention(q_rows, k_rows, v_rows, return_weights=True)  # (M, Dv), (M, N)
 err_online = refimpl.relative_error(out_online, expected_rows, scale=np.abs(v_rows).max())
@@ -289,13 +319,16 @@ axes[1].legend(fontsize=8)
 viz.matrix(weights_rows, ax=axes[2], title=f"weights (M, N) = {weights_rows.shape}; blocks of {BLOCK_ROW}")
 for t in range(BLOCK_ROW, N_ROW, BLOCK_ROW):
     axes[2].axvline(t - 0.5, color="white", linewidth=0.6)
-axes[2].axhline(row, color="tab:red", linewidth=0.8)
+axes[2].axhline(row, color="tab:red", linewidth=0.8, label=f"query row {row}, the left panels' row")
+axes[2].legend(fontsize=8, loc="lower left")
 fig.tight_layout()
 plt.show()
 late_mass = weights_rows[:, N_ROW // 2 :].sum(axis=-1).mean()  # mean weight on the second half of the keys
 stayed = np.setdiff1d(blocks[1:], rose)  # blocks that did not raise the max
-print(f"row {row}: the max rose in {len(rose)} of the {n_blocks_row - 1} blocks after the first; "
-      f"weight on the second half of the keys, mean over rows: {late_mass:.2f}")
+print(
+    f"row {row}: the max rose in {len(rose)} of the {n_blocks_row - 1} blocks after the first; "
+    f"weight on the second half of the keys, mean over rows: {late_mass:.2f}"
+)
 assert np.all(np.diff(trace["m"]) >= 0), "a running max never falls"
 assert np.all(trace["c l"][rose] < trace["l"][rose - 1]), "a rise of the max shrinks the old sum"
 assert np.all(trace["l"][stayed] > trace["l"][stayed - 1]), "without a rise, the sum only grows"
@@ -316,6 +349,7 @@ assert late_mass > 0.6, "most of the weight should sit on the later, larger keys
 # to the common max, then add. This is what lets a kernel split one long row of keys
 # across threads and combine their results at the end (useful when there are few queries,
 # like the resampler's 64 latents, and very many keys).
+
 
 # %%
 def merge_partials(m1, l1, acc1, m2, l2, acc2):
@@ -343,6 +377,7 @@ ex.check_merge_partials(merge_partials)
 # $(\dots, M, D_v)$ array, and the block's scores an $(\dots, M, b)$ matrix. Write it in
 # NumPy, for any leading batch axes. The check uses scores that span a thousand units, so
 # a version that does not keep the max up to date overflows.
+
 
 # %%
 def online_softmax_attention(q, k, v, block):
@@ -375,6 +410,7 @@ ex.check_online_softmax_attention(online_softmax_attention)
 # `fastmath={"reassoc", "contract"}` lets the compiler reorder the sum over $D_h$ into SIMD
 # lanes and fuse multiply-adds; we do not allow it to assume there are no infinities
 # (`ninf`), since $m$ starts at $-\infty$.
+
 
 # %%
 @njit(parallel=True, fastmath={"reassoc", "contract"})
@@ -456,16 +492,17 @@ refimpl_kernel_heads = refimpl.attention(q_heads, k_heads, v_heads, backend="num
 err_heads = refimpl.relative_error(out_heads, expected_heads, scale=v_scale)
 err_refimpl_kernel = refimpl.relative_error(refimpl_kernel_heads, expected_heads, scale=v_scale)
 err_vs_kernel = refimpl.relative_error(out_heads, refimpl_kernel_heads, scale=v_scale)
-err_blocks = {size: refimpl.relative_error(online_attention(q_heads, k_heads, v_heads, block=size), expected_heads,
-                                           scale=v_scale)
-              for size in (1, 7, 1000)}
+err_blocks = {
+    size: refimpl.relative_error(online_attention(q_heads, k_heads, v_heads, block=size), expected_heads, scale=v_scale)
+    for size in (1, 7, 1000)
+}
 print(f"first call (compile + run): {compile_parallel_s:.1f} s")
-print(f"ours vs NumPy:                {err_heads:.1e} (bound {BOUND:g})")
+print(f"ours vs NumPy:                {err_heads:.1e} (bound {NUMBA_BOUND:g})")
 print(f"refimpl's kernel vs NumPy:    {err_refimpl_kernel:.1e}")
 print(f"ours vs refimpl's kernel:     {err_vs_kernel:.1e}")
 print("other block sizes vs NumPy:   " + ", ".join(f"block {size}: {e:.1e}" for size, e in err_blocks.items()))
 assert out_heads.shape == (2, 3, 64, 40)
-assert max(err_heads, err_refimpl_kernel, err_vs_kernel, *err_blocks.values()) <= BOUND
+assert max(err_heads, err_refimpl_kernel, err_vs_kernel, *err_blocks.values()) <= NUMBA_BOUND
 
 # %% [markdown]
 # ## 5. Time: NumPy, PyTorch and two Numba kernels
@@ -517,8 +554,11 @@ assert max(errors32.values()) <= BOUND32
 
 # %%
 with torch.inference_mode():
-    timings = {(n_keys, name): median_ms(fn, repeats=7) for n_keys in KEY_COUNTS
-               for name, fn in implementations(*inputs[n_keys]).items()}
+    timings = {
+        (n_keys, name): median_ms(fn, repeats=7)
+        for n_keys in KEY_COUNTS
+        for name, fn in implementations(*inputs[n_keys]).items()
+    }
 names = list(implementations(*inputs[KEY_COUNTS[0]]))
 print(f"median of 7 calls, ms (H = {H}, M = {M}, Dh = {DH}, float32)")
 print(f"{'N':>6} " + "".join(f"{name:>16}" for name in names))
@@ -528,20 +568,36 @@ for n_keys in KEY_COUNTS:
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for name, marker in zip(names, "os^D"):
     ax.plot(KEY_COUNTS, [timings[n, name] for n in KEY_COUNTS], marker + "-", label=name)
-ax.plot(KEY_COUNTS, [timings[KEY_COUNTS[-1], "NumPy"] * n / KEY_COUNTS[-1] for n in KEY_COUNTS], ":",
-        color="gray", label="proportional to N")
-ax.set(xscale="log", yscale="log", xlabel="N keys (media tokens)", ylabel="median time per call (ms)",
-       title=f"Attention, H = {H}, M = {M}, Dh = {DH}, float32")
+ax.plot(
+    KEY_COUNTS,
+    [timings[KEY_COUNTS[-1], "NumPy"] * n / KEY_COUNTS[-1] for n in KEY_COUNTS],
+    ":",
+    color="gray",
+    label="proportional to N",
+)
+ax.set(
+    xscale="log",
+    yscale="log",
+    xlabel="N keys (media tokens)",
+    ylabel="median time per call (ms)",
+    title=f"Attention, H = {H}, M = {M}, Dh = {DH}, float32",
+)
 ax.set_xticks(KEY_COUNTS, [str(n) for n in KEY_COUNTS])
 ax.legend()
 plt.show()
 
 
 # %% [markdown]
-# Notice: the work grows linearly in $N$ (each of the $M$ rows meets each key once), and
-# so, roughly, do the times. At small $N$ the BLAS-backed NumPy and torch usually win: a
-# parallel launch and a kernel's per-block set-up cost more than one matrix product over a
-# thousand keys. As $N$ grows the streaming kernels catch up, because NumPy writes and
+# Notice: the work grows linearly in $N$ (each of the $M$ rows meets each key once). The
+# times are measurements, not checks, and which implementation wins depends on the machine
+# and on what else it runs. In the run committed here, on a 2-core CPU that other jobs kept
+# busy (load average about 9), refimpl's kernel was the fastest at every $N$ and NumPy the
+# slowest (3.0 against 58 ms at $N = 1024$): BLAS threads that must wait for a busy core
+# suffer most. On the same kind of CPU in a quieter hour it went the other way at small $N$:
+# `benchmarks/RESULTS.md` (cpu_attention.py) has NumPy at 1.31 ms and torch at 1.09 ms
+# against Numba's 3.85 ms at $N = 1024$, because a parallel launch and a kernel's per-block
+# set-up cost more than one matrix product over a thousand keys. As $N$ grows the streaming
+# kernels catch up (Numba 1.06 times NumPy's time at $N = 16384$ there), because NumPy writes and
 # re-reads the $(H, M, N)$ scores several times (the product, the max, the exponentials,
 # the normalisation, the product with $v$), while a kernel brings each block of keys from
 # memory once and keeps it in cache for all $M$ rows. Our kernel
@@ -575,6 +631,7 @@ plt.show()
 # which expects checked arguments) and through `refimpl.attention`, which first checks
 # that every input is finite.
 
+
 # %%
 def traced_peak_mib(fn):
     """Peak memory (MiB) that one call of fn() allocates, as tracemalloc sees it, after a warm-up call."""
@@ -598,7 +655,10 @@ scratch_mib = {  # per running prange iteration
     "refimpl kernel": ((M * DH + DH * KB + KB * DH + M * KB + M * DH) * ITEM + KB * 4) / MIB,
 }
 stats_mib = {"ours": 0.0, "refimpl kernel": 2 * H * M * ITEM / MIB}  # refimpl also returns m and l (H, M)
-scratch_mib["refimpl.attention"], stats_mib["refimpl.attention"] = scratch_mib["refimpl kernel"], stats_mib["refimpl kernel"]
+scratch_mib["refimpl.attention"], stats_mib["refimpl.attention"] = (
+    scratch_mib["refimpl kernel"],
+    stats_mib["refimpl kernel"],
+)
 
 measured = {}  # (N, what) -> MiB
 for n in KEY_COUNTS:
@@ -609,12 +669,16 @@ for n in KEY_COUNTS:
     measured[n, "refimpl kernel"] = traced_peak_mib(lambda: kernels.attention(q, k, v, None, DH**-0.5))
     measured[n, "refimpl.attention"] = traced_peak_mib(fns["Numba, refimpl"])
 
-print(f"peak MiB per call (tracemalloc); output {output_mib:.3f}; scratch per iteration: ours "
-      f"{scratch_mib['ours']:.3f}, refimpl's {scratch_mib['refimpl kernel']:.3f}; {threads} threads")
+print(
+    f"peak MiB per call (tracemalloc); output {output_mib:.3f}; scratch per iteration: ours "
+    f"{scratch_mib['ours']:.3f}, refimpl's {scratch_mib['refimpl kernel']:.3f}; {threads} threads"
+)
 print(f"{'N':>6} {'NumPy':>8} {'one (H,M,N)':>12} {'ours':>8} {'refimpl kernel':>15} {'refimpl.attention':>18}")
 for n in KEY_COUNTS:
-    print(f"{n:>6} {measured[n, 'NumPy']:>8.3f} {weights_mib[n]:>12.3f} {measured[n, 'ours']:>8.3f} "
-          f"{measured[n, 'refimpl kernel']:>15.3f} {measured[n, 'refimpl.attention']:>18.3f}")
+    print(
+        f"{n:>6} {measured[n, 'NumPy']:>8.3f} {weights_mib[n]:>12.3f} {measured[n, 'ours']:>8.3f} "
+        f"{measured[n, 'refimpl kernel']:>15.3f} {measured[n, 'refimpl.attention']:>18.3f}"
+    )
 
 SLACK = 0.01  # MiB, for small Python objects and allocation headers
 numpy_ratio = [(measured[n, "NumPy"] - output_mib) / weights_mib[n] for n in KEY_COUNTS]
@@ -623,7 +687,9 @@ kernels_flat = all(  # output (+ statistics) + 1 to `threads` sets of scratch, w
     output_mib + stats_mib[what] + scratch_mib[what] - SLACK
     <= measured[n, what]
     <= output_mib + stats_mib[what] + threads * scratch_mib[what] + SLACK
-    for n in KEY_COUNTS for what in ("ours", "refimpl kernel", "refimpl.attention"))
+    for n in KEY_COUNTS
+    for what in ("ours", "refimpl kernel", "refimpl.attention")
+)
 print(f"NumPy, beyond the output, in (H, M, N) arrays: {', '.join(f'{r:.2f}' for r in numpy_ratio)}")
 assert numpy_two_arrays, "NumPy's peak holds two (H, M, N) arrays besides the output"
 assert kernels_flat, "a kernel's memory is its output and a few blocks of scratch, whatever N, checks included"
@@ -632,12 +698,26 @@ assert kernels_flat, "a kernel's memory is its output and a few blocks of scratc
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.plot(KEY_COUNTS, [measured[n, "NumPy"] for n in KEY_COUNTS], "o-", label="NumPy")
 ax.plot(KEY_COUNTS, [weights_mib[n] for n in KEY_COUNTS], "k:", label="one (H, M, N) float32 array")
-ax.plot(KEY_COUNTS, [measured[n, "refimpl.attention"] for n in KEY_COUNTS], "v-", color="tab:purple",
-        label="refimpl.attention, Numba (checks included)")
-ax.plot(KEY_COUNTS, [measured[n, "refimpl kernel"] for n in KEY_COUNTS], "D-", color="tab:red", label="refimpl kernel")
+ax.plot(
+    KEY_COUNTS, [measured[n, "refimpl kernel"] for n in KEY_COUNTS], "D-", color="tab:red", ms=9, label="refimpl kernel"
+)
+ax.plot(
+    KEY_COUNTS,
+    [measured[n, "refimpl.attention"] for n in KEY_COUNTS],
+    "v--",
+    color="tab:purple",
+    ms=7,
+    zorder=3,
+    label="refimpl.attention, Numba (checks included): on the red line where they are equal",
+)
 ax.plot(KEY_COUNTS, [measured[n, "ours"] for n in KEY_COUNTS], "^--", color="tab:green", label="our kernel")
-ax.set(xscale="log", yscale="log", xlabel="N keys (media tokens)", ylabel="peak extra memory per call (MiB)",
-       title=f"Peak extra memory (tracemalloc), H = {H}, M = {M}, float32")
+ax.set(
+    xscale="log",
+    yscale="log",
+    xlabel="N keys (media tokens)",
+    ylabel="peak extra memory per call (MiB)",
+    title=f"Peak extra memory (tracemalloc), H = {H}, M = {M}, float32",
+)
 ax.set_xticks(KEY_COUNTS, [str(n) for n in KEY_COUNTS])
 ax.legend(fontsize=7)
 plt.show()
@@ -669,15 +749,19 @@ with torch.inference_mode():
 self_mib = {name: traced_peak_mib(fns_self[name]) for name in ("NumPy", "Numba, ours")}
 self_weights_mib = H * N_SELF * N_SELF * ITEM / MIB  # one (H, M, N) float32 array
 print(f"M = N = {N_SELF}: " + ", ".join(f"{name} {ms:.0f} ms" for name, ms in self_ms.items()))
-print(f"  peak extra memory: NumPy {self_mib['NumPy']:.1f} MiB (one (H, M, N) array is {self_weights_mib:.0f} MiB), "
-      f"our kernel {self_mib['Numba, ours']:.1f} MiB (its output is {H * N_SELF * DH * ITEM / MIB:.0f} MiB)")
+print(
+    f"  peak extra memory: NumPy {self_mib['NumPy']:.1f} MiB (one (H, M, N) array is {self_weights_mib:.0f} MiB), "
+    f"our kernel {self_mib['Numba, ours']:.1f} MiB (its output is {H * N_SELF * DH * ITEM / MIB:.0f} MiB)"
+)
 assert self_mib["NumPy"] >= 2 * self_weights_mib
 assert self_mib["Numba, ours"] <= (H * N_SELF * DH + threads * (2 * N_SELF + N_SELF * DH + 256)) * ITEM / MIB + SLACK
 
 for side in (64, 128):
     n = side * side  # M = N = S patches of a side x side grid
-    print(f"M = N = {side}x{side} = {n:>5}: one (H, M, N) float32 array {H * n * n * ITEM / 2**30:4.1f} GiB; "
-          f"our kernel's scratch per iteration {(2 * n + n * DH + 256) * ITEM / MIB:4.1f} MiB")
+    print(
+        f"M = N = {side}x{side} = {n:>5}: one (H, M, N) float32 array {H * n * n * ITEM / 2**30:4.1f} GiB; "
+        f"our kernel's scratch per iteration {(2 * n + n * DH + 256) * ITEM / MIB:4.1f} MiB"
+    )
 
 # %% [markdown]
 # ## What we checked
@@ -687,20 +771,36 @@ for side in (64, 128):
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"loops (Python and Numba): out {out_python.shape}, within {BOUND:g} of refimpl: {max(err_python, err_jit) <= BOUND}")
-print(f"online softmax by rows: N = {N_ROW} keys in {n_blocks_row} blocks of {BLOCK_ROW}; "
-      f"the max of row {row} rose in {raises[row]} of the {n_blocks_row - 1} blocks after the first")
+print(
+    f"loops (Python and Numba): out {out_python.shape}, within {BOUND:g} of refimpl: {err_python <= BOUND and err_jit <= NUMBA_BOUND}"
+)
+print(
+    f"online softmax by rows: N = {N_ROW} keys in {n_blocks_row} blocks of {BLOCK_ROW}; "
+    f"the max of row {row} rose in {raises[row]} of the {n_blocks_row - 1} blocks after the first"
+)
 print(f"  with the rescale within {BOUND:g} of refimpl: {err_online <= BOUND}; without it: {err_no_rescale <= BOUND}")
-print(f"parallel kernel: B*H = {2 * 3} problems, out {out_heads.shape}, within {BOUND:g} of NumPy and of refimpl's kernel: "
-      f"{max(err_heads, err_vs_kernel) <= BOUND}")
-print(f"float32, H = {H}, M = {M}, Dh = {DH}: 4 implementations within {BOUND32:g} of float64: {max(errors32.values()) <= BOUND32}")
+print(
+    f"parallel kernel: B*H = {2 * 3} problems, out {out_heads.shape}, within {NUMBA_BOUND:g} of NumPy and of refimpl's kernel: "
+    f"{max(err_heads, err_vs_kernel) <= NUMBA_BOUND}"
+)
+print(
+    f"float32, H = {H}, M = {M}, Dh = {DH}: 4 implementations within {BOUND32:g} of float64: {max(errors32.values()) <= BOUND32}"
+)
 for n in KEY_COUNTS:
-    print(f"  N = {n:5}: {math.ceil(n / KB):2} key blocks of {KB}; one (H, M, N) float32 array {weights_mib[n]:5.1f} MiB")
-print(f"kernel scratch per iteration: ours {scratch_mib['ours'] * 1024:.1f} KiB, refimpl's {scratch_mib['refimpl kernel'] * 1024:.1f} KiB")
-print(f"self-attention, M = N = {N_SELF}: one (H, M, N) float32 array {self_weights_mib:.0f} MiB; "
-      f"NumPy's peak at least two of them: {self_mib['NumPy'] >= 2 * self_weights_mib}")
-print(f"NumPy's peak holds two (H, M, N) arrays: {numpy_two_arrays}; "
-      f"the kernels' peak is their output and a few blocks of scratch, for every N: {kernels_flat}")
+    print(
+        f"  N = {n:5}: {math.ceil(n / KB):2} key blocks of {KB}; one (H, M, N) float32 array {weights_mib[n]:5.1f} MiB"
+    )
+print(
+    f"kernel scratch per iteration: ours {scratch_mib['ours'] * 1024:.1f} KiB, refimpl's {scratch_mib['refimpl kernel'] * 1024:.1f} KiB"
+)
+print(
+    f"self-attention, M = N = {N_SELF}: one (H, M, N) float32 array {self_weights_mib:.0f} MiB; "
+    f"NumPy's peak at least two of them: {self_mib['NumPy'] >= 2 * self_weights_mib}"
+)
+print(
+    f"NumPy's peak holds two (H, M, N) arrays: {numpy_two_arrays}; "
+    f"the kernels' peak is their output and a few blocks of scratch, for every N: {kernels_flat}"
+)
 
 # %% [markdown]
 # ## Summary
@@ -712,8 +812,8 @@ print(f"NumPy's peak holds two (H, M, N) arrays: {numpy_two_arrays}; "
 # against `refimpl` in float64 and timed against NumPy, PyTorch and refimpl's kernel.
 #
 # **What to notice.**
-# - A compiled function's first call includes the compile, thousands of times a later call
-#   here: warm up before timing, and take medians.
+# - A compiled function's first call includes the compile, tens of thousands of times a later
+#   call here (125,000 times in the committed run): warm up before timing, and take medians.
 # - The online softmax is not an approximation: with the rescale $c = e^{m_\text{old} - m_\text{new}}$
 #   it gives the two-pass result up to rounding, in one pass over the keys and values.
 #   Without $c$ it is wrong.

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 4. The Perceiver Resampler in NumPy
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/perceiver-resampler-course/perceiver-resampler-course/blob/main/notebooks/04_resampler.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/perceiver-resampler-course/perceiver-resampler-course/blob/v0.1.0/notebooks/04_resampler.ipynb)
 #
 # Runs on a laptop CPU in about 10 s. After it you will be able to turn real photographs of
 # any size, and a short video, into patch features; write the whole Perceiver Resampler in
@@ -10,12 +10,24 @@
 # resampler ignores the order of the tokens of a frame but not the order of the frames; and
 # count the parameters of the paper's configuration.
 
-# %%
-# Colab set-up: install the course package (Colab's own torch is kept). Elsewhere this does nothing.
+# %% tags=["remove-cell"]
+# Colab set-up: install the course package (v0.1.0); Colab's torch, numpy and matplotlib are kept.
+# Elsewhere this does nothing: install as the README says.
+import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    # %pip install --quiet "perceiver-resampler-course[course] @ git+https://github.com/perceiver-resampler-course/perceiver-resampler-course"
+    source = "git+https://github.com/perceiver-resampler-course/perceiver-resampler-course@v0.1.0"
+    requirement = f"perceiver-resampler-course[notebooks] @ {source}"
+    command = [sys.executable, "-m", "pip", "install", "--quiet", requirement]
+    pip = subprocess.run(command, capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise RuntimeError(
+            f"Installing the course package failed (pip exit status {pip.returncode}); its last words:\n"
+            f"{pip.stderr[-1500:]}\n"
+            "Check that this runtime is connected to the internet, then run this cell again (Runtime > Restart "
+            f"session first if it installed some packages). To install by hand: !pip install '{requirement}'"
+        )
 
 # %%
 import dataclasses
@@ -51,6 +63,7 @@ plt.rcParams["figure.dpi"] = 80  # photographs make large PNGs: 80 dpi keeps the
 # An image of $h \times w$ patches gives $S = h \cdot w$ tokens, listed row by row: patch
 # $(r, c)$ is token $s = r \cdot w + c$. Cutting the image is your first exercise.
 
+
 # %%
 def patchify(image, patch):
     """Cut an image into square patches, row by row, each flattened.
@@ -78,7 +91,7 @@ ex.check_patchify(patchify)
 
 # %%
 PATCH = 16  # p, pixels per patch side
-D = 96      # model width of the course's small resampler
+D = 96  # model width of the course's small resampler
 
 
 def fit(image, rows, cols, patch=PATCH):
@@ -115,7 +128,9 @@ for name, image in photos.items():
     features[name], grids[name] = encode(image)
     h, w = grids[name]
     assert features[name].shape == (h * w, D)  # (S, D)
-    print(f"{name:10} {image.shape[0]:3} x {image.shape[1]:3} pixels -> grid {h:2} x {w:2} -> features {features[name].shape}")
+    print(
+        f"{name:10} {image.shape[0]:3} x {image.shape[1]:3} pixels -> grid {h:2} x {w:2} -> features {features[name].shape}"
+    )
 
 
 # %%
@@ -158,8 +173,17 @@ assert video.shape == (T, 64, D)
 fig, ax = plt.subplots(figsize=(4.5, 3.2))
 ax.imshow(wide, interpolation="nearest")
 for t, colour in enumerate(["white", "gold", "tomato", "deepskyblue"]):
-    ax.add_patch(plt.Rectangle((21 * t - 0.5, 0.5 + 2 * t), 8 * PATCH - 1, 8 * PATCH - 2 - 4 * t, fill=False,
-                               edgecolor=colour, lw=1.5, label=f"frame t = {t}"))
+    ax.add_patch(
+        plt.Rectangle(
+            (21 * t - 0.5, 0.5 + 2 * t),
+            8 * PATCH - 1,
+            8 * PATCH - 2 - 4 * t,
+            fill=False,
+            edgecolor=colour,
+            lw=1.5,
+            label=f"frame t = {t}",
+        )
+    )
 ax.set(xticks=[], yticks=[], title=f"A panning 'video': T = {T} frames of 8 x 8 patches, N = T*S = {T * 64}")
 ax.legend(loc="lower left", fontsize=7, framealpha=0.6)
 plt.show()
@@ -220,11 +244,12 @@ for name, value in params.items():
 #
 # with $\epsilon = 10^{-5}$; $\gamma$ and $\beta$ are the parameters named `...weight` and `...bias`.
 
+
 # %%
 def layer_norm(x, weight, bias, eps):
     """x (..., D) -> (..., D): (x - mean) / sqrt(var + eps) * weight + bias, over the last axis."""
-    mean = x.mean(axis=-1, keepdims=True)                   # (..., 1)
-    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)    # (..., 1), divided by D as in torch
+    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)  # (..., 1), divided by D as in torch
     return (x - mean) / np.sqrt(var + eps) * weight + bias  # (..., D)
 
 
@@ -257,6 +282,7 @@ assert err <= 1e-12
 # "slightly better" than attending to the media alone, as DETR and the Perceiver do
 # (Appendix A.1.1). A key mask of width $N + R$ leaves out padding (section 4).
 
+
 # %%
 def attention_block(params, prefix, media, latents, config, key_mask=None):
     """attention(q = LN(latents), kv = concat(LN(media), LN(latents))), without the residual.
@@ -264,11 +290,11 @@ def attention_block(params, prefix, media, latents, config, key_mask=None):
     media (..., N, D), latents (..., R, D), key_mask bool (..., N + R) or None (True = real)
     returns (..., R, D)
     """
-    media = norm(params, prefix + "norm_media.", media, config)        # (..., N, D)
+    media = norm(params, prefix + "norm_media.", media, config)  # (..., N, D)
     latents = norm(params, prefix + "norm_latents.", latents, config)  # (..., R, D)
-    context = np.concatenate([media, latents], axis=-2)                # (..., N + R, D)
+    context = np.concatenate([media, latents], axis=-2)  # (..., N + R, D)
     projections = {name: params[prefix + name] for name in ("wq", "wk", "wv", "wo")}
-    mask = None if key_mask is None else key_mask[..., None, :]        # (..., 1, N + R): every latent alike
+    mask = None if key_mask is None else key_mask[..., None, :]  # (..., 1, N + R): every latent alike
     return refimpl.multi_head_attention(projections, latents, context, heads=config.heads, mask=mask)  # (..., R, D)
 
 
@@ -278,11 +304,12 @@ def attention_block(params, prefix, media, latents, config, key_mask=None):
 # $$\mathrm{ffw}(x) = \max(\mathrm{LN}(x)\, W_{\text{in}},\ 0)^2\ W_{\text{out}}, \qquad
 # W_{\text{in}} \in \mathbb{R}^{D \times F},\ W_{\text{out}} \in \mathbb{R}^{F \times D}.$$
 
+
 # %%
 def feed_forward(params, prefix, x, config):
     """x (..., D) -> (..., D): max(LN(x) @ w_in, 0)^2 @ w_out, without the residual."""
     hidden = norm(params, prefix + "norm.", x, config) @ params[prefix + "w_in"]  # (..., F)
-    return np.maximum(hidden, 0.0) ** 2 @ params[prefix + "w_out"]              # (..., D)
+    return np.maximum(hidden, 0.0) ** 2 @ params[prefix + "w_out"]  # (..., D)
 
 
 latents = rng.standard_normal((R, D))  # (R, D)
@@ -299,6 +326,7 @@ assert ours.shape == (R, D) and err <= 1e-12
 # $T \times S$ grid is flattened frame by frame into $N = T \cdot S$ tokens: token $t \cdot S + s$.
 # Batch axes in front (`...`) and a padding mask are carried along for section 4.
 
+
 # %%
 def perceiver_resampler(params, x_f, config, mask=None):
     """Flamingo's Perceiver Resampler (Fig. 5), pre-norm, with a final LayerNorm.
@@ -311,8 +339,8 @@ def perceiver_resampler(params, x_f, config, mask=None):
     returns the latents (..., R, D).
     """
     *batch, frames, tokens, dim = x_f.shape
-    x_f = x_f + params["time_embeds"][:frames, None, :]     # (..., T, S, D) + (T, 1, D)
-    x_f = x_f.reshape(*batch, frames * tokens, dim)          # (..., N, D), token t*S + s
+    x_f = x_f + params["time_embeds"][:frames, None, :]  # (..., T, S, D) + (T, 1, D)
+    x_f = x_f.reshape(*batch, frames * tokens, dim)  # (..., N, D), token t*S + s
     x = np.broadcast_to(params["latents"], (*batch, config.num_latents, dim))  # (..., R, D)
     key_mask = None
     if mask is not None:  # the media tokens as the mask says, the R latents always real
@@ -320,7 +348,7 @@ def perceiver_resampler(params, x_f, config, mask=None):
         key_mask = np.concatenate([mask.reshape(*batch, frames * tokens), latents_real], axis=-1)  # (..., N + R)
     for i in range(config.depth):
         x = x + attention_block(params, f"layers.{i}.attn.", x_f, x, config, key_mask)  # (..., R, D)
-        x = x + feed_forward(params, f"layers.{i}.ff.", x, config)                       # (..., R, D)
+        x = x + feed_forward(params, f"layers.{i}.ff.", x, config)  # (..., R, D)
     return norm(params, "norm.", x, config)  # (..., R, D)
 
 
@@ -335,7 +363,7 @@ def perceiver_resampler(params, x_f, config, mask=None):
 # far more, as the last line shows.
 
 # %%
-bound = 1e-12  # float64, the same math in another order (see the cell above)
+bound = refimpl.TOLERANCES["float64", "same math in another order"]  # 1e-12 (see the cell above)
 inputs = {"astronaut": features["astronaut"][None], "video": video}  # (T, S, D) each
 for name, x_f in inputs.items():
     ours = perceiver_resampler(params, x_f, config)
@@ -346,7 +374,9 @@ for name, x_f in inputs.items():
 
 # a mistake the check catches: the latents left out of the keys and values (the Perceiver's way)
 perceiver_way = dataclasses.replace(config, latents_in_kv=False)
-off = refimpl.relative_error(refimpl.perceiver_resampler(params, video, perceiver_way), perceiver_resampler(params, video, config))
+off = refimpl.relative_error(
+    refimpl.perceiver_resampler(params, video, perceiver_way), perceiver_resampler(params, video, config)
+)
 print(f"without the latents among the keys, the output moves by {off:.2f} (relative)")
 assert off > 1e4 * bound
 
@@ -360,7 +390,9 @@ assert off > 1e4 * bound
 media = {name: features[name][None] for name in photos} | {"video": video}  # name -> (T, S, D)
 outputs = {name: perceiver_resampler(params, x_f, config) for name, x_f in media.items()}
 for name, x_f in media.items():
-    print(f"{name:10} T = {x_f.shape[0]}, S = {x_f.shape[1]:3}, N = {x_f.shape[0] * x_f.shape[1]:3} tokens -> {outputs[name].shape}")
+    print(
+        f"{name:10} T = {x_f.shape[0]}, S = {x_f.shape[1]:3}, N = {x_f.shape[0] * x_f.shape[1]:3} tokens -> {outputs[name].shape}"
+    )
     assert outputs[name].shape == (R, D)
 
 # %% [markdown]
@@ -368,8 +400,8 @@ for name, x_f in media.items():
 # $(H, R, N + R)$. Below, the last layer's weights averaged over the heads, one panel per
 # latent, drawn on the chelsea photograph; then one latent in every layer and head. The
 # weights here are random: the maps are the patterns of a random projection of colour and
-# texture, not of objects. Meaningful maps need a trained resampler: the course's second part
-# (notebooks 6-9, in preparation) trains one.
+# texture, not of objects. Meaningful maps need a trained resampler: notebook 6 trains one,
+# and notebook 7 reads its maps.
 
 # %%
 x_f = features["chelsea"][None]  # (1, S, D)
@@ -381,16 +413,30 @@ np.testing.assert_allclose(maps[-1].sum(axis=-1), 1.0, rtol=0, atol=1e-12)  # ev
 last = maps[-1].mean(axis=0)  # (R, N + R): last layer, mean over heads
 to_latents = last[:, S_chelsea:].sum(axis=-1)  # (R,) weight each latent gives the latents
 peak = (last[:, :S_chelsea].max(axis=-1) / last[:, :S_chelsea].mean(axis=-1)).max()  # top patch vs the mean patch
-print(f"last layer: {to_latents.mean():.0%} of a latent's attention goes to the latents on average, the rest to the photo")
+print(
+    f"last layer: {to_latents.mean():.0%} of a latent's attention goes to the latents on average, the rest to the photo"
+)
 print(f"the most-attended patch of any latent gets {peak:.1f} times that latent's mean weight per patch")
 assert peak < 2
-viz.latent_maps(last, grids["chelsea"], photos["chelsea"], latents=range(8), cols=8,
-                suptitle="latents 0-7, last layer, mean over heads (random weights)")
+viz.latent_maps(
+    last,
+    grids["chelsea"],
+    photos["chelsea"],
+    latents=range(8),
+    cols=8,
+    suptitle="latents 0-7, last layer, mean over heads (random weights)",
+)
 plt.show()
 
 # %%
-viz.layers_by_heads(maps, grids["chelsea"], latent=0, image=photos["chelsea"], size=1.4,
-                    suptitle="latent 0 in every layer (rows) and head (columns), random weights")
+viz.layers_by_heads(
+    maps,
+    grids["chelsea"],
+    latent=0,
+    image=photos["chelsea"],
+    size=1.4,
+    suptitle="latent 0 in every layer (rows) and head (columns), random weights",
+)
 plt.show()
 
 # %% [markdown]
@@ -426,6 +472,7 @@ assert abs(per_frame.sum() + weights[T * 64 :].sum() - 1) < 1e-12
 # 0), so a padded item's output equals its output alone, whatever the padding holds.
 # (With time embeddings, an image padded to 4 frames still has its one real frame at $t = 0$,
 # and so gets the same time embedding as alone.) Writing the padding is your second exercise.
+
 
 # %%
 def pad_and_mask(features):
@@ -528,6 +575,7 @@ assert err <= bound
 # your third exercise; its check compares with `refimpl.param_shapes(config)`, the list of every
 # parameter's name and shape.
 
+
 # %%
 def count_params(config):
     """The number of parameters of a resampler with layernorm and a plain (non-swiglu) feed-forward.
@@ -561,6 +609,7 @@ ex.check_count_params(count_params)
 # $H \cdot D_h = D$, as in most transformers), and $D_h = 128$, the key width that the
 # flamingo-mini project lists for Flamingo-3B's resampler (see below).
 
+
 # %%
 def count(config):
     """The number of parameters, summed over refimpl.param_shapes(config)."""
@@ -569,14 +618,17 @@ def count(config):
 
 paper_count = 194_000_000  # Flamingo's appendix: "194M", rounded to the million
 paper = {
-    dim_head: refimpl.ResamplerConfig(dim=1536, depth=6, heads=16, dim_head=dim_head, num_latents=64, ff_mult=4,
-                                      activation="squared_relu")
+    dim_head: refimpl.ResamplerConfig(
+        dim=1536, depth=6, heads=16, dim_head=dim_head, num_latents=64, ff_mult=4, activation="squared_relu"
+    )
     for dim_head in (96, 128)
 }
 paper_counts = {dim_head: count(cfg) for dim_head, cfg in paper.items()}
 for dim_head, n in paper_counts.items():
     assert n == ex.count_params(paper[dim_head])  # the closed form agrees with the list of shapes
-    print(f"D = 1536, L = 6, H = 16, Dh = {dim_head:3}, F = 4D, R = 64: {n:>11,} parameters = {n / paper_count:.1%} of the paper's 194M")
+    print(
+        f"D = 1536, L = 6, H = 16, Dh = {dim_head:3}, F = 4D, R = 64: {n:>11,} parameters = {n / paper_count:.1%} of the paper's 194M"
+    )
 
 cfg = paper[128]
 per_layer = {
@@ -620,12 +672,17 @@ d, inner, f = of.dim, of.heads * of.dim_head, of.ff_dim
 open_flamingo_shapes = {"latents": (of.num_latents, d), "norm.weight": (d,), "norm.bias": (d,)}
 for i in range(of.depth):
     open_flamingo_shapes |= {
-        f"layers.{i}.0.norm_media.weight": (d,), f"layers.{i}.0.norm_media.bias": (d,),
-        f"layers.{i}.0.norm_latents.weight": (d,), f"layers.{i}.0.norm_latents.bias": (d,),
-        f"layers.{i}.0.to_q.weight": (inner, d), f"layers.{i}.0.to_kv.weight": (2 * inner, d),
+        f"layers.{i}.0.norm_media.weight": (d,),
+        f"layers.{i}.0.norm_media.bias": (d,),
+        f"layers.{i}.0.norm_latents.weight": (d,),
+        f"layers.{i}.0.norm_latents.bias": (d,),
+        f"layers.{i}.0.to_q.weight": (inner, d),
+        f"layers.{i}.0.to_kv.weight": (2 * inner, d),
         f"layers.{i}.0.to_out.weight": (d, inner),
-        f"layers.{i}.1.0.weight": (d,), f"layers.{i}.1.0.bias": (d,),
-        f"layers.{i}.1.1.weight": (f, d), f"layers.{i}.1.3.weight": (d, f),
+        f"layers.{i}.1.0.weight": (d,),
+        f"layers.{i}.1.0.bias": (d,),
+        f"layers.{i}.1.1.weight": (f, d),
+        f"layers.{i}.1.3.weight": (d, f),
     }
 open_flamingo_count = sum(int(np.prod(shape)) for shape in open_flamingo_shapes.values())
 print(f"open_flamingo's state dict: {len(open_flamingo_shapes)} tensors, {open_flamingo_count:,} parameters")

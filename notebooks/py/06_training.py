@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 6. Training a tiny resampler
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/perceiver-resampler-course/perceiver-resampler-course/blob/main/notebooks/06_training.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/perceiver-resampler-course/perceiver-resampler-course/blob/v0.1.0/notebooks/06_training.ipynb)
 #
 # Runs on a laptop CPU in about 40 s, most of it two short training runs. After it you will
 # be able to build a small vision model around the Perceiver Resampler (patches with Fourier
@@ -11,12 +11,24 @@
 # held-out scenes; and extend it to short videos with time embeddings, which you then stretch
 # to clips twice as long, as Flamingo does.
 
-# %%
-# Colab set-up: install the course package (Colab's own torch is kept). Elsewhere this does nothing.
+# %% tags=["remove-cell"]
+# Colab set-up: install the course package (v0.1.0); Colab's torch, numpy and matplotlib are kept.
+# Elsewhere this does nothing: install as the README says.
+import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    # %pip install --quiet "perceiver-resampler-course[course] @ git+https://github.com/perceiver-resampler-course/perceiver-resampler-course"
+    source = "git+https://github.com/perceiver-resampler-course/perceiver-resampler-course@v0.1.0"
+    requirement = f"perceiver-resampler-course[notebooks] @ {source}"
+    command = [sys.executable, "-m", "pip", "install", "--quiet", requirement]
+    pip = subprocess.run(command, capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise RuntimeError(
+            f"Installing the course package failed (pip exit status {pip.returncode}); its last words:\n"
+            f"{pip.stderr[-1500:]}\n"
+            "Check that this runtime is connected to the internet, then run this cell again (Runtime > Restart "
+            f"session first if it installed some packages). To install by hand: !pip install '{requirement}'"
+        )
 
 # %%
 import matplotlib.pyplot as plt
@@ -27,12 +39,24 @@ import refimpl
 import refimpl.torch
 from refimpl.exercises import training as ex
 from refimpl.scenes import CLIP_QUESTIONS, COLOURS, QUADRANTS, QUESTIONS, make_clips, make_scenes
-from refimpl.tiny.model import TinyConfig, init_tiny_model, load_pretrained, patchify, positions, tiny_model, tiny_param_shapes
+from refimpl.tiny.model import (
+    TinyConfig,
+    init_tiny_model,
+    load_pretrained,
+    patchify,
+    positions,
+    tiny_model,
+    tiny_param_shapes,
+)
 from refimpl.tiny.torch import TinyModel
 from refimpl.tiny.train import HELD_OUT_SIZES, accuracy, clip_batches, held_out_scenes, predict, scene_batches, train
 
 rng = np.random.default_rng(0)
 torch.manual_seed(0)
+# One thread: this model is small, and on a busy CPU torch's second thread makes every step wait for
+# a core that other work holds (200 steps beside 2 busy processes: 9x slower with 2 threads, 2.7x
+# with 1; benchmarks/RESULTS.md)
+torch.set_num_threads(1)
 plt.rcParams["figure.dpi"] = 80  # keeps the notebook's pictures small
 
 SHORT = {"top left": "TL", "top right": "TR", "bottom left": "BL", "bottom right": "BR"}
@@ -131,7 +155,9 @@ def both(labels):
 baselines = {
     "always 'no' (majority)": score(np.zeros_like(labels), labels),
     "colours present only": score(best_guess(colours_present(reference), reference, colours_present(labels)), labels),
-    "quadrants occupied only": score(best_guess(quadrants_occupied(reference), reference, quadrants_occupied(labels)), labels),
+    "quadrants occupied only": score(
+        best_guess(quadrants_occupied(reference), reference, quadrants_occupied(labels)), labels
+    ),
     "colours and quadrants": score(best_guess(both(reference), reference, both(labels)), labels),
 }
 print(f"held-out scenes: {len(labels)}; answers that are yes: {labels.mean():.1%}\n")
@@ -147,8 +173,10 @@ assert baselines["colours and quadrants"][0] <= majority + 0.03 and baselines["c
 # which scenes does knowing both sets answer in full?
 solved = (best_guess(both(reference), reference, both(labels)) == labels).all(axis=1)  # (B,)
 simple = (colours_present(labels).sum(axis=1) == 1) | (quadrants_occupied(labels).sum(axis=1) == 1)  # (B,)
-print(f"\n'colours and quadrants' gets {solved[simple].mean():.0%} of the {simple.sum()} scenes with one colour or "
-      f"one occupied quadrant right, {solved[~simple].mean():.0%} of the other {(~simple).sum()}")
+print(
+    f"\n'colours and quadrants' gets {solved[simple].mean():.0%} of the {simple.sum()} scenes with one colour or "
+    f"one occupied quadrant right, {solved[~simple].mean():.0%} of the other {(~simple).sum()}"
+)
 assert solved[simple].mean() >= 0.8 and solved[~simple].mean() <= 0.2
 
 # %% [markdown]
@@ -202,6 +230,7 @@ assert pixels.shape == (2, 6 * 9, 3 * 8 * 8) and grid == (6, 9)
 # size, and the same encoder weights serve a $32 \times 32$ image and a $128 \times 80$ one. (A
 # learned table of position embeddings, one row per patch index, would tie the model to one
 # grid.) Your first exercise writes these features.
+
 
 # %%
 def fourier_positions(grid, frequencies):
@@ -277,14 +306,22 @@ with torch.no_grad():
     tokens, grid = model.encoder(x)  # (B, T, S, D), T = 1
     latents = model.resampler(tokens)  # (B, R, D)
     logits = model.head(latents)  # (B, Q)
-print(f"images {tuple(x.shape)} -> tokens {tuple(tokens.shape)} -> latents {tuple(latents.shape)} -> logits {tuple(logits.shape)}")
-assert tokens.shape == (2, 1, 54, config.dim) and latents.shape == (2, config.num_latents, config.dim) and logits.shape == (2, 16)
+print(
+    f"images {tuple(x.shape)} -> tokens {tuple(tokens.shape)} -> latents {tuple(latents.shape)} -> logits {tuple(logits.shape)}"
+)
+assert (
+    tokens.shape == (2, 1, 54, config.dim)
+    and latents.shape == (2, config.num_latents, config.dim)
+    and logits.shape == (2, 16)
+)
 
 # %%
 # NBVAL_CHECK_OUTPUT
 parts = {"encoder": "encoder.", "resampler": "resampler.", "head": "head."}
-counts = {part: sum(int(np.prod(shape)) for name, shape in tiny_param_shapes(config).items() if name.startswith(prefix))
-          for part, prefix in parts.items()}
+counts = {
+    part: sum(int(np.prod(shape)) for name, shape in tiny_param_shapes(config).items() if name.startswith(prefix))
+    for part, prefix in parts.items()
+}
 for part, count in counts.items():
     in_torch = sum(p.numel() for p in getattr(model, part).parameters())
     assert in_torch == count
@@ -307,10 +344,14 @@ key = ("float64", "torch vs numpy")
 batch = make_scenes(3, 40, 56, seed=2).images  # (B, height, width, 3)
 reference_logits = tiny_model(params, batch, config)  # (B, Q), NumPy, float64
 with torch.no_grad():
-    torch_logits = TinyModel.from_refimpl(config, params, dtype=torch.float64)(torch.from_numpy(batch).double())  # (B, Q)
+    torch_logits = TinyModel.from_refimpl(config, params, dtype=torch.float64)(
+        torch.from_numpy(batch).double()
+    )  # (B, Q)
 err = refimpl.relative_error(torch_logits.numpy(), reference_logits)
-print(f"TinyModel (float64) vs refimpl.tiny.model.tiny_model: max relative error {err:.1e} "
-      f"(TOLERANCES[{key}] = {refimpl.TOLERANCES[key]:g})")
+print(
+    f"TinyModel (float64) vs refimpl.tiny.model.tiny_model: max relative error {err:.1e} "
+    f"(TOLERANCES[{key}] = {refimpl.TOLERANCES[key]:g})"
+)
 assert err <= refimpl.TOLERANCES[key]
 
 # %% [markdown]
@@ -328,7 +369,9 @@ for height, width in sizes:
     with torch.no_grad():
         tokens, (h, w) = model.encoder(x)  # (B, 1, S, D)
         latents = model.resampler(tokens)  # (B, R, D)
-    print(f"{height:4} x {width:<4} {h:3} x {w:<3} {h * w:5} {str(tuple(tokens.shape)):>22} {str(tuple(latents.shape)):>20}")
+    print(
+        f"{height:4} x {width:<4} {h:3} x {w:<3} {h * w:5} {str(tuple(tokens.shape)):>22} {str(tuple(latents.shape)):>20}"
+    )
     assert tokens.shape == (2, 1, h * w, config.dim)
     assert latents.shape == (2, config.num_latents, config.dim)  # (B, R, D) every time
 
@@ -373,8 +416,10 @@ ax.axhline(base_rate, color="grey", ls="--", label="p(yes) = 21% for every quest
 ax.set(yscale="log", xlabel="step", ylabel="binary cross-entropy (nats)", title="Training on scenes of every size")
 ax.legend(loc="lower left")
 plt.show()
-print(f"smoothed loss: {loss[0]:.3f} at the start, {loss[74]:.3f} at step 75 "
-      f"(p(yes) = 21% everywhere: {base_rate:.3f}), {loss[-1]:.4f} at the end")
+print(
+    f"smoothed loss: {loss[0]:.3f} at the start, {loss[74]:.3f} at step 75 "
+    f"(p(yes) = 21% everywhere: {base_rate:.3f}), {loss[-1]:.4f} at the end"
+)
 assert loss[74] < loss[0] and abs(loss[74] / base_rate - 1) < 0.15  # on the plateau at step 75
 assert loss[-1] < base_rate / 20
 
@@ -385,6 +430,7 @@ assert loss[-1] < base_rate / 20
 # that plateau for a while (at step 75 it is within 15% of the line): it has learned how rare
 # a yes is, not yet which colour is where. Then the loss falls, to more than 20 times below the
 # line. Now the held-out scenes, 200 of each of six sizes, none seen in training:
+
 
 # %%
 def per_size(model, held_out):
@@ -435,8 +481,10 @@ for scenes in held_out:
         said = predict(model, scenes.images)  # (B, 16) bool
         missed += list(area[scenes.labels & ~said])  # a yes the model answered no
         found += list(area[scenes.labels & said])
-print(f"at the two hardest sizes: {len(missed)} yes answers missed, median {np.median(missed):.0f} pixels; "
-      f"{len(found)} found, median {np.median(found):.0f} pixels")
+print(
+    f"at the two hardest sizes: {len(missed)} yes answers missed, median {np.median(missed):.0f} pixels; "
+    f"{len(found)} found, median {np.median(found):.0f} pixels"
+)
 assert np.median(missed) < 0.75 * np.median(found)
 
 # %% [markdown]
@@ -468,9 +516,13 @@ pretrained = TinyModel.from_refimpl(pretrained_config, pretrained_params, dtype=
 theirs = per_size(pretrained, held_out)
 print(f"{'size':>10} {'ours':>17} {'pretrained':>17}   (questions, scenes)")
 for size in ours:
-    print(f"{size[0]:4} x {size[1]:<4} {ours[size][0]:8.1%} {ours[size][1]:7.1%} {theirs[size][0]:8.1%} {theirs[size][1]:7.1%}")
+    print(
+        f"{size[0]:4} x {size[1]:<4} {ours[size][0]:8.1%} {ours[size][1]:7.1%} {theirs[size][0]:8.1%} {theirs[size][1]:7.1%}"
+    )
 pretrained_questions, pretrained_scenes = np.mean(list(theirs.values()), axis=0)
-print(f"{'all':>10} {overall_questions:8.1%} {overall_scenes:7.1%} {pretrained_questions:8.1%} {pretrained_scenes:7.1%}")
+print(
+    f"{'all':>10} {overall_questions:8.1%} {overall_scenes:7.1%} {pretrained_questions:8.1%} {pretrained_scenes:7.1%}"
+)
 assert pretrained_questions >= 0.99 and pretrained_scenes >= overall_scenes - 0.01
 assert all(theirs[size][1] >= ours[size][1] - 0.02 for size in ours)  # as good at every size, within 2 points
 assert np.mean([theirs[size][1] for size in hardest]) > np.mean([ours[size][1] for size in hardest])
@@ -511,7 +563,9 @@ def labels_from_segmentation(segmentation):
     """The clip answers (B, 8), recomputed from what each pixel shows: segmentation (B, T, height, width)."""
     half = segmentation.shape[1] // 2
     shown = np.stack([(segmentation == c).any(axis=(2, 3)) for c in range(len(COLOURS))], axis=-1)  # (B, T, 4)
-    return np.stack([shown[:, :half].any(axis=1), shown[:, half:].any(axis=1)], axis=-1).reshape(len(shown), -1)  # (B, 8)
+    return np.stack([shown[:, :half].any(axis=1), shown[:, half:].any(axis=1)], axis=-1).reshape(
+        len(shown), -1
+    )  # (B, 8)
 
 
 assert (labels_from_segmentation(clips.segmentation) == clips.labels).all()
@@ -527,8 +581,12 @@ assert (labels_from_segmentation(clips.segmentation) == clips.labels).all()
 # %%
 clip_params = init_tiny_model(clip_config, seed=0)  # new head (R*D, 8) and time table (T, D) = 0
 clip_params.update({name: value for name, value in model.to_refimpl().items() if not name.startswith("head.")})
-print("from the scene model:", sorted({name.split(".")[0] for name in clip_params if not name.startswith("head.")}),
-      "| new:", [name for name in clip_params if name.startswith("head.")] + ["resampler.time_embeds (zeros)"])
+print(
+    "from the scene model:",
+    sorted({name.split(".")[0] for name in clip_params if not name.startswith("head.")}),
+    "| new:",
+    [name for name in clip_params if name.startswith("head.")] + ["resampler.time_embeds (zeros)"],
+)
 assert not clip_params["resampler.time_embeds"].any()  # (T, D), all zero
 
 # %% [markdown]
@@ -556,7 +614,9 @@ print(f"{CLIP_STEPS} steps of 32 clips in {clip_history.step_seconds.sum():.0f} 
 
 clip_majority = 1 - clips.labels.mean()  # always 'no'
 on_clips = accuracy(clip_model, [clips])
-print(f"held-out clips, T = 4: {on_clips[0]:.1%} of questions, {on_clips[1]:.1%} of clips (always 'no': {clip_majority:.1%})")
+print(
+    f"held-out clips, T = 4: {on_clips[0]:.1%} of questions, {on_clips[1]:.1%} of clips (always 'no': {clip_majority:.1%})"
+)
 assert on_clips[0] >= 0.95 and on_clips[0] > clip_majority + 0.15
 
 # %% [markdown]
@@ -570,8 +630,10 @@ swapped = clips.labels.reshape(-1, 4, 2)[:, :, ::-1].reshape(-1, 8)  # early <->
 assert (labels_from_segmentation(clips.segmentation[:, ::-1]) == swapped).all()
 said = predict(clip_model, reversed_frames)  # (B, 8)
 against_swapped, against_original = (said == swapped).mean(), (said == clips.labels).mean()
-print(f"reversed clips: {against_swapped:.1%} right against the swapped answers, "
-      f"{against_original:.1%} against the original ones")
+print(
+    f"reversed clips: {against_swapped:.1%} right against the swapped answers, "
+    f"{against_original:.1%} against the original ones"
+)
 assert against_swapped >= 0.9 and against_original < clip_majority
 
 
@@ -593,6 +655,7 @@ assert against_swapped >= 0.9 and against_original < clip_majority
 #
 # so the first and the last frame keep their embeddings and the frames between spread
 # evenly. Your second exercise:
+
 
 # %%
 def interpolate_time_embeds(table, frames):
@@ -617,8 +680,10 @@ ex.check_interpolate_time_embeds(interpolate_time_embeds)
 table = clip_model.to_refimpl()["resampler.time_embeds"]  # (T, D) = (4, 64), learned, float64
 stretched = refimpl.interpolate_time_embeds(table, 8)  # (8, D)
 err = refimpl.relative_error(refimpl.torch.interpolate_time_embeds(torch.from_numpy(table), 8).numpy(), stretched)
-print(f"refimpl.torch.interpolate_time_embeds vs refimpl.interpolate_time_embeds: max relative error {err:.1e} "
-      f"(TOLERANCES[{key}] = {refimpl.TOLERANCES[key]:g})")
+print(
+    f"refimpl.torch.interpolate_time_embeds vs refimpl.interpolate_time_embeds: max relative error {err:.1e} "
+    f"(TOLERANCES[{key}] = {refimpl.TOLERANCES[key]:g})"
+)
 assert err <= refimpl.TOLERANCES[key]
 
 # %% [markdown]
@@ -634,8 +699,10 @@ eight_model = TinyModel.from_refimpl(eight_config, eight_params, dtype=torch.flo
 long_clips = make_clips(400, 8, 48, 48, seed=2001)  # (B, 8, 48, 48, 3)
 long_majority = 1 - long_clips.labels.mean()
 on_long = accuracy(eight_model, [long_clips])
-print(f"held-out clips, T = 8 (trained on T = 4): {on_long[0]:.1%} of questions, {on_long[1]:.1%} of clips "
-      f"(always 'no': {long_majority:.1%})")
+print(
+    f"held-out clips, T = 8 (trained on T = 4): {on_long[0]:.1%} of questions, {on_long[1]:.1%} of clips "
+    f"(always 'no': {long_majority:.1%})"
+)
 assert on_long[0] >= 0.85 and on_long[0] > long_majority + 0.15
 
 # %%
@@ -645,16 +712,23 @@ fig, ax = plt.subplots(figsize=(6, 3.5))
 for i, channel in enumerate(channels):
     ax.plot(positions_4, table[:, channel], "o-", color=f"C{i}", label=f"channel {channel}: learned, T = 4")
     ax.plot(positions_8, stretched[:, channel], "x", color=f"C{i}", ms=9, mew=2)
-    assert np.allclose(np.interp(positions_8, positions_4, table[:, channel]), stretched[:, channel], rtol=0, atol=1e-12)
+    assert np.allclose(
+        np.interp(positions_8, positions_4, table[:, channel]), stretched[:, channel], rtol=0, atol=1e-12
+    )
 ax.plot([], [], "kx", ms=9, mew=2, label="interpolated, T = 8")
 ax.axvline(0.5, color="grey", ls=":", lw=1)
-ax.set(xlabel="position in the clip (0 = first frame, 1 = last)", ylabel="time embedding value",
-       title="Learned time embeddings, stretched from 4 to 8 frames")
+ax.set(
+    xlabel="position in the clip (0 = first frame, 1 = last)",
+    ylabel="time embedding value",
+    title="Learned time embeddings, stretched from 4 to 8 frames",
+)
 ax.legend(fontsize=7, loc="upper left")
 plt.show()
 
 gap_early, gap_late, step = (np.linalg.norm(table[i] - table[j]) for i, j in [(0, 1), (2, 3), (1, 2)])
-print(f"distances between learned rows: |e0 - e1| = {gap_early:.2f}, |e2 - e3| = {gap_late:.2f}, |e1 - e2| = {step:.2f}")
+print(
+    f"distances between learned rows: |e0 - e1| = {gap_early:.2f}, |e2 - e3| = {gap_late:.2f}, |e1 - e2| = {step:.2f}"
+)
 assert gap_early + gap_late < 0.5 * step  # a step: two rows for early, two for late
 
 # %% [markdown]
@@ -668,12 +742,16 @@ assert gap_early + gap_late < 0.5 * step  # a step: two rows for early, two for 
 # %%
 said = predict(eight_model, long_clips.frames)  # (B, 8) bool
 wrong_b, wrong_q = np.nonzero(said != long_clips.labels)  # the wrong answers: clip, question
-shows = np.stack([(long_clips.segmentation == c).any(axis=(2, 3)) for c in range(len(COLOURS))], axis=-1)  # (B, T, colour)
+shows = np.stack(
+    [(long_clips.segmentation == c).any(axis=(2, 3)) for c in range(len(COLOURS))], axis=-1
+)  # (B, T, colour)
 middle = shows[:, 3] | shows[:, 4]  # (B, colour): shown in frame 3 or 4, either side of the middle
 in_wrong = middle[wrong_b, wrong_q // 2].mean()  # question q asks about colour q // 2
 in_all = np.repeat(middle, 2, axis=1).mean()  # over every (clip, question)
-print(f"{len(wrong_b)} wrong answers; {in_wrong:.0%} of them ask about a colour shown in frame 3 or 4 "
-      f"(of all answers: {in_all:.0%})")
+print(
+    f"{len(wrong_b)} wrong answers; {in_wrong:.0%} of them ask about a colour shown in frame 3 or 4 "
+    f"(of all answers: {in_all:.0%})"
+)
 assert in_wrong >= 1.5 * in_all
 
 # %% [markdown]

@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 7. What each latent attends to
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/perceiver-resampler-course/perceiver-resampler-course/blob/main/notebooks/07_latents.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/perceiver-resampler-course/perceiver-resampler-course/blob/v0.1.0/notebooks/07_latents.ipynb)
 #
 # Runs on a laptop CPU in about 20 s. Notebook 6 trained the tiny model of the course (patches
 # -> encoder -> Perceiver Resampler with $R = 16$ latents -> 16 yes/no answers about "what is
@@ -13,12 +13,24 @@
 # maps are (collapse), how much attention the latents spend on each other, and how much lands
 # on the objects compared with their share of the image.
 
-# %%
-# Colab set-up: install the course package (Colab's own torch is kept). Elsewhere this does nothing.
+# %% tags=["remove-cell"]
+# Colab set-up: install the course package (v0.1.0); Colab's torch, numpy and matplotlib are kept.
+# Elsewhere this does nothing: install as the README says.
+import subprocess
 import sys
 
 if "google.colab" in sys.modules:
-    # %pip install --quiet "perceiver-resampler-course[course] @ git+https://github.com/perceiver-resampler-course/perceiver-resampler-course"
+    source = "git+https://github.com/perceiver-resampler-course/perceiver-resampler-course@v0.1.0"
+    requirement = f"perceiver-resampler-course[notebooks] @ {source}"
+    command = [sys.executable, "-m", "pip", "install", "--quiet", requirement]
+    pip = subprocess.run(command, capture_output=True, text=True)
+    if pip.returncode != 0:
+        raise RuntimeError(
+            f"Installing the course package failed (pip exit status {pip.returncode}); its last words:\n"
+            f"{pip.stderr[-1500:]}\n"
+            "Check that this runtime is connected to the internet, then run this cell again (Runtime > Restart "
+            f"session first if it installed some packages). To install by hand: !pip install '{requirement}'"
+        )
 
 # %%
 import matplotlib.pyplot as plt
@@ -80,6 +92,7 @@ assert all(np.allclose(m.sum(axis=-1), 1.0) for m in maps)  # softmax rows
 #
 # in the row-major order of the model's tokens. That is your first exercise.
 
+
 # %%
 def patch_coverage(mask, patch):
     """mask (..., height, width) bool, patch p -> (..., S): the fraction of each p x p patch's pixels that are True.
@@ -109,8 +122,10 @@ colours = np.stack([diagnostics.patch_coverage(seg == c, config.patch) for c in 
 quadrants = diagnostics.quadrant_coverage(grid)  # (4, S), in the order of QUADRANTS
 np.testing.assert_allclose(colours.sum(axis=0), objects, rtol=0, atol=1e-12)
 share = objects.mean(axis=-1)  # (B,) the objects' share of each image
-print(f"coloured shapes cover {share.mean():.1%} of an image on average ({share.min():.1%} to {share.max():.1%}); "
-      f"{(objects > 0).mean():.1%} of the patches touch one")
+print(
+    f"coloured shapes cover {share.mean():.1%} of an image on average ({share.min():.1%} to {share.max():.1%}); "
+    f"{(objects > 0).mean():.1%} of the patches touch one"
+)
 print(f"grey distractors cover {greys.mean():.1%}; {int((greys.sum(axis=-1) > 0).sum())} of the {B} scenes have one")
 
 # %%
@@ -140,8 +155,14 @@ plt.show()
 
 # %%
 for layer in range(config.depth):
-    viz.latent_maps(maps[layer][scene].mean(axis=0), grid, scenes.images[scene], cols=8, size=1.4,
-                    suptitle=f"layer {layer}: every latent on scene {scene}, mean over the {H} heads")
+    viz.latent_maps(
+        maps[layer][scene].mean(axis=0),
+        grid,
+        scenes.images[scene],
+        cols=8,
+        size=1.4,
+        suptitle=f"layer {layer}: every latent on scene {scene}, mean over the {H} heads",
+    )
     plt.show()
 
 # %% [markdown]
@@ -158,8 +179,14 @@ for layer in range(config.depth):
 
 # %%
 for latent in (0, 8):
-    viz.layers_by_heads([m[scene] for m in maps], grid, latent, scenes.images[scene], size=1.4,
-                        suptitle=f"latent {latent} on scene {scene}: layers (rows) by heads (columns)")
+    viz.layers_by_heads(
+        [m[scene] for m in maps],
+        grid,
+        latent,
+        scenes.images[scene],
+        size=1.4,
+        suptitle=f"latent {latent} on scene {scene}: layers (rows) by heads (columns)",
+    )
     plt.show()
 
 
@@ -186,6 +213,7 @@ for latent in (0, 8):
 # compute the scores with `refimpl.layers.norm` and the projections, and check that their
 # softmax is the weights `refimpl` returned.
 
+
 # %%
 def layer0_scores(params, images, config):
     """The first resampler layer's attention scores, before the softmax: (B, H, R, N + R).
@@ -202,7 +230,9 @@ def layer0_scores(params, images, config):
         return refimpl.layers.norm(rp, f"layers.0.attn.{name}.", x, rc.norm, rc.norm_eps)
 
     latents = norm("norm_latents", rp["latents"])  # (R, D): no batch axis, the same queries for every image
-    context = np.concatenate([norm("norm_media", media), np.broadcast_to(latents, (len(media), *latents.shape))], axis=1)  # (B, N + R, D)
+    context = np.concatenate(
+        [norm("norm_media", media), np.broadcast_to(latents, (len(media), *latents.shape))], axis=1
+    )  # (B, N + R, D)
     q = (latents @ rp["layers.0.attn.wq"]).reshape(rc.num_latents, rc.heads, rc.dim_head)  # (R, H, Dh)
     k = (context @ rp["layers.0.attn.wk"]).reshape(len(media), -1, rc.heads, rc.dim_head)  # (B, N + R, H, Dh)
     return np.einsum("rhd,bnhd->bhrn", q, k) * rc.dim_head**-0.5  # (B, H, R, N + R)
@@ -211,7 +241,9 @@ def layer0_scores(params, images, config):
 scores = layer0_scores(params, scenes.images, config)  # (B, H, R, N + R)
 bound = 1e-12  # float64, the same math in another order
 err = refimpl.relative_error(refimpl.softmax(scores, axis=-1), maps[0])
-print(f"softmax(our scores) vs refimpl's layer-0 weights, all {B} scenes: max relative error {err:.1e} (bound {bound:g})")
+print(
+    f"softmax(our scores) vs refimpl's layer-0 weights, all {B} scenes: max relative error {err:.1e} (bound {bound:g})"
+)
 assert scores.shape == maps[0].shape and err <= bound
 log_weights = scores - np.log(np.exp(scores).sum(axis=-1, keepdims=True))  # log softmax = s - logsumexp(s)
 assert refimpl.relative_error(np.exp(log_weights), maps[0]) <= bound
@@ -228,7 +260,9 @@ latent, head = 0, 0
 row_scores, row_weights = scores[scene, head, latent], maps[0][scene, head, latent]  # (N + R,) each
 on_object = objects[scene] >= 0.5  # (S,) patches at least half covered by a coloured shape
 fig, axes = plt.subplots(1, 3, figsize=(10, 2.8), width_ratios=[1, 1, 1.1])
-viz.attention_map(row_scores[:S], grid, ax=axes[0], title=f"scores (before softmax), layer 0, latent {latent}, head {head}")
+viz.attention_map(
+    row_scores[:S], grid, ax=axes[0], title=f"scores (before softmax), layer 0, latent {latent}, head {head}"
+)
 fig.colorbar(axes[0].images[-1], ax=axes[0], fraction=0.035)
 viz.attention_map(row_weights, grid, scenes.images[scene], ax=axes[1], title="weights (after softmax)")
 fig.colorbar(axes[1].images[-1], ax=axes[1], fraction=0.035)
@@ -244,14 +278,20 @@ plt.show()
 spread = row_scores.max() - np.median(row_scores)
 top = np.sort(row_weights)[::-1]
 bottom_half = quadrants[2:].sum(axis=0) > 0.5  # (S,) patches in the bottom half
-print(f"scores from {row_scores.min():.1f} to {row_scores.max():.1f}; the best key scores {spread:.1f} above the median key,"
-      f" so its weight is e^{spread:.1f} = {np.exp(spread):.0e} times larger")
-print(f"mean score of the bottom half's patches {row_scores[:S][bottom_half].mean():.1f}, of the top half's "
-      f"{row_scores[:S][~bottom_half].mean():.1f}; the top 5 keys of {S + R} take {top[:5].sum():.0%} of the weight")
+print(
+    f"scores from {row_scores.min():.1f} to {row_scores.max():.1f}; the best key scores {spread:.1f} above the median key,"
+    f" so its weight is e^{spread:.1f} = {np.exp(spread):.0e} times larger"
+)
+print(
+    f"mean score of the bottom half's patches {row_scores[:S][bottom_half].mean():.1f}, of the top half's "
+    f"{row_scores[:S][~bottom_half].mean():.1f}; the top 5 keys of {S + R} take {top[:5].sum():.0%} of the weight"
+)
 assert row_scores[:S][bottom_half].mean() > row_scores[:S][~bottom_half].mean() + 5 and top[:5].sum() > 0.9
 
 all_spread = (scores.max(axis=-1) - np.median(scores, axis=-1)).mean()
-print(f"over all scenes, heads and latents of layer 0, the best key scores {all_spread:.1f} above the median on average")
+print(
+    f"over all scenes, heads and latents of layer 0, the best key scores {all_spread:.1f} above the median on average"
+)
 assert all_spread > 5  # exp(5) = 150: the best key outweighs the median one by far more than that
 
 # %% [markdown]
@@ -301,11 +341,12 @@ assert all(mass.mean() < 0.25 for mass in to_latents)  # most of it goes to the 
 # is the number of keys that uniform attention would need to be as spread out (the
 # *perplexity*). Writing it is your second exercise.
 
+
 # %%
 def attention_entropy(weights):
     """weights (..., N), rows summing to 1 -> (...,): the entropy of each row in nats.
 
-        H(p) = -sum_n p_n log p_n,   with 0 log 0 = 0 (a masked key adds nothing)
+    H(p) = -sum_n p_n log p_n,   with 0 log 0 = 0 (a masked key adds nothing)
     """
     # YOUR CODE HERE (about 2 lines)
     raise NotImplementedError
@@ -323,8 +364,10 @@ entropy = [diagnostics.attention_entropy(m) for m in media]  # per layer (B, H, 
 head_mean_entropy = [diagnostics.attention_entropy(m.mean(axis=1)) for m in media]  # per layer (B, R)
 for layer in range(config.depth):
     mean = entropy[layer].mean()
-    print(f"layer {layer}: entropy {mean:.2f} nats of log S = {np.log(S):.2f}: as spread out as uniform attention "
-          f"over {np.exp(mean):.0f} of the {S} patches; the head-averaged maps: {head_mean_entropy[layer].mean():.2f} nats")
+    print(
+        f"layer {layer}: entropy {mean:.2f} nats of log S = {np.log(S):.2f}: as spread out as uniform attention "
+        f"over {np.exp(mean):.0f} of the {S} patches; the head-averaged maps: {head_mean_entropy[layer].mean():.2f} nats"
+    )
     assert mean <= np.log(S / 4)  # far from uniform: fewer than a quarter of the patches' worth
     assert head_mean_entropy[layer].mean() > mean  # the heads look at different places
 
@@ -344,11 +387,12 @@ for layer in range(config.depth):
 # Uniform attention gets exactly 1 (chance); attention only on fully covered patches gets
 # $1 / \bar c$, about 12 here. Your third exercise.
 
+
 # %%
 def object_mass_ratio(weights, coverage):
     """weights (..., N) rows summing to 1, coverage (..., N) in [0, 1], broadcasting together -> (...,).
 
-        ratio = (sum_n w_n c_n) / (mean_n c_n)
+    ratio = (sum_n w_n c_n) / (mean_n c_n)
     """
     # YOUR CODE HERE (about 3 lines)
     raise NotImplementedError
@@ -374,17 +418,23 @@ while (other_scene == np.arange(B)).any():  # a derangement: no scene keeps its 
     other_scene = rng.permutation(B)
 shuffled_ratio = [diagnostics.mass_ratio(m, objects[other_scene, None, None]) for m in media]
 _, untrained_maps, _ = tiny_model(init_tiny_model(config, seed=0), scenes.images, config, return_attention=True)
-untrained_ratio = [diagnostics.mass_ratio(diagnostics.media_attention(m, R), objects[:, None, None]) for m in untrained_maps]
+untrained_ratio = [
+    diagnostics.mass_ratio(diagnostics.media_attention(m, R), objects[:, None, None]) for m in untrained_maps
+]
 
 for layer in range(config.depth):
     per_latent = ratio[layer].mean(axis=(0, 1))  # (R,)
-    print(f"layer {layer}: objects get {ratio[layer].mean():.2f} x their share (latents from {per_latent.min():.2f} to "
-          f"{per_latent.max():.2f}); grey distractors {grey_ratio[layer].mean():.2f} x; "
-          f"controls: another scene's objects {shuffled_ratio[layer].mean():.2f} x, untrained model {untrained_ratio[layer].mean():.2f} x")
+    print(
+        f"layer {layer}: objects get {ratio[layer].mean():.2f} x their share (latents from {per_latent.min():.2f} to "
+        f"{per_latent.max():.2f}); grey distractors {grey_ratio[layer].mean():.2f} x; "
+        f"controls: another scene's objects {shuffled_ratio[layer].mean():.2f} x, untrained model {untrained_ratio[layer].mean():.2f} x"
+    )
     assert ratio[layer].mean() >= 2  # far above chance (1)
     assert per_latent.min() >= 1.5  # every latent, not a few
     assert grey_ratio[layer].mean() < 1  # distractors get less than their share
-    assert shuffled_ratio[layer].mean() < 1.5 and untrained_ratio[layer].mean() < 1.5  # the controls: near chance
+    assert (
+        0.9 < shuffled_ratio[layer].mean() < 1.3 and 0.9 < untrained_ratio[layer].mean() < 1.3
+    )  # the controls: near chance
     assert ratio[layer].mean() > 2.5 * shuffled_ratio[layer].mean()
 assert grey_ratio[1].mean() < grey_ratio[0].mean()
 
@@ -412,12 +462,18 @@ assert grey_ratio[1].mean() < grey_ratio[0].mean()
 # scene, and average over the scenes.
 
 # %%
-js = [diagnostics.pairwise_jensen_shannon(m.reshape(B, H * R, S)).mean(axis=0) for m in media]  # per layer (H*R, H*R), head-major
+js = [
+    diagnostics.pairwise_jensen_shannon(m.reshape(B, H * R, S)).mean(axis=0) for m in media
+]  # per layer (H*R, H*R), head-major
 same_head = np.kron(np.eye(H, dtype=bool), np.ones((R, R), dtype=bool))  # (H*R, H*R): both maps from one head
-within = [js[layer][same_head & ~np.eye(H * R, dtype=bool)].mean() for layer in range(config.depth)]  # two latents, one head
+within = [
+    js[layer][same_head & ~np.eye(H * R, dtype=bool)].mean() for layer in range(config.depth)
+]  # two latents, one head
 between = [js[layer][~same_head].mean() for layer in range(config.depth)]  # two heads
 for layer in range(config.depth):
-    print(f"layer {layer}: mean JS between two latents of one head {within[layer]:.2f} bits, between two heads {between[layer]:.2f} bits")
+    print(
+        f"layer {layer}: mean JS between two latents of one head {within[layer]:.2f} bits, between two heads {between[layer]:.2f} bits"
+    )
     assert within[layer] >= 0.2  # not collapsed (see above)
 assert within[1] < within[0]  # the latents grow more alike in layer 1 ...
 assert between[1] > 2 * within[1]  # ... while the heads stay apart
@@ -425,13 +481,22 @@ assert between[1] > 2 * within[1]  # ... while the heads stay apart
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
 fig.suptitle(f"every two of the {H * R} (head, latent) maps of a layer, mean over {B} scenes", fontsize=10)
 for layer, ax in enumerate(axes):
-    viz.matrix(js[layer], ax=ax, title=f"layer {layer}: JS divergence between maps (bits)",
-               xlabel="(head, latent), head-major", ylabel="(head, latent)")
+    viz.matrix(
+        js[layer],
+        ax=ax,
+        title=f"layer {layer}: JS divergence between maps (bits)",
+        xlabel="(head, latent), head-major",
+        ylabel="(head, latent)",
+    )
     for edge in np.arange(1, H) * R - 0.5:
         ax.axhline(edge, color="white", lw=0.8)
         ax.axvline(edge, color="white", lw=0.8)
-    ax.set(xticks=np.arange(H) * R + R / 2 - 0.5, xticklabels=[f"head {h}" for h in range(H)],
-           yticks=np.arange(H) * R + R / 2 - 0.5, yticklabels=[f"head {h}" for h in range(H)])
+    ax.set(
+        xticks=np.arange(H) * R + R / 2 - 0.5,
+        xticklabels=[f"head {h}" for h in range(H)],
+        yticks=np.arange(H) * R + R / 2 - 0.5,
+        yticklabels=[f"head {h}" for h in range(H)],
+    )
 fig.tight_layout()
 plt.show()
 
@@ -451,11 +516,20 @@ for layer, marker, colour in zip(range(config.depth), ("o", "s"), ("tab:blue", "
     style = dict(marker=marker, color=colour)
     axes[0].plot(latents_axis, entropy[layer].mean(axis=(0, 1)), **style, label=f"layer {layer}")
     axes[1].plot(latents_axis, ratio[layer].mean(axis=(0, 1)), **style, label=f"layer {layer}, coloured shapes")
-    axes[1].plot(latents_axis, grey_ratio[layer].mean(axis=(0, 1)), **style, ls=":", mfc="white", label=f"layer {layer}, grey distractors")
+    axes[1].plot(
+        latents_axis,
+        grey_ratio[layer].mean(axis=(0, 1)),
+        **style,
+        ls=":",
+        mfc="white",
+        label=f"layer {layer}, grey distractors",
+    )
 axes[0].axhline(np.log(S), color="k", ls="--", lw=1, label=f"uniform: log S = {np.log(S):.2f}")
 axes[0].set(xlabel="latent", ylabel="entropy (nats)", title="how spread out each latent's maps are", ylim=(0, 5.6))
 axes[1].axhline(1, color="k", ls="--", lw=1, label="chance (uniform attention)")
-axes[1].set(xlabel="latent", ylabel="attention mass / share of the image", title="how much lands on the objects", ylim=(0, 8.5))
+axes[1].set(
+    xlabel="latent", ylabel="attention mass / share of the image", title="how much lands on the objects", ylim=(0, 8.5)
+)
 axes[0].legend(fontsize=7, loc="lower right")
 axes[1].legend(fontsize=7, ncol=2, loc="upper center")
 fig.tight_layout()
@@ -470,6 +544,7 @@ plt.show()
 # (a colour is absent from some scenes, so the ratio of the sums, not the mean of ratios);
 # and for each quadrant, the mass in it over its share (a quarter). A latent *prefers* the
 # colour or quadrant with the highest ratio.
+
 
 # %%
 def pooled_ratios(media_map, regions):
@@ -486,8 +561,13 @@ for layer in range(config.depth):
     print(f"layer {layer}: preferred colour of each latent, one row per head")
     for h in range(H):
         counts = np.bincount(best_colour[h], minlength=4)
-        print(f"  head {h}: " + " ".join(names[c][0] for c in best_colour[h]) + "   (" +
-              ", ".join(f"{names[c]} {n}" for c, n in enumerate(counts) if n) + ")")
+        print(
+            f"  head {h}: "
+            + " ".join(names[c][0] for c in best_colour[h])
+            + "   ("
+            + ", ".join(f"{names[c]} {n}" for c, n in enumerate(counts) if n)
+            + ")"
+        )
 
 distinct0 = [len(set(colour_ratio[0][:, h].argmax(axis=0))) for h in range(H)]  # colours among one head's latents
 distinct1 = [len(set(colour_ratio[1][:, h].argmax(axis=0))) for h in range(H)]
@@ -504,7 +584,9 @@ assert max(distinct1) <= 2  # layer 1: within a head, the latents agree
 
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(11, 3.6), width_ratios=[1, 1, 1, 1])
-quadrant_labels = [q.replace("top ", "T").replace("bottom ", "B").replace("left", "L").replace("right", "R") for q in QUADRANTS]
+quadrant_labels = [
+    q.replace("top ", "T").replace("bottom ", "B").replace("left", "L").replace("right", "R") for q in QUADRANTS
+]
 panels = [
     (colour_ratio[0].mean(axis=1).T, names, "layer 0: colour, per latent", "latent"),
     (quadrant_ratio[0].mean(axis=1).T, quadrant_labels, "layer 0: quadrant, per latent", "latent"),
@@ -524,15 +606,22 @@ preferred_quadrant0 = quadrant_ratio[0].mean(axis=1).argmax(axis=0)  # (R,) per 
 preferred_quadrant1 = quadrant_ratio[1].mean(axis=2).argmax(axis=0)  # (H,) per head, layer 1
 print("layer 0, each latent's preferred quadrant:", " ".join(quadrant_labels[q] for q in preferred_quadrant0))
 print("layer 1, each head's preferred quadrant:  ", " ".join(quadrant_labels[q] for q in preferred_quadrant1))
-print(f"layer 0: the preferred colour gets {colour_ratio[0].mean(axis=1).max(axis=0).mean():.1f} x its share on average, "
-      f"the preferred quadrant {quadrant_ratio[0].mean(axis=1).max(axis=0).mean():.1f} x")
+print(
+    f"layer 0: the preferred colour gets {colour_ratio[0].mean(axis=1).max(axis=0).mean():.1f} x its share on average, "
+    f"the preferred quadrant {quadrant_ratio[0].mean(axis=1).max(axis=0).mean():.1f} x"
+)
 assert len(set(preferred_quadrant0)) >= 3 and len(set(preferred_quadrant1)) >= 3
 assert len(set(colour_ratio[0].mean(axis=1).argmax(axis=0))) >= 3  # latents prefer different colours
 head_colour = [names[c] for c in colour_ratio[1].mean(axis=2).argmax(axis=0)]  # (H,) layer 1
 head_quadrant = [quadrant_labels[q] for q in preferred_quadrant1]
 print("layer 1, each head's preferred colour:    ", " ".join(head_colour))
 assert head_colour[0] == head_colour[2] == "green" and head_colour[1] in ("red", "yellow") and head_colour[3] == "blue"
-assert head_quadrant[0] == "BL" and head_quadrant[1] == "TL" and head_quadrant[2] in ("TR", "BR") and head_quadrant[3] == "BR"
+assert (
+    head_quadrant[0] == "BL"
+    and head_quadrant[1] == "TL"
+    and head_quadrant[2] in ("TR", "BR")
+    and head_quadrant[3] == "BR"
+)
 
 # %% [markdown]
 # Notice that the latents of layer 0 are colour detectors with a favourite region: a latent's
@@ -551,8 +640,10 @@ favourite = colour_ratio[0].argmax(axis=0)  # (H, R) each (head, latent)'s colou
 present = colours.sum(axis=-1) > 0  # (4, B) which colours each scene has
 has_favourite = np.moveaxis(present[favourite], -1, 0)  # (B, H, R)
 with_it, without_it = to_latents[0][has_favourite].mean(), to_latents[0][~has_favourite].mean()
-print(f"layer 0: mass on the latents {with_it:.1%} when the scene has the favourite colour, {without_it:.1%} when it has not "
-      f"({(~has_favourite).mean():.0%} of the rows)")
+print(
+    f"layer 0: mass on the latents {with_it:.1%} when the scene has the favourite colour, {without_it:.1%} when it has not "
+    f"({(~has_favourite).mean():.0%} of the rows)"
+)
 assert without_it > 2 * with_it
 
 # %% [markdown]
@@ -572,7 +663,7 @@ assert without_it > 2 * with_it
 # - **The latents look at the objects**: almost four times the attention that the coloured
 #   shapes' share of the image would get, in both layers and every latent; the grey
 #   distractors, which no question asks about, get less than their share. Against another
-#   scene's objects, or with untrained weights, the ratio is 1.
+#   scene's objects, or with untrained weights, the ratio stays near chance: 1.02 to 1.22.
 # - **The maps are sharp**: a head's map is as spread out as uniform attention over about a
 #   tenth of the patches; the softmax turns score gaps of a few units into weight ratios of
 #   tens to hundreds.

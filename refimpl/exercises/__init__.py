@@ -66,7 +66,11 @@ def likely_mistake(actual, mistakes, general, bound, scale=None):
         return general
     for hint, result in mistakes:
         result = np.asarray(result, dtype=np.float64)
-        if actual.shape == result.shape and np.isfinite(actual).all() and relative_error(actual, result, scale) <= bound:
+        if (
+            actual.shape == result.shape
+            and np.isfinite(actual).all()
+            and relative_error(actual, result, scale) <= bound
+        ):
             return hint
     return general
 

@@ -109,7 +109,10 @@ def _test_count_parameters(fn):
     cases = {  # what -> (module, the count from refimpl's tables or by hand)
         "the tiny model's resampler, TinyConfig()": (PerceiverResampler(tiny.resampler), resampler),
         "the whole tiny model, TinyConfig()": (TinyModel(tiny), shapes_total(tiny_param_shapes(tiny))),
-        "a clip model (time embeddings, R = 8, D = 48, H*Dh = 60)": (TinyModel(clip), shapes_total(tiny_param_shapes(clip))),
+        "a clip model (time embeddings, R = 8, D = 48, H*Dh = 60)": (
+            TinyModel(clip),
+            shapes_total(tiny_param_shapes(clip)),
+        ),
         "two Linear(7, 7) sharing one weight: 49 + 7 + 7": (_shared_pair(), 49 + 7 + 7),
         "BatchNorm1d(11): scale and shift are learned, running statistics are buffers": (nn.BatchNorm1d(11), 22),
     }
@@ -167,7 +170,11 @@ def _test_width_for_budget(fn):
     for what, (make, budget) in cases.items():
         width = _as_int(what, call(what, hint, fn, make, budget), hint)
         assert width >= 1, f"case '{what}': F = {width}; a width is at least 1. {hint}"
-        miss = {f: abs(sum(p.numel() for p in make(f).parameters()) - budget) for f in (width - 1, width, width + 1) if f >= 1}
+        miss = {
+            f: abs(sum(p.numel() for p in make(f).parameters()) - budget)
+            for f in (width - 1, width, width + 1)
+            if f >= 1
+        }
         closer = [f for f in miss if miss[f] < miss[width]]
         assert not closer, (
             f"case '{what}': F = {width} misses the budget {budget:,} by {miss[width]:,} parameters, "

@@ -27,7 +27,7 @@ BOUND = TOLERANCES[("float64", "same math in another order")]
 def stable_softmax(scores):
     """scores (..., N) -> softmax over the last axis; subtract the row max first so exp never overflows.
 
-        softmax(s)_j = exp(s_j - m) / sum_k exp(s_k - m),   m = max_k s_k
+    softmax(s)_j = exp(s_j - m) / sum_k exp(s_k - m),   m = max_k s_k
     """
     row_max = scores.max(axis=-1, keepdims=True)  # (..., 1)
     e = np.exp(scores - row_max)  # (..., N), every exponent <= 0: exp is at most 1, never inf
@@ -94,7 +94,10 @@ def _test_stable_softmax(fn):
         "softmax runs over the last axis (keepdims=True keeps the row axis for broadcasting), "
         "and exp(1000) is inf, exp(-1000) is 0: subtract each row's max before exp"
     )
-    errors = [agree(f"case '{what}'", call(what, hint, fn, s), reference_softmax(s), BOUND, hint=hint) for what, s in cases.items()]
+    errors = [
+        agree(f"case '{what}'", call(what, hint, fn, s), reference_softmax(s), BOUND, hint=hint)
+        for what, s in cases.items()
+    ]
     return f"{len(cases)} cases, max error {max(errors):.0e} <= {BOUND:g}"
 
 
@@ -123,9 +126,13 @@ def _test_masked_softmax(fn):
         actual = call(what, hint, fn, scores, mask)
         expected = reference_softmax(scores, mask=mask)
         mistakes = [(inverted, reference_softmax(scores, mask=~mask))] if (~mask).any(axis=-1).all() else []
-        errors.append(agree(f"case '{what}'", actual, expected, BOUND, hint=likely_mistake(actual, mistakes, hint, BOUND)))
+        errors.append(
+            agree(f"case '{what}'", actual, expected, BOUND, hint=likely_mistake(actual, mistakes, hint, BOUND))
+        )
         masked = np.abs(np.asarray(actual)[~np.broadcast_to(mask, expected.shape)])
-        assert not masked.any(), f"case '{what}': masked weights must be exactly 0; got up to {masked.max():.1e}. {hint}"
+        assert not masked.any(), (
+            f"case '{what}': masked weights must be exactly 0; got up to {masked.max():.1e}. {hint}"
+        )
     return f"{len(cases)} cases, max error {max(errors):.0e} <= {BOUND:g}, masked weights exactly 0"
 
 
@@ -164,8 +171,19 @@ def _test_attention(fn):
         expected = reference_attention(q, k, v, mask=mask)
         # each output row is a weighted mean of the rows of v: measure the error against max |v|
         scale = np.abs(v).max()
-        mistakes = [("divide the scores by sqrt(Dh), Dh = q.shape[-1]", reference_attention(q, k, v, mask=mask, scale=1.0))]
+        mistakes = [
+            ("divide the scores by sqrt(Dh), Dh = q.shape[-1]", reference_attention(q, k, v, mask=mask, scale=1.0))
+        ]
         if mask is not None and np.broadcast_to(~mask, expected.shape[:-1] + (k.shape[-2],)).any(axis=-1).all():
             mistakes.append(("the mask is inverted: True means may attend", reference_attention(q, k, v, mask=~mask)))
-        errors.append(agree(f"case '{what}'", actual, expected, BOUND, hint=likely_mistake(actual, mistakes, hint, BOUND, scale), scale=scale))
+        errors.append(
+            agree(
+                f"case '{what}'",
+                actual,
+                expected,
+                BOUND,
+                hint=likely_mistake(actual, mistakes, hint, BOUND, scale),
+                scale=scale,
+            )
+        )
     return f"{len(cases)} cases, max error {max(errors):.0e} <= {BOUND:g} (relative to max |v|)"

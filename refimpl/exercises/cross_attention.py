@@ -56,11 +56,13 @@ def _test_split_heads(fn):
         what = f"split_heads(x of shape {shape}, heads={heads})"
         actual = call(what, general, fn, x, heads)
         *batch, length, width = shape
-        mistakes = [(
-            "reshape x to (..., L, H, Dh) first (each row cut into H pieces), then swap the L and H axes; "
-            "reshaping straight to (..., H, L, Dh) mixes the tokens of different rows into one head",
-            x.reshape(*batch, heads, length, width // heads),
-        )]
+        mistakes = [
+            (
+                "reshape x to (..., L, H, Dh) first (each row cut into H pieces), then swap the L and H axes; "
+                "reshaping straight to (..., H, L, Dh) mixes the tokens of different rows into one head",
+                x.reshape(*batch, heads, length, width // heads),
+            )
+        ]
         hint = likely_mistake(actual, mistakes, general, EXACT)
         agree(f"case '{what}'", actual, _reference_split_heads(x, heads), EXACT, hint=hint)
     return f"{len(cases)} cases, exact"
@@ -95,11 +97,13 @@ def _test_merge_heads(fn):
         what = f"merge_heads(x of shape {shape})"
         actual = call(what, general, fn, x)
         *batch, heads, length, head_dim = shape
-        mistakes = [(
-            "swap the H and L axes first (to (..., L, H, Dh)), then reshape to (..., L, H*Dh); "
-            "reshaping (..., H, L, Dh) straight to (..., L, H*Dh) puts rows of one head side by side",
-            x.reshape(*batch, length, heads * head_dim),
-        )]
+        mistakes = [
+            (
+                "swap the H and L axes first (to (..., L, H, Dh)), then reshape to (..., L, H*Dh); "
+                "reshaping (..., H, L, Dh) straight to (..., L, H*Dh) puts rows of one head side by side",
+                x.reshape(*batch, length, heads * head_dim),
+            )
+        ]
         hint = likely_mistake(actual, mistakes, general, EXACT)
         agree(f"case '{what}'", actual, _reference_merge_heads(x), EXACT, hint=hint)
     return f"{len(shapes)} cases, exact"
@@ -131,7 +135,9 @@ def grouped_query_cross_attention(latents, media, wq, wk, wv, wo, heads, kv_head
 
 
 def check_grouped_query_cross_attention(fn):
-    return check("grouped_query_cross_attention", fn, grouped_query_cross_attention, _test_grouped_query_cross_attention)
+    return check(
+        "grouped_query_cross_attention", fn, grouped_query_cross_attention, _test_grouped_query_cross_attention
+    )
 
 
 def _mistaken(params, latents, media, heads, kv_heads, *, tile=False, unscaled=False):
@@ -186,7 +192,10 @@ def _test_grouped_query_cross_attention(fn):
         mistakes = [
             (missing_scale, _mistaken(params, latents, media, heads, kv_heads, unscaled=True)),
             (head_mapping, _mistaken(params, latents, media, heads, kv_heads, tile=True)),
-            (f"{head_mapping}; and {missing_scale}", _mistaken(params, latents, media, heads, kv_heads, tile=True, unscaled=True)),
+            (
+                f"{head_mapping}; and {missing_scale}",
+                _mistaken(params, latents, media, heads, kv_heads, tile=True, unscaled=True),
+            ),
         ]
         hint = likely_mistake(ours, mistakes, general, FLOAT64_BOUND)
         worst = max(worst, agree(f"case '{what}'", ours, expected, FLOAT64_BOUND, hint=hint))

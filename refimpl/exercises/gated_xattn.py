@@ -116,7 +116,9 @@ def _test_media_mask(fn):
         actual = call(what, hint, fn, is_image, num_images, R)
         expected = _mask_by_the_rule(is_image, num_images, R)
         errors.append(agree(f"case '{what}'", actual, expected, 0.0, hint=hint))
-        assert np.asarray(actual).dtype == bool, f"case '{what}': the mask must be a bool array; got {np.asarray(actual).dtype}. {hint}"
+        assert np.asarray(actual).dtype == bool, (
+            f"case '{what}': the mask must be a bool array; got {np.asarray(actual).dtype}. {hint}"
+        )
     # and through refimpl: with the mask, each text token's output is the block run on that
     # token with its own image alone (text before any image: the block without attention)
     is_image, num_images, R = cases["batch of 3 sequences (3, 12), up to 3 images each, R = 5"]
@@ -135,7 +137,15 @@ def _test_media_mask(fn):
             if i >= 0
             else gated_xattn_dense(blind, hidden[b, l : l + 1], visual[b], heads=heads)
         )
-        errors.append(agree(f"refimpl.gated_xattn_dense with your mask, sequence {b}, token {l}", out[b, l : l + 1], alone, BOUND, hint=hint))
+        errors.append(
+            agree(
+                f"refimpl.gated_xattn_dense with your mask, sequence {b}, token {l}",
+                out[b, l : l + 1],
+                alone,
+                BOUND,
+                hint=hint,
+            )
+        )
     return f"{len(cases)} masks exact; through refimpl.gated_xattn_dense, {is_image.size} tokens each as if alone with its image, max error {max(errors):.0e} <= {BOUND:g}"
 
 
@@ -159,7 +169,11 @@ def _block_gradients(alpha, upstream, hidden, visual, heads, seed):
     (out * torch.from_numpy(upstream)).sum().backward()
     handle.remove()
     attended = kept["attended"]  # (B, L, Dt): the module runs on the batch axes flattened
-    return attended.detach().numpy().reshape(hidden.shape), block.attn_gate.grad.item(), attended.grad.numpy().reshape(hidden.shape)
+    return (
+        attended.detach().numpy().reshape(hidden.shape),
+        block.attn_gate.grad.item(),
+        attended.grad.numpy().reshape(hidden.shape),
+    )
 
 
 def _test_attn_gate_gradient(fn):
@@ -180,7 +194,9 @@ def _test_attn_gate_gradient(fn):
         upstream = rng.standard_normal(hidden_shape)  # dL/dy
         attended, d_alpha, d_attended = _block_gradients(alpha, upstream, hidden, visual, heads=3, seed=seed)
         actual = call(what, hint, fn, upstream, attended, alpha)
-        assert isinstance(actual, tuple) and len(actual) == 2, f"case '{what}': return a tuple (d_alpha, d_attended). {hint}"
+        assert isinstance(actual, tuple) and len(actual) == 2, (
+            f"case '{what}': return a tuple (d_alpha, d_attended). {hint}"
+        )
         errors.append(agree(f"case '{what}': dL/dalpha", actual[0], d_alpha, GRAD_BOUND, hint=hint))
         scale = np.abs(upstream).max()  # at alpha = 0 the expected gradient is exactly 0
         errors.append(agree(f"case '{what}': dL/dattended", actual[1], d_attended, GRAD_BOUND, hint=hint, scale=scale))

@@ -115,7 +115,9 @@ def _test_softmax_backward(fn):
         errors.append(agree(f"case '{what}'", actual, reference_softmax_backward(p, dp), BOUND, hint=hint))
         if mask is not None:
             masked = np.abs(np.asarray(actual)[~mask])
-            assert not masked.any(), f"case '{what}': masked scores must get exactly 0; got up to {masked.max():.1e}. {hint}"
+            assert not masked.any(), (
+                f"case '{what}': masked scores must get exactly 0; got up to {masked.max():.1e}. {hint}"
+            )
     return f"{len(cases)} cases, max error {max(errors):.0e} <= {BOUND:g}, masked scores exactly 0"
 
 
@@ -123,8 +125,22 @@ def _test_attention_backward(fn):
     normal = np.random.default_rng(2).standard_normal
     padding = np.arange(9) < np.array([9, 5])[:, None, None, None]  # (2, 1, 1, 9): 9 and 5 real keys
     cases = {  # what -> (q, k, v, dout, scale, mask)
-        "q (5, 4), k (7, 4), v (7, 3), scale 1/sqrt(4)": (normal((5, 4)), normal((7, 4)), normal((7, 3)), normal((5, 3)), 0.5, None),
-        "q (3, 6), k (8, 6), v (8, 2), scale 0.3 (not 1/sqrt(Dh))": (normal((3, 6)), normal((8, 6)), normal((8, 2)), normal((3, 2)), 0.3, None),
+        "q (5, 4), k (7, 4), v (7, 3), scale 1/sqrt(4)": (
+            normal((5, 4)),
+            normal((7, 4)),
+            normal((7, 3)),
+            normal((5, 3)),
+            0.5,
+            None,
+        ),
+        "q (3, 6), k (8, 6), v (8, 2), scale 0.3 (not 1/sqrt(Dh))": (
+            normal((3, 6)),
+            normal((8, 6)),
+            normal((8, 2)),
+            normal((3, 2)),
+            0.3,
+            None,
+        ),
         "batched q (2, 3, 4, 8), k (2, 3, 9, 8), v (2, 3, 9, 5), padding mask (2, 1, 1, 9)": (
             normal((2, 3, 4, 8)),
             normal((2, 3, 9, 8)),
@@ -148,7 +164,9 @@ def _test_attention_backward(fn):
         if mask is not None:  # the 4 padding keys of batch entry 1 never reach the output
             for name, a in zip(("dk", "dv"), actual[1:]):
                 padded = np.abs(np.asarray(a)[1, :, 5:])
-                assert not padded.any(), f"case '{what}': {name} of the padding keys must be exactly 0; got up to {padded.max():.1e}. {hint}"
+                assert not padded.any(), (
+                    f"case '{what}': {name} of the padding keys must be exactly 0; got up to {padded.max():.1e}. {hint}"
+                )
     return f"{len(cases)} cases x (dq, dk, dv), max error {max(errors):.0e} <= {BOUND:g}, padding keys exactly 0"
 
 
@@ -159,7 +177,10 @@ def _test_bce_with_logits(fn):
     rng = np.random.default_rng(3)
     cases = {  # what -> (logits, labels)
         "logits (8, 16), bool labels": (rng.standard_normal((8, 16)), rng.random((8, 16)) < 0.3),
-        "logits (3, 5), float 0/1 labels": (2 * rng.standard_normal((3, 5)), (rng.random((3, 5)) < 0.5).astype(np.float64)),
+        "logits (3, 5), float 0/1 labels": (
+            2 * rng.standard_normal((3, 5)),
+            (rng.random((3, 5)) < 0.5).astype(np.float64),
+        ),
         "large logits (4, 6), up to about +-100": (40 * rng.standard_normal((4, 6)), rng.random((4, 6)) < 0.5),
     }
     hint = (

@@ -40,7 +40,7 @@ def patch_coverage(mask, patch):
 def attention_entropy(weights):
     """weights (..., N), rows summing to 1 -> (...,): the entropy of each row in nats.
 
-        H(p) = -sum_n p_n log p_n,   with 0 log 0 = 0 (a masked key adds nothing)
+    H(p) = -sum_n p_n log p_n,   with 0 log 0 = 0 (a masked key adds nothing)
     """
     safe = np.where(weights > 0, weights, 1.0)  # log(1) = 0 where p = 0, so 0 * log(0) never becomes nan
     return -(weights * np.log(safe)).sum(axis=-1)  # (...,)
@@ -91,7 +91,10 @@ def _test_patch_coverage(fn):
         "batched masks (3, 16, 56), patch 8 (a 2 x 7 grid)": (rng.random((3, 16, 56)) < 0.5, 8),
         "clips (2, 3, 12, 18), patch 6": (rng.random((2, 3, 12, 18)) < 0.4, 6),
         "patch 1: every pixel its own patch, (5, 7)": (rng.random((5, 7)) < 0.5, 1),
-        "the coloured shapes of two scenes (2, 32, 48), patch 8": ((scenes.segmentation >= 0) & (scenes.segmentation < 4), 8),
+        "the coloured shapes of two scenes (2, 32, 48), patch 8": (
+            (scenes.segmentation >= 0) & (scenes.segmentation < 4),
+            8,
+        ),
     }
     hint = (
         "reshape to (..., h, p, w, p), average over the two p axes (-3 and -1), then flatten (h, w) "
@@ -100,7 +103,9 @@ def _test_patch_coverage(fn):
     errors = []
     for what, (mask, patch) in cases.items():
         actual = call(what, hint, fn, mask, patch)
-        errors.append(agree(f"case '{what}'", actual, diagnostics.patch_coverage(mask, patch), BOUND, hint=hint, scale=1.0))
+        errors.append(
+            agree(f"case '{what}'", actual, diagnostics.patch_coverage(mask, patch), BOUND, hint=hint, scale=1.0)
+        )
     return f"{len(cases)} cases, max error {max(errors):.0e} <= {BOUND:g}"
 
 
@@ -126,7 +131,16 @@ def _test_attention_entropy(fn):
     for what, weights in cases.items():
         actual = call(what, hint, fn, weights)
         # an entropy lies in [0, log N]: measure the error against log N
-        errors.append(agree(f"case '{what}'", actual, diagnostics.attention_entropy(weights), BOUND, hint=hint, scale=np.log(weights.shape[-1])))
+        errors.append(
+            agree(
+                f"case '{what}'",
+                actual,
+                diagnostics.attention_entropy(weights),
+                BOUND,
+                hint=hint,
+                scale=np.log(weights.shape[-1]),
+            )
+        )
     return f"{len(cases)} cases, max error {max(errors):.0e} <= {BOUND:g} (relative to log N)"
 
 
@@ -145,7 +159,10 @@ def _test_object_mass_ratio(fn):
             rng.random((2, 1, 1, 20)),
         ),
         "all the weight on covered tokens (5, 24): ratio up to N / covered": (on_objects, covered.astype(float)),
-        "scenes' object coverage (3, 1, 1, 20), weights (3, 2, 7, 20)": (_softmax_rows(rng, (3, 2, 7, 20)), objects[:, None, None]),
+        "scenes' object coverage (3, 1, 1, 20), weights (3, 2, 7, 20)": (
+            _softmax_rows(rng, (3, 2, 7, 20)),
+            objects[:, None, None],
+        ),
     }
     hint = (
         "ratio = sum_n w_n c_n / mean_n c_n, both over the last axis (N); multiply before summing so "

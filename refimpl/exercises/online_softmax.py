@@ -167,7 +167,16 @@ def _test_online_softmax_attention(fn):
         ("batch (2, 3), M=4, N=50, blocks of 16, keys growing 30x", (2, 3), 4, 50, 16, 9, 16, 30.0),
         ("M=1, N=23, one key per block, keys growing 60x", (), 1, 23, 4, 6, 1, 60.0),
         ("M=5, N=20, one block bigger than N", (), 5, 20, 8, 2, 64, 1.0),
-        ("M=3, N=300, blocks of 32, scores up to 1000 (exp overflows unless the max keeps up)", (2,), 3, 300, 12, 4, 32, 40.0),
+        (
+            "M=3, N=300, blocks of 32, scores up to 1000 (exp overflows unless the max keeps up)",
+            (2,),
+            3,
+            300,
+            12,
+            4,
+            32,
+            40.0,
+        ),
     ]
     general = (
         "per block: s = q k_block^T / sqrt(Dh); m_new = max(m, max of s); c = exp(m - m_new); "

@@ -99,7 +99,9 @@ def pad_and_mask(features):
 
 def _test_pad_and_mask(fn):
     rng = np.random.default_rng(41)
-    config = ResamplerConfig(dim=12, depth=2, heads=3, dim_head=5, num_latents=4, num_time_embeds=3, activation="squared_relu")
+    config = ResamplerConfig(
+        dim=12, depth=2, heads=3, dim_head=5, num_latents=4, num_time_embeds=3, activation="squared_relu"
+    )
     params = init_resampler(config, seed=41)
     cases = {
         "three items, (T, S) = (1, 7), (3, 5), (2, 9)": [(1, 7), (3, 5), (2, 9)],
@@ -115,7 +117,9 @@ def _test_pad_and_mask(fn):
     for name, sizes in cases.items():
         features = [rng.standard_normal((frames, tokens, config.dim)) for frames, tokens in sizes]
         result = call(name, general, fn, features)
-        assert isinstance(result, tuple | list) and len(result) == 2, f"case '{name}': return (x, mask); got {type(result).__name__}. {general}"
+        assert isinstance(result, tuple | list) and len(result) == 2, (
+            f"case '{name}': return (x, mask); got {type(result).__name__}. {general}"
+        )
         x, mask = (np.asarray(item) for item in result)
         b_size, t_max, s_max = len(sizes), max(t for t, _ in sizes), max(s for _, s in sizes)
         expected_mask = np.zeros((b_size, t_max, s_max), dtype=bool)
@@ -123,9 +127,13 @@ def _test_pad_and_mask(fn):
             expected_mask[b, :frames, :tokens] = True
         expected_shape = (b_size, t_max, s_max, config.dim)
         assert x.shape == expected_shape, f"case '{name}': x has shape {x.shape}, expected {expected_shape}. {general}"
-        assert mask.dtype == bool, f"case '{name}': mask must be boolean (True = real token); got dtype {mask.dtype}. {general}"
+        assert mask.dtype == bool, (
+            f"case '{name}': mask must be boolean (True = real token); got dtype {mask.dtype}. {general}"
+        )
         assert np.isfinite(x).all(), f"case '{name}': x holds NaN or inf; pad with a finite value such as 0"
-        assert mask.shape == expected_mask.shape, f"case '{name}': mask has shape {mask.shape}, expected {expected_mask.shape}. {general}"
+        assert mask.shape == expected_mask.shape, (
+            f"case '{name}': mask has shape {mask.shape}, expected {expected_mask.shape}. {general}"
+        )
         hint = inverted if (mask == ~expected_mask).all() else general
         assert (mask == expected_mask).all(), (
             f"case '{name}': mask is wrong at {int((mask != expected_mask).sum())} of {mask.size} places; mask[b] must be "
@@ -134,7 +142,13 @@ def _test_pad_and_mask(fn):
         out = perceiver_resampler(params, x, config, mask=mask)  # (B, R, D)
         for b, item in enumerate(features):
             frames, tokens = item.shape[:2]
-            agree(f"case '{name}': x[{b}, :{frames}, :{tokens}] (the real tokens)", x[b, :frames, :tokens], item, 0.0, hint=general)
+            agree(
+                f"case '{name}': x[{b}, :{frames}, :{tokens}] (the real tokens)",
+                x[b, :frames, :tokens],
+                item,
+                0.0,
+                hint=general,
+            )
             alone = perceiver_resampler(params, item, config)  # (R, D)
             what = f"case '{name}': resampler output of item {b}, padded+masked vs alone"
             worst = max(worst, agree(what, out[b], alone, BOUND, hint=general))
@@ -173,9 +187,15 @@ def count_params(config):
 def _test_count_params(fn):
     configs = {
         "D=12, depth 2, H=3, Dh=5, R=4": ResamplerConfig(dim=12, depth=2, heads=3, dim_head=5, num_latents=4),
-        "with 8 time embeddings": ResamplerConfig(dim=20, depth=3, heads=4, dim_head=7, num_latents=6, num_time_embeds=8),
-        "with 5 media embeddings, ff_mult 2.5": ResamplerConfig(dim=16, depth=1, heads=2, dim_head=9, num_latents=3, num_media_embeds=5, ff_mult=2.5),
-        "grouped-query attention, H=6, Hkv=2": ResamplerConfig(dim=24, depth=2, heads=6, kv_heads=2, dim_head=4, num_latents=5),
+        "with 8 time embeddings": ResamplerConfig(
+            dim=20, depth=3, heads=4, dim_head=7, num_latents=6, num_time_embeds=8
+        ),
+        "with 5 media embeddings, ff_mult 2.5": ResamplerConfig(
+            dim=16, depth=1, heads=2, dim_head=9, num_latents=3, num_media_embeds=5, ff_mult=2.5
+        ),
+        "grouped-query attention, H=6, Hkv=2": ResamplerConfig(
+            dim=24, depth=2, heads=6, kv_heads=2, dim_head=4, num_latents=5
+        ),
         "open_flamingo's defaults (D=1024)": ResamplerConfig(dim=1024),
     }
     general = (
@@ -186,25 +206,36 @@ def _test_count_params(fn):
         shapes = param_shapes(config)
         expected = sum(int(np.prod(shape)) for shape in shapes.values())
         got = call(name, general, fn, config)
-        assert isinstance(got, int | np.integer), f"case '{name}': return the count as an int; got {type(got).__name__}. {general}"
+        assert isinstance(got, int | np.integer), (
+            f"case '{name}': return the count as an int; got {type(got).__name__}. {general}"
+        )
         d = config.dim
         mistakes = [  # (hint, the count that mistake gives)
-            ("wk and wv have Hkv * Dh columns (config.num_kv_heads), not H * Dh: grouped-query attention shares them",
-             expected + config.depth * 2 * d * (config.heads - config.num_kv_heads) * config.dim_head),
-            ("each LayerNorm has a weight and a bias of D: 2D per norm, three per layer and a final one",
-             expected - (3 * config.depth + 1) * d),
-            ("the R latents are parameters too: R * D of them, and the final LayerNorm's 2D",
-             expected - config.num_latents * d - 2 * d),
-            ("the time and media embedding tables count where the config sets them: Tmax * D and Imax * D",
-             expected - sum(0 if t is None else t * d for t in (config.num_time_embeds, config.num_media_embeds))),
+            (
+                "wk and wv have Hkv * Dh columns (config.num_kv_heads), not H * Dh: grouped-query attention shares them",
+                expected + config.depth * 2 * d * (config.heads - config.num_kv_heads) * config.dim_head,
+            ),
+            (
+                "each LayerNorm has a weight and a bias of D: 2D per norm, three per layer and a final one",
+                expected - (3 * config.depth + 1) * d,
+            ),
+            (
+                "the R latents are parameters too: R * D of them, and the final LayerNorm's 2D",
+                expected - config.num_latents * d - 2 * d,
+            ),
+            (
+                "the time and media embedding tables count where the config sets them: Tmax * D and Imax * D",
+                expected - sum(0 if t is None else t * d for t in (config.num_time_embeds, config.num_media_embeds)),
+            ),
         ]
         mistakes = [(hint, count) for hint, count in mistakes if count != expected]
         hint = likely_mistake(got, mistakes, general, 0.0)
-        assert got == expected, f"case '{name}': counted {got} parameters, refimpl.param_shapes has {expected} (off by {got - expected}). {hint}"
+        assert got == expected, (
+            f"case '{name}': counted {got} parameters, refimpl.param_shapes has {expected} (off by {got - expected}). {hint}"
+        )
     return f"{len(configs)} configurations, every count exactly refimpl.param_shapes'"
 
 
 def check_count_params(fn):
     """Check a student's count_params against the sum over refimpl.param_shapes(config)."""
     return check("count_params", fn, count_params, _test_count_params)
-

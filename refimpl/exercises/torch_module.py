@@ -67,13 +67,17 @@ def _test_attention_torch(fn):
         "scores = q @ k.transpose(-1, -2) / sqrt(Dh), Dh = q.shape[-1]; masked scores to -inf (True = may attend); "
         "subtract each row's max, exp, divide by the row sum; then weights @ v; return a float64 tensor"
     )
-    inverted = "the mask is inverted: True means may attend, so fill the scores where the mask is False (~mask) with -inf"
+    inverted = (
+        "the mask is inverted: True means may attend, so fill the scores where the mask is False (~mask) with -inf"
+    )
     missing_scale = "divide the scores by sqrt(Dh), Dh = q.shape[-1], before the softmax"
     errors = []
     for name, (q_, k_, v_, mask) in cases.items():
         expected = reference_attention(q_, k_, v_, mask=mask)
         args = [torch.from_numpy(a.copy()) for a in (q_, k_, v_)]
-        out = _float64_numpy(call(name, general, fn, *args, mask=None if mask is None else torch.from_numpy(mask.copy())), name, general)
+        out = _float64_numpy(
+            call(name, general, fn, *args, mask=None if mask is None else torch.from_numpy(mask.copy())), name, general
+        )
         scale = np.abs(v_).max()
         mistakes = [(missing_scale, reference_attention(q_, k_, v_, mask=mask, scale=1.0))]
         if mask is not None and (~mask).any(axis=-1).all():  # every row still allows a key with the mask inverted
@@ -132,14 +136,22 @@ def _test_feed_forward_torch(fn):
         out = _float64_numpy(out, name, general)
         normed = F.layer_norm(x_t, x_t.shape[-1:], t["norm.weight"], t["norm.bias"], eps)  # (..., D)
         mistakes = [
-            ("use the exact GELU, F.gelu(h) = h * Phi(h), not the tanh approximation (approximate='tanh')",
-             (F.gelu(normed @ t["w_in"], approximate="tanh") @ t["w_out"]).numpy()),
-            ("the block is pre-norm: apply the LayerNorm (with its weight and bias) to x before w_in",
-             (F.gelu(x_t @ t["w_in"]) @ t["w_out"]).numpy()),
-            ("the LayerNorm has a weight and a bias: layer_norm(x) * norm_weight + norm_bias",
-             (F.gelu(F.layer_norm(x_t, x_t.shape[-1:], eps=eps) @ t["w_in"]) @ t["w_out"]).numpy()),
-            ("the block returns gelu(layer_norm(x) @ w_in) @ w_out, without adding x (the residual is the layer's)",
-             expected + x),
+            (
+                "use the exact GELU, F.gelu(h) = h * Phi(h), not the tanh approximation (approximate='tanh')",
+                (F.gelu(normed @ t["w_in"], approximate="tanh") @ t["w_out"]).numpy(),
+            ),
+            (
+                "the block is pre-norm: apply the LayerNorm (with its weight and bias) to x before w_in",
+                (F.gelu(x_t @ t["w_in"]) @ t["w_out"]).numpy(),
+            ),
+            (
+                "the LayerNorm has a weight and a bias: layer_norm(x) * norm_weight + norm_bias",
+                (F.gelu(F.layer_norm(x_t, x_t.shape[-1:], eps=eps) @ t["w_in"]) @ t["w_out"]).numpy(),
+            ),
+            (
+                "the block returns gelu(layer_norm(x) @ w_in) @ w_out, without adding x (the residual is the layer's)",
+                expected + x,
+            ),
         ]
         hint = likely_mistake(out, mistakes, general, BOUND)
         errors.append(agree(f"case '{name}'", out, expected, BOUND, hint=hint))

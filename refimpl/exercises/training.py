@@ -102,5 +102,7 @@ def _test_interpolate_time_embeds(fn):
     errors = []
     for what, (table, frames) in cases.items():
         actual = call(what, hint, fn, table, frames)
-        errors.append(agree(f"case '{what}'", actual, reference_interpolate_time_embeds(table, frames), BOUND, hint=hint))
+        errors.append(
+            agree(f"case '{what}'", actual, reference_interpolate_time_embeds(table, frames), BOUND, hint=hint)
+        )
     return f"{len(cases)} tables (stretched, kept, shrunk), max error {max(errors):.0e} <= {BOUND:g}"

@@ -159,7 +159,9 @@ def feed_forward_backward(params, prefix, x, activation, norm_kind, eps, norm_dt
         gate, up = h @ params[prefix + "w_gate"], h @ params[prefix + "w_up"]  # (..., F) each
         silu_gate = silu(gate)  # (..., F)
         dhidden, grads[prefix + "w_down"] = linear_backward(silu_gate * up, params[prefix + "w_down"], dout)  # (..., F)
-        dh_gate, grads[prefix + "w_gate"] = linear_backward(h, params[prefix + "w_gate"], silu_backward(gate, dhidden * up))
+        dh_gate, grads[prefix + "w_gate"] = linear_backward(
+            h, params[prefix + "w_gate"], silu_backward(gate, dhidden * up)
+        )
         dh_up, grads[prefix + "w_up"] = linear_backward(h, params[prefix + "w_up"], dhidden * silu_gate)
         dh = dh_gate + dh_up  # (..., D)
     else:

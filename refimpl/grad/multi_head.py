@@ -27,7 +27,16 @@ from .layers import layer_norm_backward, linear_backward
 
 
 def multi_head_attention_backward(
-    params, queries, context, dout, *, heads, kv_heads=None, mask=None, qk_norm_eps=None, backend="numpy",
+    params,
+    queries,
+    context,
+    dout,
+    *,
+    heads,
+    kv_heads=None,
+    mask=None,
+    qk_norm_eps=None,
+    backend="numpy",
 ):
     """The gradients of multi-head cross-attention (refimpl.multi_head_attention) for its inputs and parameters.
 
@@ -44,15 +53,34 @@ def multi_head_attention_backward(
     dout = _checks.float_array("dout", dout, np.float64)
     _checks.has_shape("dout", dout, queries.shape, "(..., R, D), the output's shape")
     dqueries, dcontext, grads = _multi_head_attention_backward(
-        params, "", queries, context, dout, heads=heads, kv_heads=kv_heads, mask=mask, qk_norm_eps=qk_norm_eps,
+        params,
+        "",
+        queries,
+        context,
+        dout,
+        heads=heads,
+        kv_heads=kv_heads,
+        mask=mask,
+        qk_norm_eps=qk_norm_eps,
         backend=backend,
     )
     return dqueries, dcontext, {name: grads[name] for name in params}
 
 
 def _multi_head_attention_backward(
-    params, prefix, queries, context, dout, *, heads, kv_heads, mask=None, qk_norm_eps=None, backend="numpy",
-    bias=False, key_positions=None,
+    params,
+    prefix,
+    queries,
+    context,
+    dout,
+    *,
+    heads,
+    kv_heads,
+    mask=None,
+    qk_norm_eps=None,
+    backend="numpy",
+    bias=False,
+    key_positions=None,
 ):
     """multi_head_attention_backward on checked arguments, with parameter names prefix + "wq" etc.
     (the conventions of refimpl.multi_head._multi_head_attention: mask (..., R|1, N) or None;

@@ -24,11 +24,16 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import _checks
-from ..layers import norm
 from ..params import param_shapes
-from ..resampler import attention_block_inputs, checked_arguments, first_layer_inputs, positions_for, resample_with_trace
-from .broadcast import sum_to_shape
+from ..resampler import (
+    attention_block_inputs,
+    checked_arguments,
+    first_layer_inputs,
+    positions_for,
+    resample_with_trace,
+)
 from .attention import check_backend
+from .broadcast import sum_to_shape
 from .layers import feed_forward_backward, linear_backward, norm_backward
 from .multi_head import _multi_head_attention_backward
 
@@ -50,7 +55,9 @@ def perceiver_resampler_backward(params, x, config, dout, *, mask=None, grid=Non
     check_backend(backend)
     params, x, mask = checked_arguments(params, x, config, mask=mask, grid=grid, backend=backend)
     dout = _checks.float_array("dout", dout, np.float64)
-    _checks.has_shape("dout", dout, x.shape[:-3] + (config.num_latents, config.out_width), "(..., R, D), the output's shape")
+    _checks.has_shape(
+        "dout", dout, x.shape[:-3] + (config.num_latents, config.out_width), "(..., R, D), the output's shape"
+    )
     _, saved = _forward(params, x, config, mask, grid, backend)
     return _backward(params, x, config, saved, dout, backend)
 
@@ -118,8 +125,12 @@ def _forward(params, x, config, mask, grid, backend):
     out, trace = resample_with_trace(params, x, config, mask=mask, grid=grid, backend=backend)
     rows = {(row.block, row.layer): row.value for row in trace}
     media, key_mask, latents = first_layer_inputs(params, x, config, mask=mask)
-    after_attention = [rows["attention residual" if config.attn_residual else "attention", i] for i in range(config.depth)]
-    outputs = [rows["feed-forward residual", i] for i in range(config.depth)] if config.feed_forward else after_attention
+    after_attention = [
+        rows["attention residual" if config.attn_residual else "attention", i] for i in range(config.depth)
+    ]
+    outputs = (
+        [rows["feed-forward residual", i] for i in range(config.depth)] if config.feed_forward else after_attention
+    )
     last = outputs[-1]
     normed = rows["final norm", None] if config.final_norm else last
     return out, _Saved(
@@ -141,11 +152,15 @@ def _backward(params, x, config, saved, dout, backend):
     dlatents = dout  # (..., R, D or Do)
     if config.out_dim is not None:
         if config.out_norm:
-            dlatents, norm_grads = norm_backward(params, "out_norm.", saved.projected, *norm_options, dlatents)  # (..., R, Do)
+            dlatents, norm_grads = norm_backward(
+                params, "out_norm.", saved.projected, *norm_options, dlatents
+            )  # (..., R, Do)
             grads |= norm_grads
         if config.out_proj_bias:
             grads["out_proj.bias"] = sum_to_shape(dlatents, params["out_proj.bias"].shape)
-        dlatents, grads["out_proj.weight"] = linear_backward(saved.normed, params["out_proj.weight"], dlatents)  # (..., R, D)
+        dlatents, grads["out_proj.weight"] = linear_backward(
+            saved.normed, params["out_proj.weight"], dlatents
+        )  # (..., R, D)
     if config.final_norm:
         dlatents, norm_grads = norm_backward(params, "norm.", saved.latents, *norm_options, dlatents)  # (..., R, D)
         grads |= norm_grads
@@ -153,7 +168,13 @@ def _backward(params, x, config, saved, dout, backend):
     for i in reversed(range(config.depth)):
         if config.feed_forward:
             dff_input, ff_grads = feed_forward_backward(
-                params, f"layers.{i}.ff.", saved.ff_inputs[i], config.activation, *norm_options, dlatents, pre_norm=config.pre_norm
+                params,
+                f"layers.{i}.ff.",
+                saved.ff_inputs[i],
+                config.activation,
+                *norm_options,
+                dlatents,
+                pre_norm=config.pre_norm,
             )
             dlatents = dlatents + dff_input  # the residual: latents + ff(latents)
             grads |= ff_grads
@@ -166,7 +187,9 @@ def _backward(params, x, config, saved, dout, backend):
         grads |= attention_grads
     grads["latents"] = sum_to_shape(dlatents, params["latents"].shape)  # (R, D), summed over the batch
 
-    dprojected = dmedia.reshape(x.shape[:-1] + (config.dim,))  # (..., T, S, D); the embeddings were added after the projection
+    dprojected = dmedia.reshape(
+        x.shape[:-1] + (config.dim,)
+    )  # (..., T, S, D); the embeddings were added after the projection
     if config.num_time_embeds is not None:  # row t was added to every token of frame t
         n_frames = x.shape[-3]
         grads["time_embeds"] = np.zeros_like(params["time_embeds"])  # (Tmax, D), 0 for the unused rows
@@ -215,5 +238,7 @@ def _attention_block_backward(params, prefix, saved, latents, config, backend, d
     if not config.pre_norm:
         return dnormed_media, dnormed_latents, grads
     dmedia, media_norm_grads = norm_backward(params, prefix + "norm_media.", saved.media, *norm_options, dnormed_media)
-    dlatents, latents_norm_grads = norm_backward(params, prefix + "norm_latents.", latents, *norm_options, dnormed_latents)
+    dlatents, latents_norm_grads = norm_backward(
+        params, prefix + "norm_latents.", latents, *norm_options, dnormed_latents
+    )
     return dmedia, dlatents, grads | media_norm_grads | latents_norm_grads

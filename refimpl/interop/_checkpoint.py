@@ -14,14 +14,19 @@ problem is a `CheckpointError` with a one-line message naming the path.
 
 import importlib.util
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 SAFETENSORS = (".safetensors",)
 TORCH = (".bin", ".pt", ".pth")
 # a Hugging Face folder's weights, in the order transformers prefers them
-FOLDER_WEIGHTS = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin")
+FOLDER_WEIGHTS = (
+    "model.safetensors.index.json",
+    "model.safetensors",
+    "pytorch_model.bin.index.json",
+    "pytorch_model.bin",
+)
 
 
 class CheckpointError(ValueError):
@@ -98,7 +103,9 @@ def _open_safetensors(path, hf_config):
     try:
         from safetensors import SafetensorError, safe_open
     except ImportError:
-        raise CheckpointError(f"{path}: reading .safetensors needs the safetensors package (pip install safetensors)") from None
+        raise CheckpointError(
+            f"{path}: reading .safetensors needs the safetensors package (pip install safetensors)"
+        ) from None
     # NumPy has no bfloat16: torch, where it is installed, reads every dtype
     framework = "pt" if importlib.util.find_spec("torch") is not None else "np"
     try:
@@ -123,7 +130,9 @@ def _open_torch(path, hf_config):
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # an unpickling error, a zip error, a text file: all say "not a state dict"
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: not a state dict that torch.load(weights_only=True) reads ({first_line})") from None
+        raise CheckpointError(
+            f"{path}: not a state dict that torch.load(weights_only=True) reads ({first_line})"
+        ) from None
     _check_state_dict(path, state_dict, torch)
     return Checkpoint(path, list(state_dict), lambda names: {name: state_dict[name] for name in names}, hf_config)
 
@@ -131,7 +140,9 @@ def _open_torch(path, hf_config):
 def _check_state_dict(path, state_dict, torch):
     """CheckpointError unless `state_dict` maps str names to tensors, saying what it holds instead."""
     if not hasattr(state_dict, "items"):
-        raise CheckpointError(f"{path}: not a state dict (a mapping of names to tensors); it holds a {type(state_dict).__name__}")
+        raise CheckpointError(
+            f"{path}: not a state dict (a mapping of names to tensors); it holds a {type(state_dict).__name__}"
+        )
     for key, value in state_dict.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise CheckpointError(

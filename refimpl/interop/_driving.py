@@ -7,8 +7,8 @@ Every peer module's `drive(module, x, mask)` describes its module as a ModuleSpe
 
 import collections
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -59,7 +59,9 @@ def drive(module, spec, x, mask, *, what="the module", tolerance_key64=GENERIC_K
     module_mask = None if mask is None else torch.as_tensor(mask, device=parameter.device)
     call = spec.call or _default_call
     to_refimpl = spec.to_refimpl or (lambda x, mask: (x, mask))
-    ours_x, ours_mask, *grid = to_refimpl(numpy(module_x), None if mask is None else numpy(module_mask, float_type=False))
+    ours_x, ours_mask, *grid = to_refimpl(
+        numpy(module_x), None if mask is None else numpy(module_mask, float_type=False)
+    )
 
     def read(state_dict):
         return spec.config, _state_dict.to_params(_state_dict.read(state_dict), spec.layout, spec.config, what)
@@ -91,7 +93,9 @@ def _resolve(module, point, block, layer):
         return module.get_submodule(path), argument
     except AttributeError:
         where = block if layer is None else f"layer {layer} {block}"
-        raise ValueError(f"the spec's point for the {where} row names {path!r}, which is not a submodule of {type(module).__name__}") from None
+        raise ValueError(
+            f"the spec's point for the {where} row names {path!r}, which is not a submodule of {type(module).__name__}"
+        ) from None
 
 
 def run_recorded(driven):

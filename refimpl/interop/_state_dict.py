@@ -80,7 +80,7 @@ def read(state_dict, prefix=""):
         if not isinstance(key, str) or not key.startswith(prefix):
             continue
         value = _as_numpy(key, value)
-        state[key[len(prefix):]] = np.array(_checks.float_array(f"state_dict[{key!r}]", value, np.float64), copy=True)
+        state[key[len(prefix) :]] = np.array(_checks.float_array(f"state_dict[{key!r}]", value, np.float64), copy=True)
     return state
 
 
@@ -177,7 +177,9 @@ def check_fixed(state, layout, prefix=""):
 
 def _check_fits(state, expected, what, prefix):
     where = f" (keys read after the prefix {prefix!r})" if prefix else ""
-    _checks.check_fits(f"state_dict does not fit {what}{where}", {key: value.shape for key, value in state.items()}, expected)
+    _checks.check_fits(
+        f"state_dict does not fit {what}{where}", {key: value.shape for key, value in state.items()}, expected
+    )
 
 
 # ---------------------------------------------------------------- a resampler inside a whole model
@@ -230,7 +232,7 @@ def check_holds_resampler(state_dict, name, prefix):
     """
     if not hasattr(state_dict, "keys") or not isinstance(prefix, str):
         return  # `read` says what is wrong with them
-    keys = [key[len(prefix):] for key in state_dict.keys() if isinstance(key, str) and key.startswith(prefix)]
+    keys = [key[len(prefix) :] for key in state_dict.keys() if isinstance(key, str) and key.startswith(prefix)]
     from ._registry import peer
 
     found = peer(name).find_prefix(keys)
@@ -301,7 +303,10 @@ def to_state_dict(params, config, layout, dtype, shapes=None):
     shapes = param_shapes(config) if shapes is None else shapes
     params = check_params(params, shapes, np.float64, f"the config {config}")
     return {
-        key: torch.tensor(np.ascontiguousarray(names.table if kind == FIXED else to_peer(kind, [params[name] for name in names])), dtype=dtype)
+        key: torch.tensor(
+            np.ascontiguousarray(names.table if kind == FIXED else to_peer(kind, [params[name] for name in names])),
+            dtype=dtype,
+        )
         for key, (kind, names) in layout.items()
     }
 

@@ -71,10 +71,16 @@ def compare(module, x, *, mask=None, spec=None, grid=None, out=sys.stdout):
     driven = _driven(module, x, mask, spec, grid)
     bound, key = _bound(module, driven)
     grid = {} if driven.grid is None else dict(grid=driven.grid)  # where the config has positions
-    reference, trace = resample_with_trace(driven.params, driven.x, driven.config, mask=driven.mask, **grid)  # refimpl's checks first
+    reference, trace = resample_with_trace(
+        driven.params, driven.x, driven.config, mask=driven.mask, **grid
+    )  # refimpl's checks first
     with torch.no_grad():
         output, recorded = run_recorded(driven)
-    rows = [_row(block, layer, recorded[block, layer], value, bound) for block, layer, value in trace if (block, layer) in recorded]
+    rows = [
+        _row(block, layer, recorded[block, layer], value, bound)
+        for block, layer, value in trace
+        if (block, layer) in recorded
+    ]
     rows.append(_row("output", None, output[0] if isinstance(output, tuple) else output, reference, bound))
     _print(rows, bound, key, out)
     return rows
@@ -83,7 +89,9 @@ def compare(module, x, *, mask=None, spec=None, grid=None, out=sys.stdout):
 def _driven(module, x, mask, spec, grid=None):
     """The Driven for `module`: from `spec`, else from the peer module that recognises it."""
     if grid is not None and (spec is not None or peer_of_module(module) is not COMPARED["refimpl_torch"]):
-        raise ValueError("grid is for refimpl.torch.PerceiverResampler; a peer's module reads its grid off its own input")
+        raise ValueError(
+            "grid is for refimpl.torch.PerceiverResampler; a peer's module reads its grid off its own input"
+        )
     if grid is not None:
         return COMPARED["refimpl_torch"].drive(module, x, mask, grid)
     if spec is not None:
@@ -106,11 +114,16 @@ def _bound(module, driven):
     dtype = parameter.dtype
     keys = {
         torch.float64: driven.tolerance_key64,
-        torch.float32: ("float32", "peer module vs float64 reference" if parameter.device.type == "cpu" else "torch GPU vs float64 reference"),
+        torch.float32: (
+            "float32",
+            "peer module vs float64 reference" if parameter.device.type == "cpu" else "torch GPU vs float64 reference",
+        ),
         torch.bfloat16: ("bfloat16", "torch GPU vs float64 reference"),
     }
     if dtype not in keys:
-        raise TypeError(f"module must hold float64, float32 or bfloat16 parameters (TOLERANCES has bounds for those); got {dtype}")
+        raise TypeError(
+            f"module must hold float64, float32 or bfloat16 parameters (TOLERANCES has bounds for those); got {dtype}"
+        )
     return TOLERANCES[keys[dtype]], keys[dtype]
 
 
@@ -119,7 +132,9 @@ def _row(block, layer, theirs, ours, bound):
     theirs = numpy(theirs)
     if theirs.size != ours.size:
         where = block if layer is None else f"layer {layer} {block}"
-        raise ValueError(f"the module's {where} has shape {theirs.shape}; refimpl's has {ours.size // ours.shape[-1]} rows of {ours.shape[-1]}")
+        raise ValueError(
+            f"the module's {where} has shape {theirs.shape}; refimpl's has {ours.size // ours.shape[-1]} rows of {ours.shape[-1]}"
+        )
     error = relative_error(theirs.reshape(ours.shape), ours)
     max_abs = float(abs(theirs.reshape(ours.shape) - ours).max(initial=0.0))
     return dict(block=block, layer=layer, max_abs=max_abs, relative=error, bound=bound, ok=bool(error <= bound))
@@ -136,10 +151,15 @@ def _print(rows, bound, key, out):
     for row in rows:
         layer = "" if row["layer"] is None else row["layer"]
         ok = "yes" if row["ok"] else "NO"
-        print(f"| {row['block']:21} | {layer!s:5} | {row['max_abs']:13.1e} | {row['relative']:14.1e} | {ok:3} |", file=out)
+        print(
+            f"| {row['block']:21} | {layer!s:5} | {row['max_abs']:13.1e} | {row['relative']:14.1e} | {ok:3} |", file=out
+        )
     print(f"\nbound: relative error <= {bound:g} (TOLERANCES[{key[0]!r}, {key[1]!r}])", file=out)
     first = next((row for row in rows if not row["ok"]), None)
     if first is None:
         print("verdict: every row within the bound; the module computes what refimpl computes", file=out)
     else:
-        print(f"first difference: {describe(first)} (relative error {first['relative']:.1e} > {bound:g}): look there", file=out)
+        print(
+            f"first difference: {describe(first)} (relative error {first['relative']:.1e} > {bound:g}): look there",
+            file=out,
+        )

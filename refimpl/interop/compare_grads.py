@@ -39,8 +39,8 @@ from ..params import param_shapes
 from ..resampler import checked_arguments
 from ..tolerances import TOLERANCES, relative_error
 from ._driving import numpy
-from .qwen_vl import POSITIONS_KEY64
 from .compare import _driven
+from .qwen_vl import POSITIONS_KEY64
 
 
 def compare_grads(module, x, *, mask=None, spec=None, grid=None, seed=0, tolerance=None, out=sys.stdout):
@@ -70,7 +70,9 @@ def compare_grads(module, x, *, mask=None, spec=None, grid=None, seed=0, toleran
         output.backward(torch.as_tensor(upstream, dtype=output.dtype, device=output.device))
     parameters = dict(module.named_parameters())
     grads = {  # the module's state dict, gradients in place of values (zeros for buffers and unused parameters)
-        name: parameters[name].grad if name in parameters and parameters[name].grad is not None else torch.zeros_like(value)
+        name: parameters[name].grad
+        if name in parameters and parameters[name].grad is not None
+        else torch.zeros_like(value)
         for name, value in module.state_dict().items()
     }
     _, theirs = driven.read(grads)
@@ -153,4 +155,7 @@ def _print(rows, tolerance, out):
         print(f"\nEvery gradient agrees with refimpl.grad within {tolerance:g}.", file=out)
     else:
         where = "" if first["layer"] is None else f" (layer {first['layer']})"
-        print(f"\nFirst divergence in backward order: {first['name']}{where}, relative error {first['relative']:.1e} > {tolerance:g}.", file=out)
+        print(
+            f"\nFirst divergence in backward order: {first['name']}{where}, relative error {first['relative']:.1e} > {tolerance:g}.",
+            file=out,
+        )

@@ -34,14 +34,16 @@ the keys start with "model.protein_encoder.sequence_compressor_resampler.".
 
 import numpy as np
 
+from ..config import ResamplerConfig
 from . import _driving, _state_dict
 from ._state_dict import FUSED_KV, LINEAR, SAME
-from ..config import ResamplerConfig
 from .module_spec import ModuleSpec, Point
 
 PEER = "Evolla's EvollaSequenceCompressorResampler"
 LAYERNORM_EPS = 1e-5  # nn.LayerNorm's default, which Evolla keeps
-SWITCHES = dict(activation="gelu", norm="layernorm", latents_in_kv=True, final_norm=False, out_proj_bias=True, out_norm=True)
+SWITCHES = dict(
+    activation="gelu", norm="layernorm", latents_in_kv=True, final_norm=False, out_proj_bias=True, out_norm=True
+)
 
 
 # ---- compare: recognising and driving the module
@@ -77,7 +79,9 @@ def drive(module, x, mask):
 def _call(module, embeds, mask):
     import torch
 
-    return module(embeds, torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device) if mask is None else mask)
+    return module(
+        embeds, torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device) if mask is None else mask
+    )
 
 
 def from_evolla(state_dict, *, heads, eps=LAYERNORM_EPS, prefix=""):
@@ -120,12 +124,25 @@ def to_evolla(config, params, *, dtype=None):
     Raises ValueError if Evolla cannot express `config` (see the module docstring).
     """
     _state_dict.check_config(config)
-    wanted = dict(SWITCHES, norm_eps=LAYERNORM_EPS, norm_dtype=None, qk_norm=False, kv_heads=None, attn_bias=False,
-                  pre_norm=True, attn_residual=True, feed_forward=True)
+    wanted = dict(
+        SWITCHES,
+        norm_eps=LAYERNORM_EPS,
+        norm_dtype=None,
+        qk_norm=False,
+        kv_heads=None,
+        attn_bias=False,
+        pre_norm=True,
+        attn_residual=True,
+        feed_forward=True,
+    )
     problems = _state_dict.differences(config, wanted, PEER)
     if config.out_dim is None:
         problems.append(f"out_dim = None; {PEER} always projects its output (protein_projector)")
-    problems += [f"{name} = {getattr(config, name)!r}; {PEER} has none" for name in ("num_time_embeds", "num_media_embeds", "media_dim", "positions") if getattr(config, name) is not None]
+    problems += [
+        f"{name} = {getattr(config, name)!r}; {PEER} has none"
+        for name in ("num_time_embeds", "num_media_embeds", "media_dim", "positions")
+        if getattr(config, name) is not None
+    ]
     _state_dict.check_expressible(config, PEER, problems)
     return _state_dict.to_state_dict(params, config, _layout(config), dtype)
 
@@ -142,14 +159,24 @@ def _layout(config):
             f"{attn}.to_out.weight": (LINEAR, (f"{ours}.attn.wo",)),
         }
         layout |= _state_dict.norm(f"{ff}.norm", f"{ours}.ff.norm")
-        layout |= {f"{ff}.fc1.weight": (LINEAR, (f"{ours}.ff.w_in",)), f"{ff}.fc2.weight": (LINEAR, (f"{ours}.ff.w_out",))}
+        layout |= {
+            f"{ff}.fc1.weight": (LINEAR, (f"{ours}.ff.w_in",)),
+            f"{ff}.fc2.weight": (LINEAR, (f"{ours}.ff.w_out",)),
+        }
     layout |= _state_dict.norm("norm", "out_norm")
-    return layout | {"protein_projector.weight": (LINEAR, ("out_proj.weight",)), "protein_projector.bias": (SAME, ("out_proj.bias",))}
+    return layout | {
+        "protein_projector.weight": (LINEAR, ("out_proj.weight",)),
+        "protein_projector.bias": (SAME, ("out_proj.bias",)),
+    }
 
 
 # ---------------------------------------------------------------- verify: finding the resampler in a checkpoint and building the peer's module
 
-KEY_PREFIXES = ("model.protein_encoder.sequence_compressor_resampler.", "protein_encoder.sequence_compressor_resampler.", "")
+KEY_PREFIXES = (
+    "model.protein_encoder.sequence_compressor_resampler.",
+    "protein_encoder.sequence_compressor_resampler.",
+    "",
+)
 DEFAULT_EPS = LAYERNORM_EPS
 DEFAULT_HEADS = 8  # EvollaConfig's resampler_heads
 
@@ -157,7 +184,9 @@ DEFAULT_HEADS = 8  # EvollaConfig's resampler_heads
 def find_prefix(keys):
     """Where Evolla's resampler sits among a state dict's `keys`, or None: layers.0.1.fc1.weight
     beside latents and protein_projector.weight."""
-    return _state_dict.find_prefix(keys, "layers.0.1.fc1.weight", also=("latents", "protein_projector.weight"), known=KEY_PREFIXES)
+    return _state_dict.find_prefix(
+        keys, "layers.0.1.fc1.weight", also=("latents", "protein_projector.weight"), known=KEY_PREFIXES
+    )
 
 
 def settings_from_hf_config(hf_config):
@@ -174,8 +203,12 @@ def build_module(config, params, *, dtype, hf_config=None):
     from transformers.models.evolla.modeling_evolla import EvollaSequenceCompressorResampler
 
     evolla_config = EvollaConfig(
-        protein_encoder_config=dict(hidden_size=config.dim), hidden_size=config.out_dim, resampler_depth=config.depth,
-        resampler_dim_head=config.dim_head, resampler_heads=config.heads, resampler_num_latents=config.num_latents,
+        protein_encoder_config=dict(hidden_size=config.dim),
+        hidden_size=config.out_dim,
+        resampler_depth=config.depth,
+        resampler_dim_head=config.dim_head,
+        resampler_heads=config.heads,
+        resampler_num_latents=config.num_latents,
         resampler_ff_mult=config.ff_mult,
     )
     return _state_dict.load_module(EvollaSequenceCompressorResampler(evolla_config), state_dict)

@@ -31,9 +31,9 @@ own, 8, would silently give a wrong config for a module built with another count
 open_flamingo's resampler (refimpl.interop.open_flamingo) has the same layer keys.
 """
 
+from ..config import ResamplerConfig
 from . import _driving, _state_dict
 from ._state_dict import FUSED_KV, LINEAR, PER_ITEM, SAME
-from ..config import ResamplerConfig
 from .module_spec import ModuleSpec, Point
 
 PEER = "flamingo-pytorch's PerceiverResampler"
@@ -53,7 +53,9 @@ def recognises(module):
 def drive(module, x, mask):
     """compare's view of the module: x (b, times, n, D) or (b, n, D), no mask."""
     _driving.check_no_mask(mask, PEER)
-    config, _ = from_flamingo_pytorch(module.state_dict(), heads=module.layers[0][0].heads, eps=_driving.layer_norm_eps(module))
+    config, _ = from_flamingo_pytorch(
+        module.state_dict(), heads=module.layers[0][0].heads, eps=_driving.layer_norm_eps(module)
+    )
     return _driving.drive(module, layers_spec(config, _layout(config), _to_refimpl), x, None, what=PEER)
 
 
@@ -167,11 +169,20 @@ def layer_problems(config, peer):
     per query head, latents in the keys) cannot express in `config`."""
     problems = _state_dict.differences(
         config,
-        dict(activation="gelu", norm="layernorm", norm_eps=LAYERNORM_EPS, norm_dtype=None, qk_norm=False, latents_in_kv=True),
+        dict(
+            activation="gelu",
+            norm="layernorm",
+            norm_eps=LAYERNORM_EPS,
+            norm_dtype=None,
+            qk_norm=False,
+            latents_in_kv=True,
+        ),
         peer,
     )
     if config.num_kv_heads != config.heads:
-        problems.append(f"kv_heads = {config.kv_heads} (grouped-query attention); {peer} has one key/value head per query head")
+        problems.append(
+            f"kv_heads = {config.kv_heads} (grouped-query attention); {peer} has one key/value head per query head"
+        )
     return problems
 
 
@@ -184,7 +195,9 @@ DEFAULT_EPS = LAYERNORM_EPS
 def find_prefix(keys):
     """Where flamingo-pytorch's resampler sits among a state dict's `keys`, or None:
     layers.0.0.to_kv.weight beside latents and media_pos_emb."""
-    return _state_dict.find_prefix(keys, "layers.0.0.to_kv.weight", also=("latents", "media_pos_emb"), known=KEY_PREFIXES)
+    return _state_dict.find_prefix(
+        keys, "layers.0.0.to_kv.weight", also=("latents", "media_pos_emb"), known=KEY_PREFIXES
+    )
 
 
 def build_module(config, params, *, dtype, hf_config=None):
@@ -194,8 +207,13 @@ def build_module(config, params, *, dtype, hf_config=None):
     from flamingo_pytorch import PerceiverResampler
 
     module = PerceiverResampler(
-        dim=config.dim, depth=config.depth, dim_head=config.dim_head, heads=config.heads, num_latents=config.num_latents,
-        num_media_embeds=config.num_media_embeds, ff_mult=config.ff_mult,
+        dim=config.dim,
+        depth=config.depth,
+        dim_head=config.dim_head,
+        heads=config.heads,
+        num_latents=config.num_latents,
+        num_media_embeds=config.num_media_embeds,
+        ff_mult=config.ff_mult,
     )
     return _state_dict.load_module(module, state_dict)
 

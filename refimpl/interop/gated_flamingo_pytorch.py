@@ -39,9 +39,9 @@ the import reads off to_kv; inside open_flamingo's model a block's keys start wi
 block, Dv = Dt.
 """
 
+from ..gated_xattn import GatedXattnConfig, gated_xattn_param_shapes
 from . import _state_dict
 from ._state_dict import FUSED_KV, GATE, LINEAR
-from ..gated_xattn import GatedXattnConfig, gated_xattn_param_shapes
 
 PEER = "flamingo-pytorch's GatedCrossAttentionBlock"
 LAYERNORM_EPS = 1e-5  # nn.LayerNorm's default
@@ -88,10 +88,19 @@ def to_flamingo_pytorch_gated_xattn(config, params, *, dtype=None):
     """
     if not isinstance(config, GatedXattnConfig):
         raise TypeError(f"config must be a refimpl.GatedXattnConfig; got {type(config).__name__}")
-    wanted = dict(activation="gelu", norm="layernorm", norm_eps=LAYERNORM_EPS, qk_norm=None, vector_gates=False, zero_blind_ff=False)
+    wanted = dict(
+        activation="gelu",
+        norm="layernorm",
+        norm_eps=LAYERNORM_EPS,
+        qk_norm=None,
+        vector_gates=False,
+        zero_blind_ff=False,
+    )
     problems = _state_dict.differences(config, wanted, PEER)
     if config.dim_visual != config.dim:
-        problems.append(f"dim_visual = {config.dim_visual}; {PEER}'s to_kv reads media of the text width dim = {config.dim}")
+        problems.append(
+            f"dim_visual = {config.dim_visual}; {PEER}'s to_kv reads media of the text width dim = {config.dim}"
+        )
     if config.num_kv_heads != config.heads:
         problems.append(f"kv_heads = {config.kv_heads}; {PEER} has one key/value head per query head")
     if config.blind_rows == "attend_all":

@@ -38,9 +38,9 @@ mean of squares in float32 whatever the model's dtype; refimpl in the compute dt
 pass `prefix`.
 """
 
+from ..gated_xattn import GatedXattnConfig, gated_xattn_param_shapes
 from . import _state_dict
 from ._state_dict import GATE, LINEAR
-from ..gated_xattn import GatedXattnConfig, gated_xattn_param_shapes
 
 PEER = "IDEFICS's IdeficsGatedCrossAttentionLayer"
 
@@ -86,13 +86,17 @@ def to_idefics_gated_xattn(config, params, *, dtype=None):
     """
     if not isinstance(config, GatedXattnConfig):
         raise TypeError(f"config must be a refimpl.GatedXattnConfig; got {type(config).__name__}")
-    problems = _state_dict.differences(config, dict(activation="swiglu", norm="rmsnorm", blind_rows="zero", zero_blind_ff=False), PEER)
+    problems = _state_dict.differences(
+        config, dict(activation="swiglu", norm="rmsnorm", blind_rows="zero", zero_blind_ff=False), PEER
+    )
     if config.qk_norm not in (None, "rmsnorm"):
         problems.append(f"qk_norm = {config.qk_norm!r}; {PEER}'s q/k norms are RMSNorms")
     if config.num_kv_heads != config.heads:
         problems.append(f"kv_heads = {config.kv_heads}; {PEER} has one key/value head per query head")
     if config.heads * config.dim_head != config.dim:
-        problems.append(f"heads * dim_head = {config.heads * config.dim_head}; {PEER}'s heads split the width dim = {config.dim}")
+        problems.append(
+            f"heads * dim_head = {config.heads * config.dim_head}; {PEER}'s heads split the width dim = {config.dim}"
+        )
     _state_dict.check_expressible(config, PEER, problems)
     return _state_dict.to_state_dict(params, config, _layout(config), dtype, gated_xattn_param_shapes(config))
 

@@ -31,9 +31,9 @@ keys start with "perceiver_resampler." (pass it as `prefix`).
 
 import re
 
+from ..config import ResamplerConfig
 from . import _driving, _state_dict
 from ._state_dict import LINEAR, SAME
-from ..config import ResamplerConfig
 from .module_spec import ModuleSpec, Point
 
 PEER = "IDEFICS's IdeficsPerceiverResampler"
@@ -113,7 +113,9 @@ def to_idefics(config, params, *, dtype=None):
     wanted = dict(activation="relu", norm="layernorm", norm_eps=LAYERNORM_EPS, norm_dtype=None, latents_in_kv=True)
     problems = _state_dict.differences(config, wanted, PEER)
     if config.num_kv_heads != config.heads:
-        problems.append(f"kv_heads = {config.kv_heads} (grouped-query attention); {PEER} has one key/value head per query head")
+        problems.append(
+            f"kv_heads = {config.kv_heads} (grouped-query attention); {PEER} has one key/value head per query head"
+        )
     problems += _state_dict.mlp_and_table_problems(config, PEER, FF_MULT)
     _state_dict.check_expressible(config, PEER, problems)
     return _state_dict.to_state_dict(params, config, _layout(config), dtype)
@@ -135,7 +137,10 @@ def _layout(config):
             f"{attn}.output_proj.weight": (LINEAR, (f"{ours}.attn.wo",)),
         }
         layout |= _state_dict.norm(f"{ff}.ln", f"{ours}.ff.norm")
-        layout |= {f"{ff}.fc.weight": (LINEAR, (f"{ours}.ff.w_in",)), f"{ff}.c_proj.weight": (LINEAR, (f"{ours}.ff.w_out",))}
+        layout |= {
+            f"{ff}.fc.weight": (LINEAR, (f"{ours}.ff.w_in",)),
+            f"{ff}.c_proj.weight": (LINEAR, (f"{ours}.ff.w_out",)),
+        }
     return layout | _state_dict.norm("layer_norm", "norm")
 
 
@@ -173,7 +178,11 @@ def build_module(config, params, *, dtype, hf_config=None):
         vision_config={"embed_dim": config.dim}, perceiver_config={"qk_layer_norms_perceiver": config.qk_norm}
     )
     module = IdeficsPerceiverResampler(
-        idefics_config, embed_dim=config.dim, depth=config.depth, n_heads=config.heads, head_dim=config.dim_head,
+        idefics_config,
+        embed_dim=config.dim,
+        depth=config.depth,
+        n_heads=config.heads,
+        head_dim=config.dim_head,
         n_latents=config.num_latents,
     )
     return _state_dict.load_module(module, state_dict)

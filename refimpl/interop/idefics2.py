@@ -38,9 +38,9 @@ resampler's keys start with "connector.perceiver_resampler." (and with
 
 import numpy as np
 
+from ..config import ResamplerConfig
 from . import _driving, _state_dict
 from ._state_dict import LINEAR, SAME
-from ..config import ResamplerConfig
 from .module_spec import ModuleSpec, Point
 
 PEER = "Idefics2's Idefics2PerceiverResampler"
@@ -113,9 +113,13 @@ def from_idefics2(state_dict, *, heads, eps=1e-6, norm_dtype="float32", prefix="
     _state_dict.check_holds_resampler(state_dict, "idefics2", prefix)
     state = _state_dict.read(state_dict, prefix)
     dim = _state_dict.size(state, ("latents", 1), ("norm.weight", 0), ("layers.0.self_attn.q_proj.weight", 1))
-    inner = _state_dict.size(state, ("layers.0.self_attn.q_proj.weight", 0), ("layers.0.self_attn.o_proj.weight", 1), default=None)
+    inner = _state_dict.size(
+        state, ("layers.0.self_attn.q_proj.weight", 0), ("layers.0.self_attn.o_proj.weight", 1), default=None
+    )
     dim_head = 1 if inner is None else _state_dict.heads_divide(inner, heads, "layers.0.self_attn.q_proj.weight")
-    kv_width = _state_dict.size(state, ("layers.0.self_attn.k_proj.weight", 0), ("layers.0.self_attn.v_proj.weight", 0), default=None)
+    kv_width = _state_dict.size(
+        state, ("layers.0.self_attn.k_proj.weight", 0), ("layers.0.self_attn.v_proj.weight", 0), default=None
+    )
     kv_heads = _kv_heads(kv_width, dim_head, heads)
     ff_dim = _state_dict.size(state, ("layers.0.mlp.gate_proj.weight", 0), ("layers.0.mlp.up_proj.weight", 0))
     config = ResamplerConfig(
@@ -231,9 +235,14 @@ def build_module(config, params, *, dtype, hf_config=None):
     from transformers.models.idefics2.modeling_idefics2 import Idefics2PerceiverResampler
 
     perceiver_config = Idefics2PerceiverConfig(
-        hidden_size=config.dim, resampler_n_latents=config.num_latents, resampler_depth=config.depth,
-        resampler_n_heads=config.heads, resampler_head_dim=config.dim_head, num_key_value_heads=config.num_kv_heads,
-        rms_norm_eps=config.norm_eps, hidden_act="silu",
+        hidden_size=config.dim,
+        resampler_n_latents=config.num_latents,
+        resampler_depth=config.depth,
+        resampler_n_heads=config.heads,
+        resampler_head_dim=config.dim_head,
+        num_key_value_heads=config.num_kv_heads,
+        rms_norm_eps=config.norm_eps,
+        hidden_act="silu",
     )
     perceiver_config._attn_implementation = "sdpa"
     return _state_dict.load_module(Idefics2PerceiverResampler(perceiver_config), state_dict)

@@ -25,14 +25,19 @@ pre_norm=False, attn_residual=False, feed_forward=False, final_norm=False. H * D
 Kosmos2ForConditionalGeneration the keys start with "image_to_text_projection.".
 """
 
+from ..config import ResamplerConfig
 from . import _driving, _state_dict
 from ._state_dict import LINEAR, SAME
-from ..config import ResamplerConfig
 from .module_spec import ModuleSpec, Point
 
 PEER = "Kosmos-2's Kosmos2ImageToTextProjection"
 SWITCHES = dict(
-    latents_in_kv=True, attn_bias=True, media_proj_bias=True, pre_norm=False, attn_residual=False, feed_forward=False,
+    latents_in_kv=True,
+    attn_bias=True,
+    media_proj_bias=True,
+    pre_norm=False,
+    attn_residual=False,
+    feed_forward=False,
     final_norm=False,
 )
 
@@ -105,7 +110,11 @@ def to_kosmos2(config, params, *, dtype=None):
         problems.append(f"heads * dim_head = {config.heads * config.dim_head}; {PEER} has H * Dh = D = {config.dim}")
     if config.media_dim is None:
         problems.append(f"media_dim = None; {PEER} always projects its input (dense)")
-    problems += [f"{name} = {getattr(config, name)!r}; {PEER} has none" for name in ("num_time_embeds", "num_media_embeds", "out_dim", "positions") if getattr(config, name) is not None]
+    problems += [
+        f"{name} = {getattr(config, name)!r}; {PEER} has none"
+        for name in ("num_time_embeds", "num_media_embeds", "out_dim", "positions")
+        if getattr(config, name) is not None
+    ]
     _state_dict.check_expressible(config, PEER, problems)
     return _state_dict.to_state_dict(params, config, _layout(config), dtype)
 
@@ -122,7 +131,12 @@ def _layout(config):
 def _attention_layout(peer, ours):
     """KosmosTextAttention's four biased nn.Linear projections, in its order (k, v, q, out)."""
     layout = {}
-    for name, weight, bias in (("k_proj", "wk", "bk"), ("v_proj", "wv", "bv"), ("q_proj", "wq", "bq"), ("out_proj", "wo", "bo")):
+    for name, weight, bias in (
+        ("k_proj", "wk", "bk"),
+        ("v_proj", "wv", "bv"),
+        ("q_proj", "wq", "bq"),
+        ("out_proj", "wo", "bo"),
+    ):
         layout[f"{peer}.{name}.weight"] = (LINEAR, (f"{ours}.{weight}",))
         layout[f"{peer}.{name}.bias"] = (SAME, (f"{ours}.{bias}",))
     return layout
@@ -139,7 +153,9 @@ DEFAULT_HEADS = 16  # Kosmos2TextConfig's attention_heads
 def find_prefix(keys):
     """Where Kosmos-2's projection sits among a state dict's `keys`
     ("image_to_text_projection." in Kosmos2ForConditionalGeneration's), or None."""
-    return _state_dict.find_prefix(keys, "x_attn.q_proj.weight", also=("latent_query", "dense.weight"), known=KEY_PREFIXES)
+    return _state_dict.find_prefix(
+        keys, "x_attn.q_proj.weight", also=("latent_query", "dense.weight"), known=KEY_PREFIXES
+    )
 
 
 def settings_from_hf_config(hf_config):

@@ -33,16 +33,23 @@ is held to the float32 positions' bound. Inside MiniCPM-V's model the keys start
 
 import numpy as np
 
+from ..config import ResamplerConfig
 from . import _driving, _state_dict
 from ._state_dict import SAME
-from ..config import ResamplerConfig
 from .module_spec import ModuleSpec
 from .qwen_vl import LAYERNORM_EPS, POSITIONS_KEY64, mha_layout, mha_problems, mha_sizes, mha_spec
 
 PEER = "MiniCPM-V's Resampler"
 SWITCHES = dict(
-    depth=1, latents_in_kv=False, attn_bias=True, norm="layernorm", attn_residual=False, feed_forward=False, final_norm=True,
-    out_proj_bias=False, positions="keys",
+    depth=1,
+    latents_in_kv=False,
+    attn_bias=True,
+    norm="layernorm",
+    attn_residual=False,
+    feed_forward=False,
+    final_norm=True,
+    out_proj_bias=False,
+    positions="keys",
 )
 
 
@@ -64,7 +71,9 @@ def drive(module, x, mask):
     if mask is None:
         raise ValueError(f"mask must be {PEER}'s tgt_sizes (B, 2), each image's (h, w) in patches; got None")
     config, _ = from_minicpm_v(module.state_dict(), heads=module.attn.num_heads, eps=_driving.layer_norm_eps(module))
-    spec = ModuleSpec(**mha_spec(config, _layout(config)), to_refimpl=_to_refimpl, call=lambda module, x, sizes: module(x, sizes))
+    spec = ModuleSpec(
+        **mha_spec(config, _layout(config)), to_refimpl=_to_refimpl, call=lambda module, x, sizes: module(x, sizes)
+    )
     return _driving.drive(module, spec, x, mask, what=PEER, tolerance_key64=POSITIONS_KEY64)
 
 
@@ -124,7 +133,9 @@ DEFAULT_EPS = LAYERNORM_EPS
 def find_prefix(keys):
     """Where MiniCPM-V's resampler sits among a state dict's `keys` ("resampler." in
     MiniCPM-V's), or None: attn.in_proj_weight beside query, ln_post and proj."""
-    return _state_dict.find_prefix(keys, "attn.in_proj_weight", also=("query", "ln_post.weight", "proj"), known=KEY_PREFIXES)
+    return _state_dict.find_prefix(
+        keys, "attn.in_proj_weight", also=("query", "ln_post.weight", "proj"), known=KEY_PREFIXES
+    )
 
 
 def settings_from_hf_config(hf_config):
@@ -143,8 +154,12 @@ def build_module(config, params, *, dtype, hf_config=None, module_class=None):
     ImportError, and `python -m refimpl verify` does the shape check only."""
     state_dict = to_minicpm_v(config, params, dtype=dtype)
     if module_class is None:
-        raise ImportError("MiniCPM-V's Resampler ships only with its checkpoints (trust_remote_code)", name="MiniCPM-V's resampler.py")
-    module = module_class(num_queries=config.num_latents, embed_dim=config.dim, num_heads=config.heads, kv_dim=config.media_dim)
+        raise ImportError(
+            "MiniCPM-V's Resampler ships only with its checkpoints (trust_remote_code)", name="MiniCPM-V's resampler.py"
+        )
+    module = module_class(
+        num_queries=config.num_latents, embed_dim=config.dim, num_heads=config.heads, kv_dim=config.media_dim
+    )
     return _state_dict.load_module(module, state_dict)
 
 

@@ -39,9 +39,9 @@ dtype (about 1e-7 apart in float64). Inside MllamaTextModel the layer is layers.
 i in cross_attention_layers: pass `prefix`.
 """
 
+from ..gated_xattn import GatedXattnConfig, gated_xattn_param_shapes
 from . import _state_dict
 from ._state_dict import GATE, LINEAR
-from ..gated_xattn import GatedXattnConfig, gated_xattn_param_shapes
 
 PEER = "Mllama's MllamaCrossAttentionDecoderLayer"
 
@@ -93,12 +93,23 @@ def to_mllama_cross_attention(config, params, *, dtype=None):
     """
     if not isinstance(config, GatedXattnConfig):
         raise TypeError(f"config must be a refimpl.GatedXattnConfig; got {type(config).__name__}")
-    wanted = dict(activation="swiglu", norm="rmsnorm", qk_norm="rmsnorm", vector_gates=False, blind_rows="attend_all", zero_blind_ff=True)
+    wanted = dict(
+        activation="swiglu",
+        norm="rmsnorm",
+        qk_norm="rmsnorm",
+        vector_gates=False,
+        blind_rows="attend_all",
+        zero_blind_ff=True,
+    )
     problems = _state_dict.differences(config, wanted, PEER)
     if config.dim_visual != config.dim:
-        problems.append(f"dim_visual = {config.dim_visual}; {PEER}'s k_proj reads states of the text width dim = {config.dim}")
+        problems.append(
+            f"dim_visual = {config.dim_visual}; {PEER}'s k_proj reads states of the text width dim = {config.dim}"
+        )
     if config.heads * config.dim_head != config.dim:
-        problems.append(f"heads * dim_head = {config.heads * config.dim_head}; {PEER}'s heads split the width dim = {config.dim}")
+        problems.append(
+            f"heads * dim_head = {config.heads * config.dim_head}; {PEER}'s heads split the width dim = {config.dim}"
+        )
     _state_dict.check_expressible(config, PEER, problems)
     return _state_dict.to_state_dict(params, config, LAYOUT, dtype, gated_xattn_param_shapes(config))
 

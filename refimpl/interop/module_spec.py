@@ -57,8 +57,8 @@ mask boolean (..., T, S), True = a real token. Where the config has positions, t
 returns (x, mask, grid), the grid perceiver_resampler takes.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..config import ResamplerConfig
 
@@ -99,19 +99,27 @@ class ModuleSpec:
         if not isinstance(self.config, ResamplerConfig):
             raise TypeError(f"ModuleSpec.config must be a refimpl.ResamplerConfig; got {type(self.config).__name__}")
         if not hasattr(self.layout, "items"):
-            raise TypeError(f"ModuleSpec.layout must be a dict of state-dict key -> (kind, refimpl names); got {type(self.layout).__name__}")
+            raise TypeError(
+                f"ModuleSpec.layout must be a dict of state-dict key -> (kind, refimpl names); got {type(self.layout).__name__}"
+            )
         if not isinstance(self.attention, str):
             raise TypeError(f"ModuleSpec.attention must be a str, a submodule's dotted path; got {self.attention!r}")
         for name in ("feed_forward", "final_norm", "output_projection", "output_norm"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
-                raise TypeError(f"ModuleSpec.{name} must be a str, a submodule's dotted path, or None; got {getattr(self, name)!r}")
+                raise TypeError(
+                    f"ModuleSpec.{name} must be a str, a submodule's dotted path, or None; got {getattr(self, name)!r}"
+                )
         for name in ("layer_input", "attention_residual", "media"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str | Point):
-                raise TypeError(f"ModuleSpec.{name} must be a str (a submodule's output) or a Point (an input); got {getattr(self, name)!r}")
+                raise TypeError(
+                    f"ModuleSpec.{name} must be a str (a submodule's output) or a Point (an input); got {getattr(self, name)!r}"
+                )
         for name in ("attention", "feed_forward", "layer_input", "attention_residual"):
             point = getattr(self, name)
             if point is not None and "{i}" not in _path(point) and self.config.depth > 1:  # one layer: a plain path
-                raise ValueError(f"ModuleSpec.{name} must be a pattern with {{i}} for the layer, e.g. 'blocks.{{i}}.attn'; got {point!r}")
+                raise ValueError(
+                    f"ModuleSpec.{name} must be a pattern with {{i}} for the layer, e.g. 'blocks.{{i}}.attn'; got {point!r}"
+                )
         for name in ("call", "to_refimpl", "record"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise TypeError(f"ModuleSpec.{name} must be a function; got {type(getattr(self, name)).__name__}")
@@ -132,7 +140,11 @@ class ModuleSpec:
                 ("feed-forward", i, _at(self.feed_forward, i)),
             ]
             rows += [] if layer_output is None else [("feed-forward residual", i, layer_output)]
-        ends = (("final norm", self.final_norm), ("output projection", self.output_projection), ("output norm", self.output_norm))
+        ends = (
+            ("final norm", self.final_norm),
+            ("output projection", self.output_projection),
+            ("output norm", self.output_norm),
+        )
         return rows + [(block, None, path) for block, path in ends if path is not None]
 
     def _last_layer_output(self):

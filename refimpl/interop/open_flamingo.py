@@ -29,9 +29,9 @@ import functools
 import importlib.metadata
 import importlib.util
 
+from ..config import ResamplerConfig
 from . import _driving, _state_dict
 from ._state_dict import PER_ITEM, SAME
-from ..config import ResamplerConfig
 from .flamingo_pytorch import LAYERNORM_EPS, layer_layout, layer_problems, layer_sizes, layers_spec
 
 PEER = "open_flamingo's PerceiverResampler"
@@ -44,13 +44,19 @@ NAME = "open_flamingo"
 
 def recognises(module):
     """True for open_flamingo's PerceiverResampler (its tables are frame_embs and media_time_embs)."""
-    return type(module).__name__ == "PerceiverResampler" and hasattr(module, "frame_embs") and hasattr(module, "media_time_embs")
+    return (
+        type(module).__name__ == "PerceiverResampler"
+        and hasattr(module, "frame_embs")
+        and hasattr(module, "media_time_embs")
+    )
 
 
 def drive(module, x, mask):
     """compare's view of the module: x (b, T, F, v, D) is refimpl's (B, I, T, S, D) as it stands; no mask."""
     _driving.check_no_mask(mask, PEER)
-    config, _ = from_open_flamingo(module.state_dict(), heads=module.layers[0][0].heads, eps=_driving.layer_norm_eps(module))
+    config, _ = from_open_flamingo(
+        module.state_dict(), heads=module.layers[0][0].heads, eps=_driving.layer_norm_eps(module)
+    )
     return _driving.drive(module, layers_spec(config, _layout(config), None), x, None, what=PEER)
 
 
@@ -147,8 +153,14 @@ def build_module(config, params, *, dtype, hf_config=None):
     `dtype`, in eval mode. open_flamingo has no config.json: `hf_config` is not read."""
     state_dict = to_open_flamingo(config, params, dtype=dtype)
     module = installed_helpers().PerceiverResampler(
-        dim=config.dim, depth=config.depth, dim_head=config.dim_head, heads=config.heads, num_latents=config.num_latents,
-        max_num_media=config.num_media_embeds, max_num_frames=config.num_time_embeds, ff_mult=config.ff_mult,
+        dim=config.dim,
+        depth=config.depth,
+        dim_head=config.dim_head,
+        heads=config.heads,
+        num_latents=config.num_latents,
+        max_num_media=config.num_media_embeds,
+        max_num_frames=config.num_time_embeds,
+        ff_mult=config.ff_mult,
     )
     return _state_dict.load_module(module, state_dict)
 

@@ -36,10 +36,10 @@ import math
 
 import numpy as np
 
-from . import _driving, _state_dict
-from ._state_dict import FIXED, FUSED_QKV, FUSED_QKV_BIAS, LINEAR, SAME
 from ..config import ResamplerConfig
 from ..positions import sincos_2d
+from . import _driving, _state_dict
+from ._state_dict import FIXED, FUSED_QKV, FUSED_QKV_BIAS, LINEAR, SAME
 from .module_spec import ModuleSpec, Point
 
 PEER = "Qwen-VL's Resampler"
@@ -48,7 +48,13 @@ LAYERNORM_EPS = 1e-6  # norm_layer = partial(nn.LayerNorm, eps=1e-6)
 # G = 16, D = 4096 (9.3e-6 at G = 70); a table in another layout differs by about 1
 TABLE_ATOL = 2e-5
 SWITCHES = dict(
-    depth=1, latents_in_kv=False, attn_bias=True, norm="layernorm", attn_residual=False, feed_forward=False, final_norm=False,
+    depth=1,
+    latents_in_kv=False,
+    attn_bias=True,
+    norm="layernorm",
+    attn_residual=False,
+    feed_forward=False,
+    final_norm=False,
     positions="keys_and_queries",
 )
 POSITIONS_KEY64 = ("float64", "module with float32 sin-cos positions vs refimpl")
@@ -133,7 +139,9 @@ def _pos_grid(state):
     queries = _state_dict.size(state, ("query", 0), ("pos_embed", 0))
     side = math.isqrt(queries)
     if side * side != queries:
-        raise ValueError(f"query must have G*G rows (a G x G grid of queries, as pos_embed has) for {PEER}; got {queries}")
+        raise ValueError(
+            f"query must have G*G rows (a G x G grid of queries, as pos_embed has) for {PEER}; got {queries}"
+        )
     return side
 
 
@@ -142,9 +150,17 @@ def mha_sizes(state, heads):
     off the tensors of a Qwen-VL-style resampler."""
     dim = _state_dict.size(state, ("query", 1), ("attn.out_proj.weight", 0), ("ln_kv.weight", 0))
     inner = _state_dict.size(state, ("attn.in_proj_weight", 0), default=None)
-    dim_head = 1 if inner is None else _state_dict.heads_divide(inner // 3 if inner % 3 == 0 else inner, heads, "attn.in_proj_weight", "3 * H * Dh")
+    dim_head = (
+        1
+        if inner is None
+        else _state_dict.heads_divide(
+            inner // 3 if inner % 3 == 0 else inner, heads, "attn.in_proj_weight", "3 * H * Dh"
+        )
+    )
     media_dim = _state_dict.size(state, ("kv_proj.weight", 1), default=None)
-    return dict(dim=dim, heads=heads, dim_head=dim_head, num_latents=_state_dict.size(state, ("query", 0)), media_dim=media_dim)
+    return dict(
+        dim=dim, heads=heads, dim_head=dim_head, num_latents=_state_dict.size(state, ("query", 0)), media_dim=media_dim
+    )
 
 
 def to_qwen_vl(config, params, *, dtype=None):
@@ -163,12 +179,20 @@ def to_qwen_vl(config, params, *, dtype=None):
 def mha_problems(config, wanted, peer):
     """What a Qwen-VL-style resampler (one nn.MultiheadAttention, H * Dh = D, no embeddings,
     kv_proj without bias) cannot express in `config`."""
-    problems = _state_dict.differences(config, dict(wanted, norm_dtype=None, qk_norm=False, kv_heads=None, pre_norm=True, media_proj_bias=False), peer)
+    problems = _state_dict.differences(
+        config, dict(wanted, norm_dtype=None, qk_norm=False, kv_heads=None, pre_norm=True, media_proj_bias=False), peer
+    )
     if config.heads * config.dim_head != config.dim:
-        problems.append(f"heads * dim_head = {config.heads * config.dim_head}; {peer}'s nn.MultiheadAttention has H * Dh = D = {config.dim}")
+        problems.append(
+            f"heads * dim_head = {config.heads * config.dim_head}; {peer}'s nn.MultiheadAttention has H * Dh = D = {config.dim}"
+        )
     if config.media_dim == config.dim:
         problems.append(f"media_dim = dim = {config.dim}; {peer}'s kv_proj is an identity there (use media_dim=None)")
-    problems += [f"{name} = {getattr(config, name)!r}; {peer} has none" for name in ("num_time_embeds", "num_media_embeds") if getattr(config, name) is not None]
+    problems += [
+        f"{name} = {getattr(config, name)!r}; {peer} has none"
+        for name in ("num_time_embeds", "num_media_embeds")
+        if getattr(config, name) is not None
+    ]
     return problems
 
 
@@ -203,7 +227,9 @@ def find_prefix(keys):
     """Where Qwen-VL's resampler sits among a state dict's `keys`
     ("transformer.visual.attn_pool." in Qwen-VL's), or None: attn.in_proj_weight beside
     query and pos_embed, and no ln_post (MiniCPM-V's)."""
-    return _state_dict.find_prefix(keys, "attn.in_proj_weight", also=("query", "pos_embed"), never=("ln_post.weight",), known=KEY_PREFIXES)
+    return _state_dict.find_prefix(
+        keys, "attn.in_proj_weight", also=("query", "pos_embed"), never=("ln_post.weight",), known=KEY_PREFIXES
+    )
 
 
 def settings_from_hf_config(hf_config):
@@ -222,8 +248,12 @@ def build_module(config, params, *, dtype, hf_config=None, module_class=None):
     ImportError, and `python -m refimpl verify` does the shape check only."""
     state_dict = to_qwen_vl(config, params, dtype=dtype)
     if module_class is None:
-        raise ImportError("Qwen-VL's Resampler ships only with its checkpoints (trust_remote_code)", name="Qwen-VL's visual.py")
-    module = module_class(grid_size=config.pos_grid, embed_dim=config.dim, num_heads=config.heads, kv_dim=config.media_dim)
+        raise ImportError(
+            "Qwen-VL's Resampler ships only with its checkpoints (trust_remote_code)", name="Qwen-VL's visual.py"
+        )
+    module = module_class(
+        grid_size=config.pos_grid, embed_dim=config.dim, num_heads=config.heads, kv_dim=config.media_dim
+    )
     return _state_dict.load_module(module, state_dict)
 
 

@@ -12,8 +12,8 @@ Its media after the embeddings go straight into one fused key/value product for 
 
 import sys
 
-from . import _driving
 from ..params import param_shapes
+from . import _driving
 from ._state_dict import LINEAR, SAME
 from .module_spec import ModuleSpec, Point
 
@@ -44,7 +44,9 @@ def drive(module, x, mask, grid=None):
         call=lambda module, x, mask: module(x, mask) if grid is None else module(x, mask, grid=grid),
         to_refimpl=lambda x, mask: (x, mask, grid),
     )
-    return _driving.drive(module, spec, x, mask, what="refimpl.torch.PerceiverResampler", tolerance_key64=TOLERANCE_KEY64)
+    return _driving.drive(
+        module, spec, x, mask, what="refimpl.torch.PerceiverResampler", tolerance_key64=TOLERANCE_KEY64
+    )
 
 
 def _layout(config, state_dict_key):

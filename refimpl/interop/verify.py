@@ -55,12 +55,17 @@ def verify(checkpoint, *, peer, prefix=None, heads=None, eps=None, out=None, mod
     out = sys.stdout if out is None else out
     peer_api = peer_module(peer)
     if module_class is not None and "module_class" not in inspect.signature(peer_api.build_module).parameters:
-        raise VerifyError(f"module_class is for the peers whose code ships only with their checkpoints (qwen_vl, minicpm_v); {peer}'s module is built from its package")
+        raise VerifyError(
+            f"module_class is for the peers whose code ships only with their checkpoints (qwen_vl, minicpm_v); {peer}'s module is built from its package"
+        )
     try:
         opened = _checkpoint.open_checkpoint(checkpoint)
     except _checkpoint.CheckpointError as error:
         raise VerifyError(str(error)) from None
-    print(f"checkpoint: {opened.path} ({len(opened.keys)} tensors" + (", config.json)" if opened.hf_config else ")"), file=out)
+    print(
+        f"checkpoint: {opened.path} ({len(opened.keys)} tensors" + (", config.json)" if opened.hf_config else ")"),
+        file=out,
+    )
     prefix = _prefix(opened, peer, peer_api, prefix, out)
     settings = _settings(opened, peer, peer_api, heads, eps, out)
 
@@ -77,7 +82,10 @@ def verify(checkpoint, *, peer, prefix=None, heads=None, eps=None, out=None, mod
         build = {} if module_class is None else dict(module_class=module_class)
         return _run(config, params, peer, peer_api, opened.hf_config, out, build)
     except ImportError as error:
-        print(f"{error.name or 'a package'} is not installed ({error}): the shape check is all verify can do here", file=out)
+        print(
+            f"{error.name or 'a package'} is not installed ({error}): the shape check is all verify can do here",
+            file=out,
+        )
         return 0
     except (TypeError, ValueError) as error:  # e.g. a config the peer's module cannot express
         raise VerifyError(" ".join(line.strip() for line in str(error).splitlines())) from None
@@ -117,7 +125,11 @@ def _settings(opened, peer, peer_api, heads, eps, out):
     if eps is not None and "eps" not in names:
         raise VerifyError(f"{peer}'s resampler has no norm: --eps is not one of its settings")
     for name, flag in ((name, flag) for name, flag in (("heads", heads), ("eps", eps)) if name in names):
-        for source, value in (("--" + name, flag), ("config.json", from_config.get(name)), (f"{peer}'s default", defaults.get(name))):
+        for source, value in (
+            ("--" + name, flag),
+            ("config.json", from_config.get(name)),
+            (f"{peer}'s default", defaults.get(name)),
+        ):
             if value is not None:
                 settings[name] = value
                 sources.append(f"{name} {value} ({source})")
@@ -140,7 +152,9 @@ def _run(config, params, peer, peer_api, hf_config, out, build):
         dtype = getattr(torch, dtype_name)
         module = peer_api.build_module(config, params, dtype=dtype, hf_config=hf_config, **build)
         print(f"\n{peer}'s module in {dtype_name} vs refimpl in float64, on a seeded input:", file=out)
-        rows = compare(module, torch.as_tensor(x, dtype=dtype), mask=None if mask is None else torch.as_tensor(mask), out=out)
+        rows = compare(
+            module, torch.as_tensor(x, dtype=dtype), mask=None if mask is None else torch.as_tensor(mask), out=out
+        )
         failures += [(dtype_name, row) for row in rows if not row["ok"]][:1]
     if not failures:
         print(f"\nverify: OK, refimpl reproduces {peer}'s module within the bounds in {' and '.join(DTYPES)}", file=out)
@@ -154,4 +168,3 @@ def _run(config, params, peer, peer_api, hf_config, out, build):
             file=out,
         )
     return 1
-

@@ -90,7 +90,10 @@ def held_out(task, *, n=HELD_OUT_PER_SIZE, sizes=HELD_OUT_SIZES):
     """group -> [scenes of each size of the group], from seeds HELD_OUT_SEED, HELD_OUT_SEED + 1, ..."""
     make, _ = _task(task)
     seeds = iter(range(HELD_OUT_SEED, HELD_OUT_SEED + 100))
-    return {group: [make(n, height, width, seed=next(seeds)) for height, width in group_sizes] for group, group_sizes in sizes.items()}
+    return {
+        group: [make(n, height, width, seed=next(seeds)) for height, width in group_sizes]
+        for group, group_sizes in sizes.items()
+    }
 
 
 def score(model, scenes_by_group):
@@ -105,7 +108,9 @@ def majority(scenes_by_group):
     """group -> (Q,) the fraction right of the better constant answer to each question, the floor."""
     return {
         group: np.maximum(share, 1 - share)
-        for group, share in ((g, np.concatenate([s.labels for s in scenes]).mean(axis=0)) for g, scenes in scenes_by_group.items())
+        for group, share in (
+            (g, np.concatenate([s.labels for s in scenes]).mean(axis=0)) for g, scenes in scenes_by_group.items()
+        )
     }
 
 
@@ -145,7 +150,13 @@ def seed_accuracy(record, task, steps, group):
     if not runs:
         raise ValueError(f"the record has no runs of task {task!r} for {steps} steps")
     return {
-        kind: np.array([np.mean(run["questions"][group]) for run in sorted(runs, key=lambda run: run["seed"]) if run["kind"] == kind])
+        kind: np.array(
+            [
+                np.mean(run["questions"][group])
+                for run in sorted(runs, key=lambda run: run["seed"])
+                if run["kind"] == kind
+            ]
+        )
         for kind in record["settings"]["kinds"]
     }
 
@@ -159,7 +170,10 @@ def results_table(record, task, steps, flamingo=None):
     scores = {group: seed_accuracy(record, task, steps, group) for group in groups}
     seeds = {len(values) for by_kind in scores.values() for values in by_kind.values()}
     sides = {group: _sides(record["settings"]["held_out_sizes"][group]) for group in groups}
-    header = [f"pooler (R = {TinyConfig().num_latents}), {task}, {steps} steps, {'/'.join(map(str, sorted(seeds)))} seeds", "pooler params"]
+    header = [
+        f"pooler (R = {TinyConfig().num_latents}), {task}, {steps} steps, {'/'.join(map(str, sorted(seeds)))} seeds",
+        "pooler params",
+    ]
     header += [f"{group} ({sides[group]} px)" for group in groups]
     header += ["Flamingo-3B, as reported"] if flamingo is not None else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -167,10 +181,14 @@ def results_table(record, task, steps, flamingo=None):
         cells = [NAMES[kind], f"{record['settings']['pooler_params'][task][kind]:,}"]
         for group in groups:
             values = 100 * scores[group][kind]
-            cells.append(f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0:.1f} [{values.min():.1f}, {values.max():.1f}]")
+            cells.append(
+                f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0:.1f} [{values.min():.1f}, {values.max():.1f}]"
+            )
         cells += [str(flamingo.get(kind, "(not in the table)"))] if flamingo is not None else []
         lines.append("| " + " | ".join(cells) + " |")
-    floor = ["the majority answer to each question", ""] + [f"{100 * np.mean(record['majority'][task][g]):.1f}" for g in groups]
+    floor = ["the majority answer to each question", ""] + [
+        f"{100 * np.mean(record['majority'][task][g]):.1f}" for g in groups
+    ]
     lines.append("| " + " | ".join(floor + ([""] if flamingo is not None else [])) + " |")
     return "\n".join(lines)
 

@@ -105,7 +105,9 @@ def media_attention(weights, num_latents):
     weights, num_latents = _weights_and_latents(weights, num_latents)
     media = weights[..., : weights.shape[-1] - num_latents]  # (..., N)
     if media.shape[-1] == 0:
-        raise ValueError(f"weights has no media keys: {weights.shape[-1]} keys, all of them latents (R = {num_latents})")
+        raise ValueError(
+            f"weights has no media keys: {weights.shape[-1]} keys, all of them latents (R = {num_latents})"
+        )
     return _normalised("the media part of weights", media)
 
 
@@ -183,13 +185,17 @@ def _weights_and_coverage(weights, coverage):
     coverage = _checks.float_array("coverage", coverage, np.float64)
     _checks.ndim_at_least("coverage", coverage, 1, "(..., N)")
     if coverage.shape[-1] != p.shape[-1]:
-        raise ValueError(f"coverage must have N = {p.shape[-1]} entries on its last axis, as weights {p.shape}; got {coverage.shape}")
+        raise ValueError(
+            f"coverage must have N = {p.shape[-1]} entries on its last axis, as weights {p.shape}; got {coverage.shape}"
+        )
     try:
         np.broadcast_shapes(p.shape, coverage.shape)
     except ValueError:
         raise ValueError(f"weights {p.shape} and coverage {coverage.shape} must broadcast together") from None
     if coverage.size and (coverage.min() < 0 or coverage.max() > 1):
-        raise ValueError(f"coverage must lie in [0, 1] (a covered fraction); got values from {coverage.min():g} to {coverage.max():g}")
+        raise ValueError(
+            f"coverage must lie in [0, 1] (a covered fraction); got values from {coverage.min():g} to {coverage.max():g}"
+        )
     return p, coverage
 
 
@@ -249,5 +255,7 @@ def _normalised(name, weights):
     """Rows (last axis) scaled to sum 1; a row with no weight at all is an error."""
     total = weights.sum(axis=-1, keepdims=True)  # (..., 1)
     if not (total > 0).all():
-        raise ValueError(f"every row of {name} must have a positive sum; {int((total <= 0).sum())} of shape {weights.shape[:-1]} do not")
+        raise ValueError(
+            f"every row of {name} must have a positive sum; {int((total <= 0).sum())} of shape {weights.shape[:-1]} do not"
+        )
     return weights / total

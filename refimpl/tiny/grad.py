@@ -120,11 +120,15 @@ def tiny_value_and_grad(params, images, labels, config):
 def _checked_labels(labels, shape, layout):
     """labels as float64 0/1 of exactly `shape`; `layout` names the shape for the message."""
     array = np.asarray(labels)
-    if not (array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+    if not (
+        array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):
         raise TypeError(f"labels must be a boolean or numeric array of 0/1 answers; got dtype {array.dtype}")
     _checks.has_shape("labels", array, shape, layout)
     array = array.astype(np.float64)
     if not np.isin(array, (0.0, 1.0)).all():
         bad = array[~np.isin(array, (0.0, 1.0))]
-        raise ValueError(f"labels must all be 0 or 1 (False or True); got {bad.size} other value(s), e.g. {bad.flat[0]!r}")
+        raise ValueError(
+            f"labels must all be 0 or 1 (False or True); got {bad.size} other value(s), e.g. {bad.flat[0]!r}"
+        )
     return array

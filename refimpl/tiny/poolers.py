@@ -147,7 +147,13 @@ class TransformerPooler(GridPooler):
     def __init__(self, dim, num_tokens, *, depth=2, heads=4, dim_head=16, ff_dim=128):
         super().__init__(dim, num_tokens)
         self.layers = nn.ModuleList(
-            nn.ModuleDict({"norm": Norm(dim), "attn": CrossAttention(dim, dim, heads=heads, dim_head=dim_head), "ff": FeedForward(dim, ff_dim)})
+            nn.ModuleDict(
+                {
+                    "norm": Norm(dim),
+                    "attn": CrossAttention(dim, dim, heads=heads, dim_head=dim_head),
+                    "ff": FeedForward(dim, ff_dim),
+                }
+            )
             for _ in range(depth)
         )
 

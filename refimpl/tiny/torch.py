@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..torch import PerceiverResampler, from_state_dict, to_state_dict
 from ..params import check_params
+from ..torch import PerceiverResampler, from_state_dict, to_state_dict
 from .model import positions, tiny_param_shapes
 
 

@@ -83,7 +83,9 @@ def predict(model, images, batch_size=256):
     model.eval()
     dtype = next(model.parameters()).dtype
     images = np.ascontiguousarray(images)  # torch takes no negative strides (a clip reversed with [:, ::-1])
-    answers = [model(torch.as_tensor(images[i : i + batch_size], dtype=dtype)) > 0 for i in range(0, len(images), batch_size)]
+    answers = [
+        model(torch.as_tensor(images[i : i + batch_size], dtype=dtype)) > 0 for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(answers).numpy()
 
 

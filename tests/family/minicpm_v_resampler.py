@@ -28,12 +28,22 @@ from .sincos import sincos_table
 
 
 class Resampler(nn.Module):
-    def __init__(self, num_queries, embed_dim, num_heads, kv_dim=None, norm_layer=partial(nn.LayerNorm, eps=1e-6), max_size=(70, 70)):
+    def __init__(
+        self,
+        num_queries,
+        embed_dim,
+        num_heads,
+        kv_dim=None,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        max_size=(70, 70),
+    ):
         super().__init__()
         self.num_queries, self.embed_dim, self.num_heads = num_queries, embed_dim, num_heads
         self.query = nn.Parameter(torch.zeros(num_queries, embed_dim))
         nn.init.trunc_normal_(self.query, std=0.02)
-        self.kv_proj = nn.Linear(kv_dim, embed_dim, bias=False) if kv_dim is not None and kv_dim != embed_dim else nn.Identity()
+        self.kv_proj = (
+            nn.Linear(kv_dim, embed_dim, bias=False) if kv_dim is not None and kv_dim != embed_dim else nn.Identity()
+        )
         self.attn = nn.MultiheadAttention(embed_dim, num_heads)
         self.ln_q = norm_layer(embed_dim)
         self.ln_kv = norm_layer(embed_dim)

@@ -45,7 +45,9 @@ class Resampler(nn.Module):
         self.pos_embed = nn.Parameter(table.float(), requires_grad=False)
         self.query = nn.Parameter(torch.zeros(self.num_queries, embed_dim))
         nn.init.trunc_normal_(self.query, std=0.02)
-        self.kv_proj = nn.Linear(kv_dim, embed_dim, bias=False) if kv_dim is not None and kv_dim != embed_dim else nn.Identity()
+        self.kv_proj = (
+            nn.Linear(kv_dim, embed_dim, bias=False) if kv_dim is not None and kv_dim != embed_dim else nn.Identity()
+        )
         self.attn = nn.MultiheadAttention(embed_dim, num_heads)
         self.ln_q = norm_layer(embed_dim)
         self.ln_kv = norm_layer(embed_dim)
