@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-MODULES = [  # notebooks 1-10
+MODULES = [  # notebooks 1-11
     "attention",
     "cross_attention",
     "online_softmax",
@@ -19,6 +19,7 @@ MODULES = [  # notebooks 1-10
     "ablation",
     "gated_xattn",
     "gradients",
+    "family",
 ]
 
 
@@ -205,6 +206,22 @@ def _feed_forward_without_norm(x, norm_weight, norm_bias, w_in, w_out, eps=1e-5)
     return F.gelu(x @ w_in) @ w_out
 
 
+def _sincos_2d_rows_first(dim, h, w):
+    import refimpl
+
+    table = refimpl.sincos_2d(dim, h, w)  # (h*w, dim): column half, then row half
+    return np.concatenate([table[:, dim // 2 :], table[:, : dim // 2]], axis=-1)
+
+
+def _cubic_weights_corners_aligned(size_in, size_out):
+    """torch's bicubic with align_corners=True, as a matrix: the resize of each unit vector."""
+    import torch.nn.functional as F
+
+    unit = torch.eye(size_in, dtype=torch.float64).reshape(1, size_in, size_in, 1)  # channel c: unit vector c
+    resized = F.interpolate(unit, size=(size_out, 1), mode="bicubic", align_corners=True)  # (1, size_in, size_out, 1)
+    return resized[0, :, :, 0].T.numpy()  # (size_out, size_in)
+
+
 HINTS = [  # (module, exercise, a likely mistake, a phrase only the hint for that mistake has)
     ("attention", "masked_softmax", _masked_softmax_inverted, "the mask is inverted: True means may attend"),
     ("attention", "attention", _attention_unscaled, "divide the scores by sqrt(Dh)"),
@@ -223,6 +240,8 @@ HINTS = [  # (module, exercise, a likely mistake, a phrase only the hint for tha
     ("torch_module", "attention_torch", _attention_torch_unscaled, "divide the scores by sqrt(Dh)"),
     ("torch_module", "feed_forward_torch", _feed_forward_tanh_gelu, "not the tanh approximation"),
     ("torch_module", "feed_forward_torch", _feed_forward_without_norm, "the block is pre-norm"),
+    ("family", "sincos_2d", _sincos_2d_rows_first, "the first half of the channels encodes the column"),
+    ("family", "cubic_weights", _cubic_weights_corners_aligned, "align_corners=False"),
 ]
 
 

@@ -23,6 +23,7 @@ NOTEBOOKS = [
     "08_ablation",
     "09_gated_xattn",
     "10_gradients",
+    "11_family",
 ]
 
 
