@@ -57,7 +57,8 @@ def main():
 
                 checked, total = fastest_seconds(checks), fastest_seconds(call)
                 print(
-                    f"| {dtype.__name__} | {n_keys} | {backend} | {checked * 1e3:.3f} | {total * 1e3:.2f} | {checked / total:.1%} |"
+                    f"| {dtype.__name__} | {n_keys} | {backend} | {checked * 1e3:.3f} | {total * 1e3:.2f} | "
+                    f"{checked / total:.1%} |"
                 )
 
 

@@ -13,7 +13,7 @@ The backward pass (gradients for x and every parameter) is in refimpl.grad; the 
 generated data is in refimpl.scenes, and its small trained model in refimpl.tiny.
 """
 
-from . import grad
+from . import grad as grad
 from .attention import attention, softmax
 from .config import ResamplerConfig
 from .gated_xattn import (

@@ -160,7 +160,9 @@ def _add_verify(commands):
     verify = commands.add_parser(
         "verify",
         help="check refimpl against a peer's module on the resampler in a checkpoint file",
-        description="Exit status: 0 within the bounds (or, without the peer's package, shapes that fit), 1 not, 2 bad input.",
+        description=(
+            "Exit status: 0 within the bounds (or, without the peer's package, shapes that fit), 1 not, 2 bad input."
+        ),
     )
     verify.add_argument(
         "checkpoint", help="a .safetensors, .bin, .pt or .pth state dict, or a Hugging Face model folder"

@@ -14,14 +14,20 @@ The published resamplers differ in a handful of switches; each has a row here:
 * normalising in float32 (norm_dtype="float32"), whatever the model's dtype.
 
 The learned-query resamplers of 2023-2024 make further choices (a blank cell: the default;
-"-" in a column: not applicable):
+"-": not applicable):
 
-| variant     | media_dim (bias) | attn_bias | pre_norm | attn_residual | feed_forward | final_norm | out_dim (bias, out_norm) | positions (pos_grid)          | latents_in_kv |
-|-------------|------------------|-----------|----------|---------------|--------------|------------|--------------------------|-------------------------------|---------------|
-| Kosmos-2    | yes (bias)       | True      | False    | False         | False        | False      |                          |                               | yes           |
-| Evolla      |                  |           |          |               |              | False      | yes (bias, out_norm)     |                               | yes           |
-| Qwen-VL     | yes (no bias)    | True      |          | False         | False        | False      |                          | "keys_and_queries" (pos_grid) | no            |
-| MiniCPM-V   | yes (no bias)    | True      |          | False         | False        |            | = dim (no bias)          | "keys" (per-image h x w)      | no            |
+| switch                   | Kosmos-2   | Evolla               | Qwen-VL            | MiniCPM-V                |
+|--------------------------|------------|----------------------|--------------------|--------------------------|
+| media_dim (bias)         | yes (bias) |                      | yes (no bias)      | yes (no bias)            |
+| attn_bias                | True       |                      | True               | True                     |
+| pre_norm                 | False      |                      |                    |                          |
+| attn_residual            | False      |                      | False              | False                    |
+| feed_forward             | False      |                      | False              | False                    |
+| final_norm               | False      | False                | False              |                          |
+| out_dim (bias, out_norm) |            | yes (bias, out_norm) |                    | = dim (no bias)          |
+| positions                |            |                      | "keys_and_queries" | "keys" (per-image h x w) |
+| pos_grid                 |            |                      | yes                |                          |
+| latents_in_kv            | yes        | yes                  | no                 | no                       |
 
 Defaults (no media_dim, attn_bias=False, pre_norm, attn_residual, feed_forward, final_norm,
 no out_dim, positions=None) are the Flamingo family above, bit for bit.
@@ -163,7 +169,8 @@ class ResamplerConfig:
         if self.positions is None:
             if self.pos_grid is not None:
                 raise ValueError(
-                    f"pos_grid is the side of the position table; it needs positions='keys_and_queries', got positions=None and pos_grid={self.pos_grid}"
+                    "pos_grid is the side of the position table; it needs positions='keys_and_queries', got "
+                    f"positions=None and pos_grid={self.pos_grid}"
                 )
             return
         if self.dim % 4:
@@ -172,11 +179,13 @@ class ResamplerConfig:
             )
         if self.latents_in_kv:
             raise ValueError(
-                f"positions={self.positions!r} needs latents_in_kv=False (the positions are the media tokens'); got latents_in_kv=True"
+                f"positions={self.positions!r} needs latents_in_kv=False (the positions are the media tokens'); got "
+                "latents_in_kv=True"
             )
         if self.positions == "keys" and self.pos_grid is not None:
             raise ValueError(
-                f"positions='keys' makes the table for each image's grid and takes no pos_grid; got pos_grid={self.pos_grid}"
+                "positions='keys' makes the table for each image's grid and takes no pos_grid; got "
+                f"pos_grid={self.pos_grid}"
             )
         if self.positions == "keys_and_queries":
             if self.pos_grid is None:
@@ -185,7 +194,8 @@ class ResamplerConfig:
                 )
             if self.num_latents != self.pos_grid**2:
                 raise ValueError(
-                    f"positions='keys_and_queries' needs num_latents = pos_grid**2 = {self.pos_grid**2}; got num_latents = {self.num_latents}"
+                    f"positions='keys_and_queries' needs num_latents = pos_grid**2 = {self.pos_grid**2}; got "
+                    f"num_latents = {self.num_latents}"
                 )
 
     @property

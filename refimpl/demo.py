@@ -63,7 +63,8 @@ def demo(out, image_path=None, seed=0, log=print):
     logits = head(params, latents)  # (1, Q)
     log(f"image:   {source}, {image.shape[0]} x {image.shape[1]} pixels")
     log(
-        f"patches: {grid[0]} x {grid[1]} = {tokens.shape[2]} tokens of width {tokens.shape[3]}, shape {tokens.shape} (B, T, S, D)"
+        f"patches: {grid[0]} x {grid[1]} = {tokens.shape[2]} tokens of width {tokens.shape[3]}, shape {tokens.shape} "
+        "(B, T, S, D)"
     )
     log(f"latents: {latents.shape} (B, R, D): R = {config.num_latents} tokens whatever the image size")
     answers = [question for question, yes in zip(QUESTIONS, logits[0] > 0) if yes]

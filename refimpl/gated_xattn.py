@@ -22,14 +22,17 @@ the feed-forward is pre-norm; by default a text token that may see no visual tok
 (text before the first image) gets no attention output.
 
 The published gated layers differ in a handful of switches (GatedXattnConfig); each has a
-row here, and refimpl.interop reads and writes their weights:
+column here, and refimpl.interop reads and writes their weights:
 
-| layer                        | norm           | qk_norm           | Hkv | activation | gates            | blind_rows (, zero_blind_ff) |
-|------------------------------|----------------|-------------------|-----|------------|------------------|------------------------------|
-| Flamingo, open_flamingo      | layernorm 1e-5 | none              | = H | gelu       | scalar           | "zero"                       |
-| flamingo-pytorch             | layernorm 1e-5 | none              | = H | gelu       | scalar           | "zero", or "uniform" (*)     |
-| HF IDEFICS                   | rmsnorm 1e-6   | rmsnorm, optional | = H | swiglu     | scalar or vector | "zero"                       |
-| HF Mllama (Llama 3.2 Vision) | rmsnorm 1e-5   | rmsnorm           | < H | swiglu     | scalar           | "attend_all", zero_blind_ff  |
+| switch        | Flamingo, open_flamingo | flamingo-pytorch        | HF IDEFICS        | HF Mllama (Llama 3.2 Vision) |
+|---------------|-------------------------|-------------------------|-------------------|------------------------------|
+| norm          | layernorm 1e-5          | layernorm 1e-5          | rmsnorm 1e-6      | rmsnorm 1e-5                 |
+| qk_norm       | none                    | none                    | rmsnorm, optional | rmsnorm                      |
+| Hkv           | = H                     | = H                     | = H               | < H                          |
+| activation    | gelu                    | gelu                    | swiglu            | swiglu                       |
+| gates         | scalar                  | scalar                  | scalar or vector  | scalar                       |
+| blind_rows    | "zero"                  | "zero" or "uniform" (*) | "zero"            | "attend_all"                 |
+| zero_blind_ff | no                      | no                      | no                | yes                          |
 
 A blind row is a text token that the mask lets see no visual token (text before the first
 image). "zero": it gets no attention output; "attend_all": its mask is lifted and it attends
@@ -321,7 +324,8 @@ def resolve_config(config, heads, norm_eps, params, dim, dim_visual):
         raise ValueError(f"hidden must have shape (..., L, Dt) with Dt = config.dim = {config.dim}; got width {dim}")
     if dim_visual != config.dim_visual:
         raise ValueError(
-            f"visual must have shape (..., Nv, Dv) with Dv = config.dim_visual = {config.dim_visual}; got width {dim_visual}"
+            f"visual must have shape (..., Nv, Dv) with Dv = config.dim_visual = {config.dim_visual}; got width "
+            f"{dim_visual}"
         )
     return config
 

@@ -140,7 +140,8 @@ def check_params(params, expected, dtype, what):
     for key in params:
         if not isinstance(key, str):
             raise TypeError(
-                f"params must have str keys (parameter names such as 'latents'); got the key {key!r} ({type(key).__name__})"
+                f"params must have str keys (parameter names such as 'latents'); got the key {key!r} "
+                f"({type(key).__name__})"
             )
     found = {name: np.shape(value) for name, value in sorted(params.items(), key=lambda item: str(item[0]))}
     _checks.check_fits(f"params do not fit {what}", found, dict(sorted(expected.items())))

@@ -110,13 +110,15 @@ def check_grid(grid, x_shape, mask, config):
         return None
     if grid is None:
         raise ValueError(
-            f"grid must be given with config.positions = {config.positions!r}: (h, w) or an int array (..., 2) per image"
+            f"grid must be given with config.positions = {config.positions!r}: "
+            "(h, w) or an int array (..., 2) per image"
         )
     grid = np.asarray(grid)
     batch, n_space = tuple(x_shape[:-3]), x_shape[-2]
     if not np.issubdtype(grid.dtype, np.integer) or grid.ndim < 1 or grid.shape[-1] != 2:
         raise ValueError(
-            f"grid must be (h, w) or an int array (..., 2) per image, ... = {batch}; got {grid.tolist()!r} (dtype {grid.dtype})"
+            f"grid must be (h, w) or an int array (..., 2) per image, ... = {batch}; "
+            f"got {grid.tolist()!r} (dtype {grid.dtype})"
         )
     try:
         grid = np.broadcast_to(grid, batch + (2,))
@@ -131,7 +133,8 @@ def check_grid(grid, x_shape, mask, config):
         raise ValueError(f"grid must have h*w <= S = {n_space} (x's tokens per frame); got h*w = {int(sizes.max())}")
     if mask is None and (sizes != n_space).any():
         raise ValueError(
-            f"grid must have h*w = S = {n_space} without a mask (tokens past h*w are padding); got h*w = {int(sizes.min())}"
+            f"grid must have h*w = S = {n_space} without a mask (tokens past h*w are padding); got h*w = "
+            f"{int(sizes.min())}"
         )
     if mask is not None:
         past = np.arange(n_space) >= sizes[..., None, None]  # (..., 1, S): tokens past h*w

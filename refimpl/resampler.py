@@ -111,7 +111,7 @@ def resample_with_trace(params, x, config, *, mask=None, grid=None, backend="num
 
     | block                    | layer | value                                              |
     |--------------------------|-------|----------------------------------------------------|
-    | "media"                  | None  | the media after the input projection and the embeddings (..., N, D), frame-major |
+    | "media"                  | None  | media after the input projection and the embeddings (..., N, D), frame-major |
     | "attention"              | i     | attn(q = norm(latents), kv = ...), before the residual (..., R, D) |
     | "attention residual"     | i     | latents + that: the latents after the residual (attn_residual) |
     | "feed-forward"           | i     | ffw(latents), before the residual (feed_forward)   |

@@ -388,7 +388,8 @@ class GatedXAttnDense(nn.Module):
             unknown = sorted(set(sizes) - set(self.FLAMINGO_SIZES))
             if unknown or dim_visual is None:
                 raise TypeError(
-                    f"GatedXAttnDense(dim, dim_visual, **sizes) takes sizes {sorted(self.FLAMINGO_SIZES)}; got {dim_visual=}, {sizes}"
+                    f"GatedXAttnDense(dim, dim_visual, **sizes) takes sizes {sorted(self.FLAMINGO_SIZES)}; got "
+                    f"{dim_visual=}, {sizes}"
                 )
             sizes = self.FLAMINGO_SIZES | sizes
             config = GatedXattnConfig(

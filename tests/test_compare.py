@@ -127,7 +127,10 @@ def test_flamingo_pytorch_module_agrees_block_by_block():
 
 
 def test_an_unknown_module_is_refused_with_the_way_to_describe_it():
-    known = "compare knows refimpl_torch, open_flamingo.*got torch.nn.modules.linear.Linear.*spec=refimpl.interop.ModuleSpec"
+    known = (
+        "compare knows refimpl_torch, open_flamingo.*got torch.nn.modules.linear.Linear"
+        ".*spec=refimpl.interop.ModuleSpec"
+    )
     with pytest.raises(TypeError, match=known):
         compare(torch.nn.Linear(2, 2), torch.zeros(1, 2))
 
@@ -300,7 +303,8 @@ def projections_swapped(attention, keys="k_proj", values="v_proj"):
     v.register_forward_hook(lambda _, args, __: F.linear(args[0], k.weight))
 
 
-FLAMINGO_STYLE_BUGS = {  # flamingo-pytorch and open_flamingo: PerceiverAttention at layers.{i}.0, FeedForward at layers.{i}.1
+# flamingo-pytorch and open_flamingo: PerceiverAttention at layers.{i}.0, FeedForward at layers.{i}.1
+FLAMINGO_STYLE_BUGS = {
     "final-norm eps": (lambda m, x: setattr(m.norm, "eps", 1e-1), ("final norm", None)),
     "media embeddings never added": (media_never_added, ("media", None)),
     "the scale missing": (lambda m, x: [setattr(layer[0], "scale", 1.0) for layer in m.layers], ("attention", 0)),

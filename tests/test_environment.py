@@ -256,7 +256,8 @@ def test_readme_setup_command_installs_open_flamingo_without_its_dependencies(re
     words = installs[0]
     uses_constraints = any(a == "-c" and b == "constraints.txt" for a, b in zip(words, words[1:]))
     assert "--no-deps" in words and uses_constraints, (
-        f"README.md's set-up command must install open-flamingo with --no-deps and -c constraints.txt; got {' '.join(words)!r}"
+        "README.md's set-up command must install open-flamingo with --no-deps and -c constraints.txt; got "
+        f"{' '.join(words)!r}"
     )
 
 

@@ -570,7 +570,8 @@ def test_each_peer_finds_its_own_resampler_only():
             assert (found == "") == (other == name), (name, other, found)
 
 
-# ---------------------------------------------------------------- refimpl.torch with the family's switches, through compare
+# ---------------------------------------------------------------- refimpl.torch
+# with the family's switches, through compare
 
 
 @given(case=family_cases())

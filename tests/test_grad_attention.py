@@ -67,7 +67,10 @@ def test_attention_backward_matches_finite_differences(case, seed):
 
 
 def torch_attention(q, k, v, mask, scale):
-    """The attention of refimpl.attention, in torch: q (..., M, Dh), k (..., N, Dh), v (..., N, Dv), batch axes broadcast."""
+    """The attention of refimpl.attention, in torch.
+
+    q (..., M, Dh), k (..., N, Dh), v (..., N, Dv), batch axes broadcast.
+    """
     scores = q @ k.transpose(-1, -2) * (q.shape[-1] ** -0.5 if scale is None else scale)
     if mask is not None:
         scores = scores.masked_fill(~torch.as_tensor(mask), float("-inf"))

@@ -52,7 +52,10 @@ def resample(params, config, mask):
 
 
 def torch_gradients(config, params, x, mask, dout):
-    """(dx, dparams) by torch's autograd through refimpl.torch.PerceiverResampler in float64, in refimpl's names and layouts."""
+    """(dx, dparams) by torch's autograd through refimpl.torch.PerceiverResampler in float64.
+
+    Both in refimpl's names and layouts.
+    """
     module = rt.PerceiverResampler.from_refimpl(config, params)
     x_tensor = torch.tensor(x, requires_grad=True)
     out = module(x_tensor, None if mask is None else torch.as_tensor(mask))

@@ -96,8 +96,9 @@ def test_the_numpy_backend_never_imports_torch():
         import refimpl
         for activation in ("gelu", "squared_relu", "relu", "swiglu"):
             config = refimpl.ResamplerConfig(dim=6, depth=1, heads=2, dim_head=3, num_latents=4, activation=activation)
-            refimpl.perceiver_resampler(refimpl.init_resampler(config), np.ones((2, 3, 6)), config)
-            refimpl.grad.perceiver_resampler_backward(refimpl.init_resampler(config), np.ones((2, 3, 6)), config, np.ones((4, 6)))
+            params, x = refimpl.init_resampler(config), np.ones((2, 3, 6))
+            refimpl.perceiver_resampler(params, x, config)
+            refimpl.grad.perceiver_resampler_backward(params, x, config, np.ones((4, 6)))
         print(json.dumps({"torch": "torch" in sys.modules}))
     """)
     assert loaded == {"torch": False}

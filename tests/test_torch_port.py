@@ -278,7 +278,8 @@ SAME_ERROR_CASES = {
         NO_LATENTS_IN_KV,
         np.zeros((2, 3, 5, 6)),
         EMPTY_SECOND_ITEM,
-        r"mask marks no real token in 1 batch item\(s\) \(the first at index \(1,\)\) and config\.latents_in_kv is False",
+        r"mask marks no real token in 1 batch item\(s\) \(the first at index \(1,\)\) "
+        r"and config\.latents_in_kv is False",
     ),
     "no media tokens, latents not among the keys": (
         NO_LATENTS_IN_KV,

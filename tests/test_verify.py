@@ -354,7 +354,8 @@ def test_another_peers_checkpoint_names_the_peer(capsys, idefics2_folder):
     assert_bad_input(
         status,
         err,
-        f"this looks like an idefics2 checkpoint, with its resampler under the prefix '{IDEFICS2_PREFIX}': try --peer idefics2",
+        f"this looks like an idefics2 checkpoint, with its resampler under the prefix '{IDEFICS2_PREFIX}': try "
+        "--peer idefics2",
     )
 
 

@@ -116,7 +116,10 @@ def _test_count_parameters(fn):
         "two Linear(7, 7) sharing one weight: 49 + 7 + 7": (_shared_pair(), 49 + 7 + 7),
         "BatchNorm1d(11): scale and shift are learned, running statistics are buffers": (nn.BatchNorm1d(11), 22),
     }
-    hint = "sum p.numel() over module.parameters(): it counts a shared parameter once and leaves out buffers (state_dict() has both)"
+    hint = (
+        "sum p.numel() over module.parameters(): it counts a shared parameter once and leaves out buffers "
+        "(state_dict() has both)"
+    )
     for what, (module, expected) in cases.items():
         got = _as_int(what, call(what, hint, fn, module), hint)
         assert got == expected, f"case '{what}': counted {got}, expected {expected}. {hint}"

@@ -146,7 +146,10 @@ def _test_media_mask(fn):
                 hint=hint,
             )
         )
-    return f"{len(cases)} masks exact; through refimpl.gated_xattn_dense, {is_image.size} tokens each as if alone with its image, max error {max(errors):.0e} <= {BOUND:g}"
+    return (
+        f"{len(cases)} masks exact; through refimpl.gated_xattn_dense, {is_image.size} tokens each as if alone "
+        f"with its image, max error {max(errors):.0e} <= {BOUND:g}"
+    )
 
 
 def _block_gradients(alpha, upstream, hidden, visual, heads, seed):
@@ -200,4 +203,7 @@ def _test_attn_gate_gradient(fn):
         errors.append(agree(f"case '{what}': dL/dalpha", actual[0], d_alpha, GRAD_BOUND, hint=hint))
         scale = np.abs(upstream).max()  # at alpha = 0 the expected gradient is exactly 0
         errors.append(agree(f"case '{what}': dL/dattended", actual[1], d_attended, GRAD_BOUND, hint=hint, scale=scale))
-    return f"{len(cases)} cases against autograd through refimpl.torch.GatedXAttnDense, max error {max(errors):.0e} <= {GRAD_BOUND:g}"
+    return (
+        f"{len(cases)} cases against autograd through refimpl.torch.GatedXAttnDense, "
+        f"max error {max(errors):.0e} <= {GRAD_BOUND:g}"
+    )

@@ -136,8 +136,8 @@ def _test_pad_and_mask(fn):
         )
         hint = inverted if (mask == ~expected_mask).all() else general
         assert (mask == expected_mask).all(), (
-            f"case '{name}': mask is wrong at {int((mask != expected_mask).sum())} of {mask.size} places; mask[b] must be "
-            f"True exactly on item b's first T_b frames x S_b tokens. {hint}"
+            f"case '{name}': mask is wrong at {int((mask != expected_mask).sum())} of {mask.size} places; "
+            f"mask[b] must be True exactly on item b's first T_b frames x S_b tokens. {hint}"
         )
         out = perceiver_resampler(params, x, config, mask=mask)  # (B, R, D)
         for b, item in enumerate(features):
@@ -212,7 +212,8 @@ def _test_count_params(fn):
         d = config.dim
         mistakes = [  # (hint, the count that mistake gives)
             (
-                "wk and wv have Hkv * Dh columns (config.num_kv_heads), not H * Dh: grouped-query attention shares them",
+                "wk and wv have Hkv * Dh columns (config.num_kv_heads), not H * Dh: "
+                "grouped-query attention shares them",
                 expected + config.depth * 2 * d * (config.heads - config.num_kv_heads) * config.dim_head,
             ),
             (
@@ -231,7 +232,8 @@ def _test_count_params(fn):
         mistakes = [(hint, count) for hint, count in mistakes if count != expected]
         hint = likely_mistake(got, mistakes, general, 0.0)
         assert got == expected, (
-            f"case '{name}': counted {got} parameters, refimpl.param_shapes has {expected} (off by {got - expected}). {hint}"
+            f"case '{name}': counted {got} parameters, refimpl.param_shapes has {expected} (off by "
+            f"{got - expected}). {hint}"
         )
     return f"{len(configs)} configurations, every count exactly refimpl.param_shapes'"
 

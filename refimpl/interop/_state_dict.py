@@ -170,8 +170,8 @@ def check_fixed(state, layout, prefix=""):
             error = float(np.abs(state[key] - fixed.table).max(initial=0.0))
             if error > fixed.atol:
                 raise ValueError(
-                    f"state_dict[{prefix + key!r}] must be the fixed 2-D sin-cos table refimpl computes (to {fixed.atol:g}); "
-                    f"it differs by {error:.2g}"
+                    f"state_dict[{prefix + key!r}] must be the fixed 2-D sin-cos table refimpl computes "
+                    f"(to {fixed.atol:g}); it differs by {error:.2g}"
                 )
 
 

@@ -100,7 +100,8 @@ def _driven(module, x, mask, spec, grid=None):
     if peer is None:
         kind = f"{type(module).__module__}.{type(module).__qualname__}"
         raise TypeError(
-            f"compare knows {', '.join(COMPARED)} modules; got {kind}: describe it with spec=refimpl.interop.ModuleSpec(...)"
+            f"compare knows {', '.join(COMPARED)} modules; got {kind}: describe it with "
+            "spec=refimpl.interop.ModuleSpec(...)"
         )
     return peer.drive(module, x, mask)
 
@@ -133,7 +134,8 @@ def _row(block, layer, theirs, ours, bound):
     if theirs.size != ours.size:
         where = block if layer is None else f"layer {layer} {block}"
         raise ValueError(
-            f"the module's {where} has shape {theirs.shape}; refimpl's has {ours.size // ours.shape[-1]} rows of {ours.shape[-1]}"
+            f"the module's {where} has shape {theirs.shape}; refimpl's has {ours.size // ours.shape[-1]} rows of "
+            f"{ours.shape[-1]}"
         )
     error = relative_error(theirs.reshape(ours.shape), ours)
     max_abs = float(abs(theirs.reshape(ours.shape) - ours).max(initial=0.0))

@@ -156,6 +156,7 @@ def _print(rows, tolerance, out):
     else:
         where = "" if first["layer"] is None else f" (layer {first['layer']})"
         print(
-            f"\nFirst divergence in backward order: {first['name']}{where}, relative error {first['relative']:.1e} > {tolerance:g}.",
+            f"\nFirst divergence in backward order: {first['name']}{where}, relative error {first['relative']:.1e} > "
+            f"{tolerance:g}.",
             file=out,
         )

@@ -170,7 +170,8 @@ def _layout(config):
     }
 
 
-# ---------------------------------------------------------------- verify: finding the resampler in a checkpoint and building the peer's module
+# ---------------------------------------------------------------- verify
+# finding the resampler in a checkpoint and building the peer's module
 
 KEY_PREFIXES = (
     "model.protein_encoder.sequence_compressor_resampler.",

@@ -186,7 +186,8 @@ def layer_problems(config, peer):
     return problems
 
 
-# ---------------------------------------------------------------- verify: finding the resampler in a checkpoint and building the peer's module
+# ---------------------------------------------------------------- verify
+# finding the resampler in a checkpoint and building the peer's module
 
 KEY_PREFIXES = ("perceiver_resampler.", "")  # flamingo-pytorch's FlamingoPaLM: self.perceiver_resampler
 DEFAULT_EPS = LAYERNORM_EPS

@@ -144,7 +144,8 @@ def _layout(config):
     return layout | _state_dict.norm("layer_norm", "norm")
 
 
-# ---------------------------------------------------------------- verify: finding the resampler in a checkpoint and building the peer's module
+# ---------------------------------------------------------------- verify
+# finding the resampler in a checkpoint and building the peer's module
 
 KEY_PREFIXES = ("model.perceiver_resampler.", "perceiver_resampler.", "")  # IdeficsForVisionText2Text, IdeficsModel
 DEFAULT_EPS = LAYERNORM_EPS

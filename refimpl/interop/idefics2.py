@@ -186,7 +186,8 @@ def _layout(config):
     return layout | _state_dict.norm("norm", "norm", bias=False)
 
 
-# ---------------------------------------------------------------- verify: finding the resampler in a checkpoint and building the peer's module
+# ---------------------------------------------------------------- verify
+# finding the resampler in a checkpoint and building the peer's module
 
 KEY_PREFIXES = ("model.connector.perceiver_resampler.", "connector.perceiver_resampler.", "")
 DEFAULT_EPS = None  # 1e-6 in Idefics2PerceiverConfig, but a whole model may take its text model's

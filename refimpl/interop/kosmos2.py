@@ -142,7 +142,8 @@ def _attention_layout(peer, ours):
     return layout
 
 
-# ---------------------------------------------------------------- verify: finding the resampler in a checkpoint and building the peer's module
+# ---------------------------------------------------------------- verify
+# finding the resampler in a checkpoint and building the peer's module
 
 KEY_PREFIXES = ("image_to_text_projection.", "")
 SETTINGS = ("heads",)  # no norm: no eps

@@ -124,7 +124,8 @@ def _layout(config):
     return layout | _state_dict.norm("ln_post", "norm")
 
 
-# ---------------------------------------------------------------- verify: finding the resampler in a checkpoint and building the peer's module
+# ---------------------------------------------------------------- verify
+# finding the resampler in a checkpoint and building the peer's module
 
 KEY_PREFIXES = ("resampler.", "")
 DEFAULT_EPS = LAYERNORM_EPS

@@ -17,16 +17,18 @@ string "path" is the output of the submodule at `path` (`module.get_submodule(pa
 output gives its first element), `Point(path, argument)` one of its inputs, by position (an
 int) or by name (a str, as its forward names it). In a pattern, "{i}" stands for the layer.
 
-| field                  | the value recorded there                                     | default                  |
-|------------------------|--------------------------------------------------------------|--------------------------|
-| media                  | the media after the embeddings are added (..., N, D) or (..., T, S, D) | None: no row   |
-| attention              | layer i's attention output, before its residual (..., R, D)  | required                 |
-| attention_residual     | the latents after that residual                              | input 0 of feed_forward  |
-| feed_forward           | layer i's feed-forward output, before its residual           | required (None: no feed-forward) |
-| layer_input            | the latents entering layer i (layer i - 1's output)          | required                 |
-| final_norm             | the final norm's output; its input 0 is the last layer's output | required (None: no final norm) |
-| output_projection      | a submodule: the output projection's output (its input 0 the last layer's output where there is no final norm) | None: no row |
-| output_norm            | a submodule: the norm after the output projection            | None: no row             |
+| field              | the value recorded there                                    | default                          |
+|--------------------|-------------------------------------------------------------|----------------------------------|
+| media              | the media, embeddings added: (..., N, D) or (..., T, S, D)  | None: no row                     |
+| attention          | layer i's attention output, before its residual (..., R, D) | required                         |
+| attention_residual | the latents after that residual                             | input 0 of feed_forward          |
+| feed_forward       | layer i's feed-forward output, before its residual          | required (None: no feed-forward) |
+| layer_input        | the latents entering layer i (layer i - 1's output)         | required                         |
+| final_norm         | the final norm's output; input 0: the last layer's output   | required (None: no final norm)   |
+| output_projection  | a submodule: the output projection's output (*)             | None: no row                     |
+| output_norm        | a submodule: the norm after the output projection           | None: no row                     |
+
+(*) its input 0 is the last layer's output where there is no final norm.
 
 Without a feed-forward, the attention residual row is read where the latents go next (the
 next layer's input, the final norm's or the output projection's input; a module whose last
@@ -100,7 +102,8 @@ class ModuleSpec:
             raise TypeError(f"ModuleSpec.config must be a refimpl.ResamplerConfig; got {type(self.config).__name__}")
         if not hasattr(self.layout, "items"):
             raise TypeError(
-                f"ModuleSpec.layout must be a dict of state-dict key -> (kind, refimpl names); got {type(self.layout).__name__}"
+                "ModuleSpec.layout must be a dict of state-dict key -> (kind, refimpl names); got "
+                f"{type(self.layout).__name__}"
             )
         if not isinstance(self.attention, str):
             raise TypeError(f"ModuleSpec.attention must be a str, a submodule's dotted path; got {self.attention!r}")
@@ -112,13 +115,15 @@ class ModuleSpec:
         for name in ("layer_input", "attention_residual", "media"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str | Point):
                 raise TypeError(
-                    f"ModuleSpec.{name} must be a str (a submodule's output) or a Point (an input); got {getattr(self, name)!r}"
+                    f"ModuleSpec.{name} must be a str (a submodule's output) or a Point (an input); got "
+                    f"{getattr(self, name)!r}"
                 )
         for name in ("attention", "feed_forward", "layer_input", "attention_residual"):
             point = getattr(self, name)
             if point is not None and "{i}" not in _path(point) and self.config.depth > 1:  # one layer: a plain path
                 raise ValueError(
-                    f"ModuleSpec.{name} must be a pattern with {{i}} for the layer, e.g. 'blocks.{{i}}.attn'; got {point!r}"
+                    f"ModuleSpec.{name} must be a pattern with {{i}} for the layer, e.g. 'blocks.{{i}}.attn'; got "
+                    f"{point!r}"
                 )
         for name in ("call", "to_refimpl", "record"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):

@@ -110,7 +110,8 @@ def _layout(config):
     return layout | _state_dict.norm("norm", "norm")
 
 
-# ---------------------------------------------------------------- verify: finding the resampler in a checkpoint and building the peer's module
+# ---------------------------------------------------------------- verify
+# finding the resampler in a checkpoint and building the peer's module
 
 KEY_PREFIXES = ("perceiver.", "")  # open_flamingo's Flamingo model holds it as `self.perceiver`
 DEFAULT_EPS = LAYERNORM_EPS

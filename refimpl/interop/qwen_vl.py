@@ -184,7 +184,8 @@ def mha_problems(config, wanted, peer):
     )
     if config.heads * config.dim_head != config.dim:
         problems.append(
-            f"heads * dim_head = {config.heads * config.dim_head}; {peer}'s nn.MultiheadAttention has H * Dh = D = {config.dim}"
+            f"heads * dim_head = {config.heads * config.dim_head}; {peer}'s nn.MultiheadAttention has H * Dh = D = "
+            f"{config.dim}"
         )
     if config.media_dim == config.dim:
         problems.append(f"media_dim = dim = {config.dim}; {peer}'s kv_proj is an identity there (use media_dim=None)")
@@ -217,7 +218,8 @@ def mha_layout(config, after_query=None):
     return layout | _state_dict.norm("ln_q", f"{attn}.norm_latents") | _state_dict.norm("ln_kv", f"{attn}.norm_media")
 
 
-# ---------------------------------------------------------------- verify: finding the resampler in a checkpoint and building the peer's module
+# ---------------------------------------------------------------- verify
+# finding the resampler in a checkpoint and building the peer's module
 
 KEY_PREFIXES = ("transformer.visual.attn_pool.", "visual.attn_pool.", "attn_pool.", "")
 DEFAULT_EPS = LAYERNORM_EPS

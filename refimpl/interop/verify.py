@@ -56,7 +56,8 @@ def verify(checkpoint, *, peer, prefix=None, heads=None, eps=None, out=None, mod
     peer_api = peer_module(peer)
     if module_class is not None and "module_class" not in inspect.signature(peer_api.build_module).parameters:
         raise VerifyError(
-            f"module_class is for the peers whose code ships only with their checkpoints (qwen_vl, minicpm_v); {peer}'s module is built from its package"
+            "module_class is for the peers whose code ships only with their checkpoints (qwen_vl, minicpm_v); "
+            f"{peer}'s module is built from its package"
         )
     try:
         opened = _checkpoint.open_checkpoint(checkpoint)

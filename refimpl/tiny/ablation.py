@@ -182,7 +182,8 @@ def results_table(record, task, steps, flamingo=None):
         for group in groups:
             values = 100 * scores[group][kind]
             cells.append(
-                f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0:.1f} [{values.min():.1f}, {values.max():.1f}]"
+                f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0:.1f} [{values.min():.1f}, "
+                f"{values.max():.1f}]"
             )
         cells += [str(flamingo.get(kind, "(not in the table)"))] if flamingo is not None else []
         lines.append("| " + " | ".join(cells) + " |")

@@ -116,7 +116,8 @@ def _weights_and_latents(weights, num_latents):
     num_latents = _checks.positive_int("num_latents", num_latents)
     if num_latents > weights.shape[-1]:
         raise ValueError(
-            f"weights must have at least R = num_latents = {num_latents} keys on its last axis (N + R); got {weights.shape}"
+            f"weights must have at least R = num_latents = {num_latents} keys on its last axis (N + R); got "
+            f"{weights.shape}"
         )
     return weights, num_latents
 
@@ -194,7 +195,8 @@ def _weights_and_coverage(weights, coverage):
         raise ValueError(f"weights {p.shape} and coverage {coverage.shape} must broadcast together") from None
     if coverage.size and (coverage.min() < 0 or coverage.max() > 1):
         raise ValueError(
-            f"coverage must lie in [0, 1] (a covered fraction); got values from {coverage.min():g} to {coverage.max():g}"
+            f"coverage must lie in [0, 1] (a covered fraction); got values from {coverage.min():g} to "
+            f"{coverage.max():g}"
         )
     return p, coverage
 
@@ -256,6 +258,7 @@ def _normalised(name, weights):
     total = weights.sum(axis=-1, keepdims=True)  # (..., 1)
     if not (total > 0).all():
         raise ValueError(
-            f"every row of {name} must have a positive sum; {int((total <= 0).sum())} of shape {weights.shape[:-1]} do not"
+            f"every row of {name} must have a positive sum; "
+            f"{int((total <= 0).sum())} of shape {weights.shape[:-1]} do not"
         )
     return weights / total

@@ -60,7 +60,7 @@ class TinyConfig:
     def __post_init__(self):
         for name in ("patch", "frequencies", "outputs"):
             _checks.positive_int(name, getattr(self, name))
-        self.resampler  # validates the resampler's sizes
+        _ = self.resampler  # building it validates the resampler's sizes
 
     @property
     def resampler(self):

@@ -22,8 +22,8 @@ registers (`GridPooler.take_grid`), or from `pooler.grid` set by hand.
 
 Parameters are matched on the pooler part: `matched_pooler` gives each rival the
 feed-forward width F that brings its parameter count closest to the resampler's
-(exactly equal for TinyConfig(), within 1% for the other sizes the tests try). Encoder and head are the same in every variant, so the
-whole models differ by as much as their poolers.
+(exactly equal for TinyConfig(), within 1% for the other sizes the tests try). Encoder and
+head are the same in every variant, so the whole models differ by as much as their poolers.
 
 Axis letters: B batch, T frames, S patches per frame on an (h, w) grid, N = T*S tokens,
 R output tokens on a (gh, gw) grid of cells, H heads, Dh head width, D width, F

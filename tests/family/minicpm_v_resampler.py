@@ -26,6 +26,8 @@ from torch import nn
 
 from .sincos import sincos_table
 
+LAYER_NORM_EPS_1E6 = partial(nn.LayerNorm, eps=1e-6)  # the norm_layer default, built once
+
 
 class Resampler(nn.Module):
     def __init__(
@@ -34,7 +36,7 @@ class Resampler(nn.Module):
         embed_dim,
         num_heads,
         kv_dim=None,
-        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        norm_layer=LAYER_NORM_EPS_1E6,
         max_size=(70, 70),
     ):
         super().__init__()

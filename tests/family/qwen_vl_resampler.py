@@ -25,6 +25,8 @@ from torch.nn import functional as F
 
 from .sincos import sincos_table
 
+LAYER_NORM_EPS_1E6 = partial(nn.LayerNorm, eps=1e-6)  # the norm_layer default, built once
+
 
 def key_positions(table, tokens):
     """`table` (G*G, D) as it is where tokens = G*G, else resized to the sqrt(tokens)-sided
@@ -38,7 +40,7 @@ def key_positions(table, tokens):
 
 
 class Resampler(nn.Module):
-    def __init__(self, grid_size, embed_dim, num_heads, kv_dim=None, norm_layer=partial(nn.LayerNorm, eps=1e-6)):
+    def __init__(self, grid_size, embed_dim, num_heads, kv_dim=None, norm_layer=LAYER_NORM_EPS_1E6):
         super().__init__()
         self.num_queries = grid_size**2
         table = torch.from_numpy(sincos_table(embed_dim, grid_size, grid_size)).reshape(-1, embed_dim)
