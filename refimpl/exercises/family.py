@@ -19,7 +19,8 @@ Usage, in the notebook:
 
 import numpy as np
 
-from ..positions import resize_positions, sincos_2d as reference_sincos_2d
+from ..positions import resize_positions
+from ..positions import sincos_2d as reference_sincos_2d
 from ..tolerances import TOLERANCES
 from . import agree, call, check, likely_mistake
 
@@ -131,7 +132,10 @@ def _resized(axis_weights, table, old_grid, new_grid):
     image = table.reshape(h0, w0, -1)  # (h0, w0, D)
     rows, cols = np.asarray(axis_weights(h0, h), dtype=np.float64), np.asarray(axis_weights(w0, w), dtype=np.float64)
     if rows.shape != (h, h0) or cols.shape != (w, w0):
-        raise AssertionError(f"cubic_weights must return (size_out, size_in): got {rows.shape} for ({h0} -> {h}), {cols.shape} for ({w0} -> {w})")
+        raise AssertionError(
+            f"cubic_weights must return (size_out, size_in): got {rows.shape} for ({h0} -> {h}), "
+            f"{cols.shape} for ({w0} -> {w})"
+        )
     return np.einsum("yi,xj,ijd->yxd", rows, cols, image).reshape(h * w, -1)  # (h*w, D)
 
 
@@ -142,14 +146,19 @@ def _test_cubic_weights(fn):
         "output j reads the input at x = (j + 0.5) * size_in / size_out - 0.5; weigh the samples floor(x) - 1 .. "
         "floor(x) + 2 by the cubic kernel at |x - i| (A = -0.75), a sample past the border counting as the border's"
     )
-    corners = "align_corners=False: output j reads x = (j + 0.5) * size_in / size_out - 0.5, not j (size_in - 1) / (size_out - 1)"
+    corners = (
+        "align_corners=False: output j reads x = (j + 0.5) * size_in / size_out - 0.5, "
+        "not j (size_in - 1) / (size_out - 1)"
+    )
     worst = 0.0
     for old_grid, new_grid in cases:
         what = f"{old_grid} -> {new_grid}"
         table = reference_sincos_2d(8, *old_grid)  # (h0*w0, 8)
         expected = resize_positions(table, old_grid, new_grid)  # refimpl, (h*w, 8)
         resized = call(what, general, _resized, fn, table, old_grid, new_grid)
-        hint = likely_mistake(resized, [(corners, _resized(_corners_aligned, table, old_grid, new_grid))], general, BOUND)
+        hint = likely_mistake(
+            resized, [(corners, _resized(_corners_aligned, table, old_grid, new_grid))], general, BOUND
+        )
         worst = max(worst, agree(f"case '{what}'", resized, expected, BOUND, hint=hint))
     return f"{len(cases)} resizes of a sin-cos table, max error {worst:.0e} <= {BOUND:g}"
 
