@@ -4,9 +4,10 @@
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/perceiver-resampler-course/perceiver-resampler-course/blob/v0.1.0/notebooks/00_overview.ipynb)
 #
 # Runs on a laptop CPU in about 15 s, plus about a minute the first time on a machine, while
-# Numba compiles `refimpl`'s kernels for the set-up check (once: they are cached on disk). After it you will know what problem the resampler
-# solves, what it computes (in the Flamingo paper's own pseudo-code), the axis letters every
-# later notebook uses, and how to confirm that your set-up computes what the reference does.
+# Numba compiles `refimpl`'s kernels for the set-up check (once: they are cached on disk).
+# After it you will know what problem the resampler solves, what it computes (in the Flamingo
+# paper's own pseudo-code), the axis letters every later notebook uses, and how to confirm that
+# your set-up computes what the reference does.
 
 # %% tags=["remove-cell"]
 # Colab set-up: install the course package (v0.1.0); Colab's torch, numpy and matplotlib are kept.

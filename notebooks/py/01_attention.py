@@ -170,7 +170,8 @@ with np.errstate(over="ignore", invalid="ignore"):  # silence the overflow and i
 # %% [markdown]
 # The fix costs one subtraction. With $c$ any number,
 #
-# $$\frac{e^{s_j - c}}{\sum_k e^{s_k - c}} = \frac{e^{-c}\, e^{s_j}}{e^{-c} \sum_k e^{s_k}} = \frac{e^{s_j}}{\sum_k e^{s_k}},$$
+# $$\frac{e^{s_j - c}}{\sum_k e^{s_k - c}} = \frac{e^{-c}\, e^{s_j}}{e^{-c} \sum_k e^{s_k}}
+# = \frac{e^{s_j}}{\sum_k e^{s_k}},$$
 #
 # so the softmax only sees differences between scores, and we may shift each row as we
 # like. Choosing $c = \max_k s_k$ makes every exponent $\le 0$, so no $e^x$ exceeds 1, and
@@ -366,7 +367,8 @@ assert err <= BOUND
 #
 # The masked softmax of a row takes the sums, and the max, over the allowed entries only:
 #
-# $$w_{mn} = \frac{[\mathrm{mask}_{mn}]\, e^{S_{mn} - c_m}}{\sum_{n'\,:\,\mathrm{mask}_{mn'}} e^{S_{mn'} - c_m}}, \qquad c_m = \max_{n\,:\,\mathrm{mask}_{mn}} S_{mn}.$$
+# $$w_{mn} = \frac{[\mathrm{mask}_{mn}]\, e^{S_{mn} - c_m}}{\sum_{n'\,:\,\mathrm{mask}_{mn'}} e^{S_{mn'} - c_m}},
+# \qquad c_m = \max_{n\,:\,\mathrm{mask}_{mn}} S_{mn}.$$
 #
 # Setting the masked scores to $-\infty$ before the stable softmax does all of that:
 # $e^{-\infty} = 0$ exactly, and $-\infty$ is never a row's max. Two tempting shortcuts are
@@ -444,7 +446,8 @@ plt.show()
 #
 # All the pieces together, for any leading batch axes `...` (batch, heads):
 #
-# $$\mathrm{out} = \mathrm{softmax}_{\mathrm{mask}}\!\left(\frac{Q K^\top}{\sqrt{D_h}}\right) V, \qquad \mathrm{out}_m = \sum_n w_{mn}\, v_n$$
+# $$\mathrm{out} = \mathrm{softmax}_{\mathrm{mask}}\!\left(\frac{Q K^\top}{\sqrt{D_h}}\right) V,
+# \qquad \mathrm{out}_m = \sum_n w_{mn}\, v_n$$
 #
 # `q (..., M, Dh) @ k^T (..., Dh, N)` gives the scores `(..., M, N)`; the masked softmax
 # runs over the keys, the last axis; `weights (..., M, N) @ v (..., N, Dv)` gives

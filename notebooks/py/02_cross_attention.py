@@ -495,7 +495,8 @@ assert kv_part[16] == 4 * kv_part[4] == 16 * kv_part[1]  # the key/value project
 R, Dh = 64, 64
 sizes = [64, 256, 1024, 4096, 16384]
 print(
-    f"{'N':>6} {'cross FLOPs':>14} {'self FLOPs':>18} {'self/cross':>10} {'R x N float32 bytes':>20} {'N x N float32 bytes':>20}"
+    f"{'N':>6} {'cross FLOPs':>14} {'self FLOPs':>18} {'self/cross':>10} "
+    f"{'R x N float32 bytes':>20} {'N x N float32 bytes':>20}"
 )
 for n in sizes:
     cross, self_ = attention_flops(R, n, Dh), attention_flops(n, n, Dh)
@@ -572,8 +573,8 @@ print(
 # measurements, not checks, and they move with the machine and whatever else it runs: in the
 # run committed here, on a 2-core CPU shared with other work, the slopes came out at 1.34 and
 # 2.03 and self-attention took 217 times as long as cross-attention at $N = 16384$, where the
-# FLOP ratio $N / R$ is 256 (an earlier run of this cell gave 0.94, 2.03 and 372). The FLOP counts above are exact and asserted; the times only show what a machine
-# makes of them.
+# FLOP ratio $N / R$ is 256 (an earlier run of this cell gave 0.94, 2.03 and 372). The FLOP
+# counts above are exact and asserted; the times only show what a machine makes of them.
 #
 # Memory tells the same story wherever the weights are formed (NumPy's path, the attention
 # maps you plot, a backward pass that keeps them): one float32 matrix per head and batch item.

@@ -772,7 +772,8 @@ for side in (64, 128):
 # %%
 # NBVAL_CHECK_OUTPUT
 print(
-    f"loops (Python and Numba): out {out_python.shape}, within {BOUND:g} of refimpl: {err_python <= BOUND and err_jit <= NUMBA_BOUND}"
+    f"loops (Python and Numba): out {out_python.shape}, within {BOUND:g} of refimpl: "
+    f"{err_python <= BOUND and err_jit <= NUMBA_BOUND}"
 )
 print(
     f"online softmax by rows: N = {N_ROW} keys in {n_blocks_row} blocks of {BLOCK_ROW}; "
@@ -780,18 +781,21 @@ print(
 )
 print(f"  with the rescale within {BOUND:g} of refimpl: {err_online <= BOUND}; without it: {err_no_rescale <= BOUND}")
 print(
-    f"parallel kernel: B*H = {2 * 3} problems, out {out_heads.shape}, within {NUMBA_BOUND:g} of NumPy and of refimpl's kernel: "
+    f"parallel kernel: B*H = {2 * 3} problems, out {out_heads.shape}, "
+    f"within {NUMBA_BOUND:g} of NumPy and of refimpl's kernel: "
     f"{max(err_heads, err_vs_kernel) <= NUMBA_BOUND}"
 )
 print(
-    f"float32, H = {H}, M = {M}, Dh = {DH}: 4 implementations within {BOUND32:g} of float64: {max(errors32.values()) <= BOUND32}"
+    f"float32, H = {H}, M = {M}, Dh = {DH}: 4 implementations within {BOUND32:g} of float64: "
+    f"{max(errors32.values()) <= BOUND32}"
 )
 for n in KEY_COUNTS:
     print(
         f"  N = {n:5}: {math.ceil(n / KB):2} key blocks of {KB}; one (H, M, N) float32 array {weights_mib[n]:5.1f} MiB"
     )
 print(
-    f"kernel scratch per iteration: ours {scratch_mib['ours'] * 1024:.1f} KiB, refimpl's {scratch_mib['refimpl kernel'] * 1024:.1f} KiB"
+    f"kernel scratch per iteration: ours {scratch_mib['ours'] * 1024:.1f} KiB, "
+    f"refimpl's {scratch_mib['refimpl kernel'] * 1024:.1f} KiB"
 )
 print(
     f"self-attention, M = N = {N_SELF}: one (H, M, N) float32 array {self_weights_mib:.0f} MiB; "

@@ -129,7 +129,8 @@ for name, image in photos.items():
     h, w = grids[name]
     assert features[name].shape == (h * w, D)  # (S, D)
     print(
-        f"{name:10} {image.shape[0]:3} x {image.shape[1]:3} pixels -> grid {h:2} x {w:2} -> features {features[name].shape}"
+        f"{name:10} {image.shape[0]:3} x {image.shape[1]:3} pixels -> grid {h:2} x {w:2} "
+        f"-> features {features[name].shape}"
     )
 
 
@@ -391,7 +392,8 @@ media = {name: features[name][None] for name in photos} | {"video": video}  # na
 outputs = {name: perceiver_resampler(params, x_f, config) for name, x_f in media.items()}
 for name, x_f in media.items():
     print(
-        f"{name:10} T = {x_f.shape[0]}, S = {x_f.shape[1]:3}, N = {x_f.shape[0] * x_f.shape[1]:3} tokens -> {outputs[name].shape}"
+        f"{name:10} T = {x_f.shape[0]}, S = {x_f.shape[1]:3}, N = {x_f.shape[0] * x_f.shape[1]:3} tokens "
+        f"-> {outputs[name].shape}"
     )
     assert outputs[name].shape == (R, D)
 
@@ -627,7 +629,8 @@ paper_counts = {dim_head: count(cfg) for dim_head, cfg in paper.items()}
 for dim_head, n in paper_counts.items():
     assert n == ex.count_params(paper[dim_head])  # the closed form agrees with the list of shapes
     print(
-        f"D = 1536, L = 6, H = 16, Dh = {dim_head:3}, F = 4D, R = 64: {n:>11,} parameters = {n / paper_count:.1%} of the paper's 194M"
+        f"D = 1536, L = 6, H = 16, Dh = {dim_head:3}, F = 4D, R = 64: {n:>11,} parameters "
+        f"= {n / paper_count:.1%} of the paper's 194M"
     )
 
 cfg = paper[128]

@@ -526,7 +526,8 @@ assert err <= refimpl.TOLERANCES[key32]
 for dtype in (torch.float32, torch.float16, torch.bfloat16):
     info = torch.finfo(dtype)
     print(
-        f"{str(dtype):15} eps {info.eps:.1e}  u = eps/2 {info.eps / 2:.1e}  max {info.max:.2e}  smallest normal {info.tiny:.1e}"
+        f"{str(dtype):15} eps {info.eps:.1e}  u = eps/2 {info.eps / 2:.1e}  "
+        f"max {info.max:.2e}  smallest normal {info.tiny:.1e}"
     )
 assert torch.finfo(torch.bfloat16).eps / 2 == 2.0**-8
 assert torch.finfo(torch.bfloat16).tiny == torch.finfo(torch.float32).tiny  # the same exponent range

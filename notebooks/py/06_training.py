@@ -260,7 +260,7 @@ features_shown = {"cos(pi u)": K, "sin(4 pi u)": 2, "cos(2 pi v)": 3 * K + 1}  #
 fig, axes = plt.subplots(2, 3, figsize=(7.5, 4.8), layout="constrained")
 for row, (h, w) in zip(axes, [(4, 6), (16, 10)]):
     features = positions((h, w), K)  # (S, 4K)
-    for ax, (name, column) in zip(row, features_shown.items()):
+    for ax, column in zip(row, features_shown.values()):
         picture = ax.imshow(features[:, column].reshape(h, w), extent=(0, 1, 1, 0), vmin=-1, vmax=1, cmap="RdBu_r")
         ax.set(xticks=[0, 0.5, 1], yticks=[0, 0.5, 1])
     row[0].set_ylabel(f"{h} x {w} patches\nu (down the image)")
@@ -307,7 +307,8 @@ with torch.no_grad():
     latents = model.resampler(tokens)  # (B, R, D)
     logits = model.head(latents)  # (B, Q)
 print(
-    f"images {tuple(x.shape)} -> tokens {tuple(tokens.shape)} -> latents {tuple(latents.shape)} -> logits {tuple(logits.shape)}"
+    f"images {tuple(x.shape)} -> tokens {tuple(tokens.shape)} "
+    f"-> latents {tuple(latents.shape)} -> logits {tuple(logits.shape)}"
 )
 assert (
     tokens.shape == (2, 1, 54, config.dim)
@@ -370,7 +371,8 @@ for height, width in sizes:
         tokens, (h, w) = model.encoder(x)  # (B, 1, S, D)
         latents = model.resampler(tokens)  # (B, R, D)
     print(
-        f"{height:4} x {width:<4} {h:3} x {w:<3} {h * w:5} {str(tuple(tokens.shape)):>22} {str(tuple(latents.shape)):>20}"
+        f"{height:4} x {width:<4} {h:3} x {w:<3} {h * w:5} "
+        f"{str(tuple(tokens.shape)):>22} {str(tuple(latents.shape)):>20}"
     )
     assert tokens.shape == (2, 1, h * w, config.dim)
     assert latents.shape == (2, config.num_latents, config.dim)  # (B, R, D) every time
@@ -385,7 +387,8 @@ for height, width in sizes:
 #
 # `refimpl.tiny.train.train` runs AdamW on the mean binary cross-entropy over the 16 questions,
 #
-# $$\mathcal{L} = -\frac{1}{16 B} \sum_{b, q} \big[y_{bq} \log \sigma(\ell_{bq}) + (1 - y_{bq}) \log(1 - \sigma(\ell_{bq}))\big],$$
+# $$\mathcal{L} = -\frac{1}{16 B} \sum_{b, q}
+# \big[y_{bq} \log \sigma(\ell_{bq}) + (1 - y_{bq}) \log(1 - \sigma(\ell_{bq}))\big],$$
 #
 # with a learning rate that warms up over the first 10% of the steps and then anneals. Every
 # batch of 32 scenes has its own size, drawn from the multiples of 8 between 32 and 128 a
@@ -517,7 +520,8 @@ theirs = per_size(pretrained, held_out)
 print(f"{'size':>10} {'ours':>17} {'pretrained':>17}   (questions, scenes)")
 for size in ours:
     print(
-        f"{size[0]:4} x {size[1]:<4} {ours[size][0]:8.1%} {ours[size][1]:7.1%} {theirs[size][0]:8.1%} {theirs[size][1]:7.1%}"
+        f"{size[0]:4} x {size[1]:<4} {ours[size][0]:8.1%} {ours[size][1]:7.1%} "
+        f"{theirs[size][0]:8.1%} {theirs[size][1]:7.1%}"
     )
 pretrained_questions, pretrained_scenes = np.mean(list(theirs.values()), axis=0)
 print(
@@ -615,7 +619,8 @@ print(f"{CLIP_STEPS} steps of 32 clips in {clip_history.step_seconds.sum():.0f} 
 clip_majority = 1 - clips.labels.mean()  # always 'no'
 on_clips = accuracy(clip_model, [clips])
 print(
-    f"held-out clips, T = 4: {on_clips[0]:.1%} of questions, {on_clips[1]:.1%} of clips (always 'no': {clip_majority:.1%})"
+    f"held-out clips, T = 4: {on_clips[0]:.1%} of questions, {on_clips[1]:.1%} of clips "
+    f"(always 'no': {clip_majority:.1%})"
 )
 assert on_clips[0] >= 0.95 and on_clips[0] > clip_majority + 0.15
 

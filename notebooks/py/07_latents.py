@@ -203,7 +203,8 @@ for latent in (0, 8):
 # \mathbb{R}^{R \times D}$ (the learned parameter `latents`: the same for every image) and the
 # media $x_f \in \mathbb{R}^{N \times D}$ (the encoder's patch tokens),
 #
-# $$q = \mathrm{LN}_{\text{lat}}(x)\, W_q, \quad k = [\mathrm{LN}_{\text{med}}(x_f);\ \mathrm{LN}_{\text{lat}}(x)]\, W_k, \quad
+# $$q = \mathrm{LN}_{\text{lat}}(x)\, W_q, \quad
+# k = [\mathrm{LN}_{\text{med}}(x_f);\ \mathrm{LN}_{\text{lat}}(x)]\, W_k, \quad
 # s_h = \frac{q_h k_h^\top}{\sqrt{D_h}} \in \mathbb{R}^{R \times (N + R)}, \quad a_h = \mathrm{softmax}(s_h),$$
 #
 # where $q_h$, $k_h$ are the columns $h D_h \dots (h + 1) D_h - 1$ of $q$ and $k$. In layer 0
@@ -279,7 +280,8 @@ spread = row_scores.max() - np.median(row_scores)
 top = np.sort(row_weights)[::-1]
 bottom_half = quadrants[2:].sum(axis=0) > 0.5  # (S,) patches in the bottom half
 print(
-    f"scores from {row_scores.min():.1f} to {row_scores.max():.1f}; the best key scores {spread:.1f} above the median key,"
+    f"scores from {row_scores.min():.1f} to {row_scores.max():.1f}; "
+    f"the best key scores {spread:.1f} above the median key,"
     f" so its weight is e^{spread:.1f} = {np.exp(spread):.0e} times larger"
 )
 print(
@@ -366,7 +368,8 @@ for layer in range(config.depth):
     mean = entropy[layer].mean()
     print(
         f"layer {layer}: entropy {mean:.2f} nats of log S = {np.log(S):.2f}: as spread out as uniform attention "
-        f"over {np.exp(mean):.0f} of the {S} patches; the head-averaged maps: {head_mean_entropy[layer].mean():.2f} nats"
+        f"over {np.exp(mean):.0f} of the {S} patches; "
+        f"the head-averaged maps: {head_mean_entropy[layer].mean():.2f} nats"
     )
     assert mean <= np.log(S / 4)  # far from uniform: fewer than a quarter of the patches' worth
     assert head_mean_entropy[layer].mean() > mean  # the heads look at different places
@@ -427,7 +430,8 @@ for layer in range(config.depth):
     print(
         f"layer {layer}: objects get {ratio[layer].mean():.2f} x their share (latents from {per_latent.min():.2f} to "
         f"{per_latent.max():.2f}); grey distractors {grey_ratio[layer].mean():.2f} x; "
-        f"controls: another scene's objects {shuffled_ratio[layer].mean():.2f} x, untrained model {untrained_ratio[layer].mean():.2f} x"
+        f"controls: another scene's objects {shuffled_ratio[layer].mean():.2f} x, "
+        f"untrained model {untrained_ratio[layer].mean():.2f} x"
     )
     assert ratio[layer].mean() >= 2  # far above chance (1)
     assert per_latent.min() >= 1.5  # every latent, not a few
@@ -452,7 +456,8 @@ assert grey_ratio[1].mean() < grey_ratio[0].mean()
 # information $R$ times: the latents would have *collapsed*. To measure how alike two maps $p$
 # and $q$ are we use the Jensen-Shannon divergence, in bits,
 #
-# $$\mathrm{JS}(p, q) = \mathcal{H}\!\left(\tfrac{p + q}{2}\right) - \tfrac{1}{2}\big(\mathcal{H}(p) + \mathcal{H}(q)\big),$$
+# $$\mathrm{JS}(p, q) = \mathcal{H}\!\left(\tfrac{p + q}{2}\right)
+# - \tfrac{1}{2}\big(\mathcal{H}(p) + \mathcal{H}(q)\big),$$
 #
 # 0 for identical maps, 1 for maps with no patch in common (`diagnostics.pairwise_jensen_shannon`).
 # JS never exceeds the total variation distance $\frac{1}{2}\sum_n |p_n - q_n|$ (Lin 1991), the
@@ -472,7 +477,8 @@ within = [
 between = [js[layer][~same_head].mean() for layer in range(config.depth)]  # two heads
 for layer in range(config.depth):
     print(
-        f"layer {layer}: mean JS between two latents of one head {within[layer]:.2f} bits, between two heads {between[layer]:.2f} bits"
+        f"layer {layer}: mean JS between two latents of one head {within[layer]:.2f} bits, "
+        f"between two heads {between[layer]:.2f} bits"
     )
     assert within[layer] >= 0.2  # not collapsed (see above)
 assert within[1] < within[0]  # the latents grow more alike in layer 1 ...
@@ -548,7 +554,8 @@ plt.show()
 
 # %%
 def pooled_ratios(media_map, regions):
-    """media_map (B, H, R, N), regions (K, B or 1, N) -> (K, H, R): mass on region k over its share, pooled over scenes."""
+    """media_map (B, H, R, N), regions (K, B or 1, N) -> (K, H, R): mass on region k over its share,
+    pooled over scenes."""
     mass = diagnostics.attention_mass(media_map, regions[:, :, None, None])  # (K, B, H, R)
     return mass.mean(axis=1) / regions.mean(axis=(1, 2))[:, None, None]  # (K, H, R)
 
@@ -641,7 +648,8 @@ present = colours.sum(axis=-1) > 0  # (4, B) which colours each scene has
 has_favourite = np.moveaxis(present[favourite], -1, 0)  # (B, H, R)
 with_it, without_it = to_latents[0][has_favourite].mean(), to_latents[0][~has_favourite].mean()
 print(
-    f"layer 0: mass on the latents {with_it:.1%} when the scene has the favourite colour, {without_it:.1%} when it has not "
+    f"layer 0: mass on the latents {with_it:.1%} when the scene has the favourite colour, "
+    f"{without_it:.1%} when it has not "
     f"({(~has_favourite).mean():.0%} of the rows)"
 )
 assert without_it > 2 * with_it

@@ -81,7 +81,8 @@ print(config)
 FLAMINGO = {"resampler": 70.7, "mlp": 66.6, "transformer": 66.7}  # Table 3, as reported; no mean-pooling row
 assert round(FLAMINGO["resampler"] - max(FLAMINGO["mlp"], FLAMINGO["transformer"]), 1) == 4.0  # typed as in the source
 print(
-    f"Flamingo-3B: the resampler ahead of the better rival by {FLAMINGO['resampler'] - FLAMINGO['transformer']:.1f} points"
+    "Flamingo-3B: the resampler ahead of the better rival by "
+    f"{FLAMINGO['resampler'] - FLAMINGO['transformer']:.1f} points"
 )
 
 
@@ -94,12 +95,19 @@ print(
 # grid mean pooling*: the image's $h \times w$ patch grid, whatever its size and aspect ratio,
 # cut into a $4 \times 4$ grid of $R$ cells, each output token the mean of the tokens in its cell.
 #
-# | pooler | what it computes, per layer | mixes tokens by | cost grows with |
-# |---|---|---|---|
-# | **resampler** | $L \leftarrow L + \mathrm{attn}(q = L, kv = [X; L])$, $L \leftarrow L + \mathrm{ff}(L)$, from $R$ learned latents $L$ | attention: weights that depend on the image | $R \cdot N$ |
-# | **mean pooling, then an MLP** | $Y = P X$ first; then $Y \leftarrow Y + \mathrm{ff}(Y)$ on the $R$ pooled cells | fixed cell averages | $N$ (the averaging) |
-# | **MLP, then pooled** | $X \leftarrow X + \mathrm{ff}(X)$ on all $N$ tokens; then $Y = P X$ | fixed cell averages | $N \cdot F$ |
-# | **Transformer, then pooled** | $X \leftarrow X + \mathrm{attn}(q = X, kv = X)$, $X \leftarrow X + \mathrm{ff}(X)$; then $Y = P X$ | self-attention, then cell averages | $N^2$ |
+# What each computes per layer, what mixes the tokens, and what its cost grows with:
+#
+# - **resampler**: $L \leftarrow L + \mathrm{attn}(q = L, kv = [X; L])$,
+#   $L \leftarrow L + \mathrm{ff}(L)$, from $R$ learned latents $L$. Mixes tokens by attention:
+#   weights that depend on the image. Cost grows with $R \cdot N$.
+# - **mean pooling, then an MLP**: $Y = P X$ first; then $Y \leftarrow Y + \mathrm{ff}(Y)$ on
+#   the $R$ pooled cells. Mixes tokens by fixed cell averages. Cost grows with $N$ (the
+#   averaging).
+# - **MLP, then pooled**: $X \leftarrow X + \mathrm{ff}(X)$ on all $N$ tokens; then $Y = P X$.
+#   Mixes tokens by fixed cell averages. Cost grows with $N \cdot F$.
+# - **Transformer, then pooled**: $X \leftarrow X + \mathrm{attn}(q = X, kv = X)$,
+#   $X \leftarrow X + \mathrm{ff}(X)$; then $Y = P X$. Mixes tokens by self-attention, then cell
+#   averages. Cost grows with $N^2$.
 #
 # Each ends with a LayerNorm, as the resampler does, and has as many layers (2). Mean pooling
 # alone has no parameters, so it cannot be matched to the resampler's count: it gets its
@@ -158,7 +166,8 @@ theirs = poolers.pool_to_grid(torch.from_numpy(tokens), grid, cells)[0].numpy() 
 bound = refimpl.TOLERANCES["float64", "torch vs numpy"]
 err = refimpl.relative_error(ours, theirs)
 print(
-    f"P: {weights.shape}, rows sum to 1: {np.allclose(weights.sum(axis=1), 1)}; max relative error {err:.1e} (bound {bound:g})"
+    f"P: {weights.shape}, rows sum to 1: {np.allclose(weights.sum(axis=1), 1)}; "
+    f"max relative error {err:.1e} (bound {bound:g})"
 )
 assert err <= bound and np.allclose(weights.sum(axis=1), 1)
 
@@ -203,9 +212,9 @@ ex.check_count_parameters(count_parameters)
 #
 # The tiny model's resampler has 67,456 parameters: $R \cdot D = 1{,}024$ for the latents,
 # per layer $4 D \cdot H D_h$ for the attention, $2 D F$ for the feed-forward and three
-# LayerNorms of $2D$ each, and a final LayerNorm. Each rival has a free knob, its feed-forward width $F$, and its count is
-# *affine* in $F$: $F$ appears only in the shapes $(D, F)$ and $(F, D)$. So two counts give
-# the line, and the line gives the $F$ that hits a budget.
+# LayerNorms of $2D$ each, and a final LayerNorm. Each rival has a free knob, its feed-forward
+# width $F$, and its count is *affine* in $F$: $F$ appears only in the shapes $(D, F)$ and
+# $(F, D)$. So two counts give the line, and the line gives the $F$ that hits a budget.
 
 
 # %%
@@ -235,7 +244,8 @@ pooler_params = {kind: ex.count_parameters(model.resampler) for kind, model in m
 model_params = {kind: ex.count_parameters(model) for kind, model in models.items()}
 images = torch.rand(3, 40, 72, 3)  # (B, height, width, 3): a 5 x 9 patch grid, N = 45
 print(
-    f"{'pooler':12} {'F':>4} {'pooler params':>14} {'/ resampler':>12} {'whole model':>12}  output (B, R, D) for 40 x 72 images"
+    f"{'pooler':12} {'F':>4} {'pooler params':>14} {'/ resampler':>12} {'whole model':>12}  "
+    "output (B, R, D) for 40 x 72 images"
 )
 for kind, model in models.items():
     width = model.config.resampler.ff_dim if kind == "resampler" else poolers.matched_ff_dim(kind, config)
@@ -247,7 +257,8 @@ for kind, model in models.items():
         model(images)
     hook.remove()
     print(
-        f"{kind:12} {width:4} {pooler_params[kind]:14,} {pooler_params[kind] / budget:12.3f} {model_params[kind]:12,}  {caught[0]}"
+        f"{kind:12} {width:4} {pooler_params[kind]:14,} {pooler_params[kind] / budget:12.3f} "
+        f"{model_params[kind]:12,}  {caught[0]}"
     )
     assert abs(pooler_params[kind] / budget - 1) <= 0.01 and caught[0] == (
         3,
@@ -296,11 +307,13 @@ control = {
 # size and aspect ratio. Each colour appears 0, 1 or 2 times. The 12 yes/no questions need the
 # pooler to find the shapes, not to look in a fixed place:
 #
-# | questions | asks | what it needs |
-# |---|---|---|
-# | "red present" ... (4) | is there a shape of this colour at all? | a small shape, wherever it is, among distractors |
-# | "red twice or more" ... (4) | are there two or more? | counting, not just detecting |
-# | "red left of blue", "green left of yellow", "red above yellow", "blue above green" | is the centre of some shape of the first colour left of (above) the centre of some shape of the second? | where each shape is, relative to another, anywhere |
+# - "red present" ... (4) asks: is there a shape of this colour at all? It needs a small shape,
+#   wherever it is, among distractors.
+# - "red twice or more" ... (4) asks: are there two or more? It needs counting, not just
+#   detecting.
+# - "red left of blue", "green left of yellow", "red above yellow", "blue above green" ask: is
+#   the centre of some shape of the first colour left of (above) the centre of some shape of the
+#   second? They need where each shape is, relative to another, anywhere.
 #
 # We train on images of 32 to 80 pixels a side (height and width drawn apart, multiples of 8:
 # 4 to 10 patches a side) and score on held-out images of three groups: **in range** (four
@@ -405,8 +418,9 @@ for kind, scores in live.items():
 # Now the sweep, five seeds of every entrant (`tools/ablation_sweep.py`, recorded in
 # `refimpl/tiny/ablation_sweep.json`): per held-out group, the percentage of questions right,
 # mean ± standard deviation over the seeds [lowest seed, highest seed], beside Flamingo's
-# Table 3; then the quadrant control of section 4, three seeds. In the figure each bar is the mean, the black line spans the lowest to the highest
-# seed, the dots are the seeds, and the dashed line is the majority answer.
+# Table 3; then the quadrant control of section 4, three seeds. In the figure each bar is the
+# mean, the black line spans the lowest to the highest seed, the dots are the seeds, and the
+# dashed line is the majority answer.
 
 # %%
 FLAMINGO_BY_KIND = {"resampler": FLAMINGO["resampler"], "mlp": FLAMINGO["mlp"], "transformer": FLAMINGO["transformer"]}
@@ -491,7 +505,8 @@ for rival in ("mean", "mlp"):
     assert (lead["larger"] > lead["in range"]).all(), rival
 # on smaller images, where we expected no clear ranking, the resampler is ahead on every seed as well
 assert all(ahead_on_every_seed(search["smaller"], "resampler", rival) for rival in rivals)
-# counting is barely learnt in 400 steps: on "twice or more" every entrant is within 7 points of the majority answer, every seed
+# counting is barely learnt in 400 steps: on "twice or more" every entrant is within 7 points
+# of the majority answer, every seed
 assert all((np.abs(by_type[kind]["twice or more"] - floor_by_question[4:8].mean()) < 7).all() for kind in KINDS)
 # "is there a <colour> shape?": the resampler is ahead of every rival on every seed
 assert all((by_type["resampler"]["present"] > by_type[rival]["present"]).all() for rival in rivals)
@@ -603,7 +618,8 @@ coloured = (
 on_patches = first_layer[:, :96]  # (R, S)
 share = on_patches[:, coloured].sum() / on_patches.sum()
 print(
-    f"patches that touch a coloured shape: {coloured.mean():.0%} of the patches, {share:.0%} of the latents' weight on patches "
+    f"patches that touch a coloured shape: {coloured.mean():.0%} of the patches, "
+    f"{share:.0%} of the latents' weight on patches "
     f"({share / coloured.mean():.1f}x their share); a fixed grid of cells gives them their share"
 )
 assert share > 2 * coloured.mean()  # the latents look at the coloured shapes well beyond their share
@@ -661,7 +677,8 @@ scores_per_head = {
     "transformer": 1024 * 1024,
 }  # attention scores at N = 1024
 print(
-    f"attention scores per head and layer at N = 1024: resampler {scores_per_head['resampler']:,}, Transformer {scores_per_head['transformer']:,}"
+    f"attention scores per head and layer at N = 1024: resampler {scores_per_head['resampler']:,}, "
+    f"Transformer {scores_per_head['transformer']:,}"
 )
 assert scores_per_head["transformer"] > 60 * scores_per_head["resampler"]  # arithmetic: N^2 against R (N + R)
 

@@ -529,7 +529,7 @@ print(f"held out: {len(test_tokens)} sequences, {test_answers.float().mean():.0%
 text_rng = np.random.default_rng(4)
 lm = TinyLM(len(VOCAB), length=len(LAYOUT))
 optimiser = torch.optim.AdamW(lm.parameters(), lr=3e-3)
-for step in range(200):
+for _ in range(200):
     tokens = make_sequences(train_scenes.labels, text_rng.integers(0, 2048, (64, 2)), text_rng)  # (64, 7)
     logits = lm(tokens)  # (64, 7, V)
     loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten())  # every next token
@@ -557,7 +557,8 @@ p_yes = text_logits[:, ANSWER_AT].softmax(dim=-1)[..., YES]
 text_only = answer_accuracy(text_logits)
 print(f"text-only pre-training: final loss {loss.item():.3f}")
 print(
-    f"  P(yes) at the answers: {p_yes.min():.2f} to {p_yes.max():.2f}; answers right: {text_only[0]:.1%}, {text_only[1]:.1%}"
+    f"  P(yes) at the answers: {p_yes.min():.2f} to {p_yes.max():.2f}; "
+    f"answers right: {text_only[0]:.1%}, {text_only[1]:.1%}"
 )
 print(f"  predictable next tokens right (<image> after <bos> and after an answer): {grammar_accuracy(text_logits):.0%}")
 assert (abs(p_yes - 0.5) < 0.15).all() and (abs(text_only - 0.5) < 0.1).all() and grammar_accuracy(text_logits) == 1.0
@@ -596,7 +597,8 @@ train_patches, train_visual = see(train_scenes.images)  # (2048, N, D), (2048, R
 test_patches, test_visual = see(test_scenes.images)  # (512, N, D), (512, R, D)
 test_visual_pairs = test_visual[test_pairs].flatten(1, 2)  # (256, 2 R, D): each sequence's two images
 print(
-    f"visual tokens: train {tuple(train_visual.shape)}, held out {tuple(test_visual.shape)}; per sequence {tuple(test_visual_pairs.shape[1:])}"
+    f"visual tokens: train {tuple(train_visual.shape)}, held out {tuple(test_visual.shape)}; "
+    f"per sequence {tuple(test_visual_pairs.shape[1:])}"
 )
 
 
@@ -710,7 +712,8 @@ print(
 )
 print("gates tanh(alpha) after training:", ", ".join(f"{g:+.3f}" for g in gate_history[-1]))
 print(
-    f"held-out answers right: first {final[0]:.1%}, second {final[1]:.1%} (text only: {text_only[0]:.1%}, {text_only[1]:.1%})"
+    f"held-out answers right: first {final[0]:.1%}, second {final[1]:.1%} "
+    f"(text only: {text_only[0]:.1%}, {text_only[1]:.1%})"
 )
 
 # %%
@@ -832,7 +835,8 @@ assert (largest > 2 / R).all()
 # %%
 # NBVAL_CHECK_OUTPUT
 print(
-    f"block output (B, L, Dt): {ours.shape}; agrees with refimpl (<= 1e-12): {err <= 1e-12}; torch twin too: {err_torch <= 1e-12}"
+    f"block output (B, L, Dt): {ours.shape}; agrees with refimpl (<= 1e-12): {err <= 1e-12}; "
+    f"torch twin too: {err_torch <= 1e-12}"
 )
 print(
     f"mask of the example (L, I*R): {example_mask.shape}; visible tokens per row: {example_mask.sum(axis=-1).tolist()}"
@@ -936,7 +940,8 @@ BUDGET_STEPS, CURVE_EVERY = 600, 100
 
 
 def normalise(patches):
-    """Patch tokens (..., N, D), each normalised over D (a LayerNorm without learned scale), as the resampler's output is."""
+    """Patch tokens (..., N, D), each normalised over D (a LayerNorm without learned scale), as the
+    resampler's output is."""
     return F.layer_norm(patches, patches.shape[-1:])
 
 
@@ -946,8 +951,9 @@ def visual_mask(visual_tokens):
 
 
 def train_reader(train_pool, test_pool):
-    """Fresh gated blocks trained BUDGET_STEPS steps reading train_pool (2048, Nv, D), the same initial weights and
-    batches at every call. Returns the model and section 5's held-out accuracy (read from test_pool) every CURVE_EVERY steps."""
+    """Fresh gated blocks trained BUDGET_STEPS steps reading train_pool (2048, Nv, D), the same initial
+    weights and batches at every call. Returns the model and section 5's held-out accuracy (read from
+    test_pool) every CURVE_EVERY steps."""
     torch.manual_seed(0)  # the same initial blocks for both readers: their shapes do not depend on Nv
     model = FlamingoLM(lm, dim_visual=config.dim)
     mask, test_pairs_visual = (
@@ -1011,7 +1017,8 @@ for k, size in enumerate(SIZES):
     for way, visual in (("patches", normalise(patches)), ("resampled", resampled)):
         accuracy[way].append(answers_right(readers[way], visual, scenes.labels, np.random.default_rng(7)))
     print(
-        f"{size:>3} x {size:<3} (N = {PATCHES[k]:>4}): answers right reading every patch {accuracy['patches'][-1]:.1%}, "
+        f"{size:>3} x {size:<3} (N = {PATCHES[k]:>4}): "
+        f"answers right reading every patch {accuracy['patches'][-1]:.1%}, "
         f"the R = {R} tokens {accuracy['resampled'][-1]:.1%}"
     )
 accuracy = {way: np.array(values) for way, values in accuracy.items()}
@@ -1052,7 +1059,8 @@ microseconds = {
 }
 for k, size in enumerate(SIZES):
     print(
-        f"{size:>3} x {size:<3} (N = {PATCHES[k]:>4}): {microseconds['patches'][k]:7.1f} us per text token reading every patch, "
+        f"{size:>3} x {size:<3} (N = {PATCHES[k]:>4}): "
+        f"{microseconds['patches'][k]:7.1f} us per text token reading every patch, "
         f"{microseconds['resampled'][k]:5.1f} us reading R = {R}"
     )
 
@@ -1138,7 +1146,8 @@ print(
 )
 print(
     f"reading every patch: the same at 32 x 32 (N = R), then more at every size; at 512 x 512 "
-    f"{flops['patches'][-1] / flops['resampled'][-1]:.1f}x the FLOPs, {kv_bytes['patches'][-1] // kv_bytes['resampled'][-1]}x the cache, "
+    f"{flops['patches'][-1] / flops['resampled'][-1]:.1f}x the FLOPs, "
+    f"{kv_bytes['patches'][-1] // kv_bytes['resampled'][-1]}x the cache, "
     f"{microseconds['patches'][-1] / microseconds['resampled'][-1]:.0f}x the time on this CPU"
 )
 print(
@@ -1146,7 +1155,8 @@ print(
     + ", ".join(f"{size} px {100 * g:+.1f}" for size, g in zip(SIZES, gap))
 )
 print(
-    f"after 300 steps (section 7's run), 64 x 64: every patch {curves['patches'][3]:.1%}, R tokens {curves['resampled'][3]:.1%}"
+    f"after 300 steps (section 7's run), 64 x 64: every patch {curves['patches'][3]:.1%}, "
+    f"R tokens {curves['resampled'][3]:.1%}"
 )
 # the cost: exact, counted
 assert (flops["resampled"] == flops["resampled"][0]).all() and (kv_bytes["resampled"] == kv_bytes["resampled"][0]).all()
@@ -1192,8 +1202,10 @@ assert curves["resampled"][3] - curves["patches"][3] >= 0.05  # and it learns mo
 # NBVAL_CHECK_OUTPUT
 for k, size in enumerate(SIZES):
     print(
-        f"{size:>3} x {size:<3} N = {PATCHES[k]:>4}: per text token {flops['patches'][k]:>9,} FLOPs reading every patch, "
-        f"{flops['resampled'][k]:,} reading R = {R}; K/V cache {kv_bytes['patches'][k]:>9,} vs {kv_bytes['resampled'][k]:,} bytes"
+        f"{size:>3} x {size:<3} N = {PATCHES[k]:>4}: "
+        f"per text token {flops['patches'][k]:>9,} FLOPs reading every patch, "
+        f"{flops['resampled'][k]:,} reading R = {R}; "
+        f"K/V cache {kv_bytes['patches'][k]:>9,} vs {kv_bytes['resampled'][k]:,} bytes"
     )
 
 # %% [markdown]

@@ -154,7 +154,8 @@ cmp("P (forward)", p, ref["p"])
 #
 # **$dV$.** $O_{id} = \sum_j P_{ij} V_{jd}$, so $V_{jd}$ reaches the loss through every query $i$:
 #
-# $$dV_{jd} = \sum_i \frac{\partial L}{\partial O_{id}} \frac{\partial O_{id}}{\partial V_{jd}} = \sum_i dO_{id} \, P_{ij}
+# $$dV_{jd} = \sum_i \frac{\partial L}{\partial O_{id}} \frac{\partial O_{id}}{\partial V_{jd}}
+# = \sum_i dO_{id} \, P_{ij}
 # \qquad\Longrightarrow\qquad dV = P^\top dO \quad (N, D_v).$$
 #
 # **$dP$.** The same product, differentiated in its other factor: $dP_{ij} = \sum_d dO_{id} V_{jd}$, so
@@ -407,7 +408,8 @@ assert not numba_grads[1][1, :, 200:].any() and not numba_grads[2][1, :, 200:].a
 # **Finite differences** need no second implementation at all, only the forward. Move every
 # input a little along a random direction $U = (U_Q, U_K, U_V)$; the loss changes at the rate
 #
-# $$\frac{L(X + hU) - L(X - hU)}{2h} = \langle dQ, U_Q \rangle + \langle dK, U_K \rangle + \langle dV, U_V \rangle + O(h^2),$$
+# $$\frac{L(X + hU) - L(X - hU)}{2h}
+# = \langle dQ, U_Q \rangle + \langle dK, U_K \rangle + \langle dV, U_V \rangle + O(h^2),$$
 #
 # the central difference, whose error falls as $h^2$ while the step is large, and grows again as
 # $\varepsilon / h$ ($\varepsilon \approx 10^{-16}$, float64's rounding of $L$) once it is tiny. The
@@ -527,15 +529,17 @@ assert first["name"] == "layers.0.ff.w_in" and 0.005 < first["relative"] < 0.02
 # \text{latents} = \mathrm{resampler}(\text{tokens}), \quad z = \mathrm{flatten}(\text{latents})\,W_{head} + b_{head}
 # \in \mathbb{R}^{B \times Q},$$
 #
-# trained on the mean binary cross-entropy over the $B \times Q$ answers $y \in \{0, 1\}$. For one logit,
-# with $\sigma$ the sigmoid, $\log \sigma(z) = -\mathrm{softplus}(-z)$ and $\log(1 - \sigma(z)) = -\mathrm{softplus}(z)$, so
+# trained on the mean binary cross-entropy over the $B \times Q$ answers $y \in \{0, 1\}$. For
+# one logit, with $\sigma$ the sigmoid, $\log \sigma(z) = -\mathrm{softplus}(-z)$ and
+# $\log(1 - \sigma(z)) = -\mathrm{softplus}(z)$, so
 #
 # $$\ell(z, y) = -\big[y \log \sigma(z) + (1 - y) \log(1 - \sigma(z))\big] = \mathrm{softplus}(z) - y\,z,
 # \qquad \frac{d\ell}{dz} = \sigma(z) - y,$$
 #
-# using $\mathrm{softplus}(z) - \mathrm{softplus}(-z) = z$ and $\mathrm{softplus}'(z) = \sigma(z)$. The mean divides each
-# term by $BQ$. Written with softplus, the loss never takes the log of a probability that has
-# rounded to 0: a confident wrong answer costs a large finite number, not `inf`.
+# using $\mathrm{softplus}(z) - \mathrm{softplus}(-z) = z$ and $\mathrm{softplus}'(z) = \sigma(z)$.
+# The mean divides each term by $BQ$. Written with softplus, the loss never takes the log of a
+# probability that has rounded to 0: a confident wrong answer costs a large finite number, not
+# `inf`.
 
 
 # %%
@@ -563,7 +567,7 @@ ex.check_bce_with_logits(bce_with_logits)
 # | loss | $\mathrm{mean}(\mathrm{softplus}(z) - yz)$ | $dz = (\sigma(z) - y) / BQ$ |
 # | head | $z = \mathrm{flatten}(\text{latents})\,W_{head} + b_{head}$ | `linear_backward`, $db_{head} = \sum_B dz$ |
 # | resampler | `refimpl.perceiver_resampler` | `refimpl.grad.value_and_grad` |
-# | encoder | $\mathrm{gelu}(X W_{in} + b_{in})\,W_{out} + b_{out}$ | `linear_backward`, `gelu_backward`, `linear_backward` |
+# | encoder | $\mathrm{gelu}(XW_{in}+b_{in})\,W_{out}+b_{out}$ | `linear_backward`, `gelu_backward`, `linear_backward` |
 #
 # `refimpl.tiny.grad.tiny_value_and_grad(params, images, labels, config)` is that table in code
 # (NumPy only), returning the loss and a gradient for every parameter. Its check against torch's
