@@ -203,7 +203,7 @@ assert selfcheck() == 0, "a backend disagrees with the reference: see the table"
 # | 8 | Flamingo's resampler ablation at toy scale: the resampler against simpler poolers |
 # | 9 | how a language model reads the $R$ tokens: gated cross-attention (GATED XATTN-DENSE) |
 # | 10 | the attention backward pass by hand, and the tiny model trained in pure NumPy |
-# | 11 | the resampler family: nine published resamplers side by side, their design choices, sizes and positions, each checked against `refimpl` |
+# | 11 | the resampler family: nine published resamplers side by side, each checked against `refimpl` |
 #
 # Notebooks 1-11 have exercises: you write a function, a check cell tests it against `refimpl`.
 # Next: notebook 1 builds attention, the operation all of this rests on.

@@ -669,7 +669,6 @@ for kind in KINDS:
     )
 ratio = forward_ms["transformer"][-1] / forward_ms["resampler"][-1]
 print(f"at N = 1024 the Transformer takes {ratio:.0f}x the resampler's time")
-assert ratio > 2  # 63x the resampler's attention scores at N = 1024: a wide margin for noisy timers on a busy machine
 growth = {kind: times[-1] / times[-2] for kind, times in forward_ms.items()}  # from N = 256 to N = 1024
 print("time x from N = 256 to 1024: " + ", ".join(f"{ablation.NAMES[kind]} {g:.1f}" for kind, g in growth.items()))
 scores_per_head = {
@@ -687,8 +686,8 @@ assert scores_per_head["transformer"] > 60 * scores_per_head["resampler"]  # ari
 # $N = 1024$), where the resampler's forms $R (N + R)$, 63 times fewer (asserted, as
 # arithmetic); the MLP's work grows linearly in $N$, but its feed-forward runs on all $N$
 # tokens instead of $R$. The times are this machine's at the moment of the run and move with
-# its load (we assert only that the Transformer takes more than twice the resampler's time at
-# $N = 1024$); the counts are the part of the comparison that carries over to any scale,
+# its load, so nothing here asserts a time; the counts are the part of the comparison that
+# carries over to any scale,
 # because they are arithmetic, not learning.
 
 # %% [markdown]

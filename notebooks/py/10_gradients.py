@@ -713,7 +713,8 @@ print("loss fell:", bool(numpy_losses[-5:].mean() < numpy_losses[0] - 0.1))
 # - Finite differences check a gradient to about $10^{-10}$ at best (step $\approx 10^{-5}$); two
 #   implementations of the same float64 math agree to about $10^{-15}$.
 #
-# **Next.** Notebook 11 puts the published resamplers side by side and checks each against `refimpl`. `refimpl.grad` has the backward of every
-# variant of the resampler (grouped-query attention, qk-norm, RMSNorm, SwiGLU, media embeddings);
+# **Next.** Notebook 11 puts the published resamplers side by side and checks each against
+# `refimpl`. `refimpl.grad` has the backward of every variant of the resampler (grouped-query
+# attention, qk-norm, RMSNorm, SwiGLU, media embeddings, and the family's switches);
 # `refimpl.interop.compare_grads` checks the gradients of a published resampler against it; and
 # `benchmarks/cpu_attention_backward.py` times the Numba backward against torch's.

@@ -93,8 +93,8 @@ print("refimpl and the peers imported; torch threads:", torch.get_num_threads())
 # the config the importer reads off the tensors. The paper has no code, so its config is the one
 # line typed from the paper (as in notebook 4).
 #
-# The small sizes are non-square on purpose ($D = 12$ or 16, $H \cdot D_h \ne D$ where the module allows it, $R = 5$ to 9),
-# so that a transposed weight cannot pass unnoticed in section 4.
+# The small sizes are non-square on purpose ($D = 12$ or 16, $H \cdot D_h \ne D$ where the module allows
+# it, $R = 5$ to 9), so that a transposed weight cannot pass unnoticed in section 4.
 
 
 # %%
@@ -322,8 +322,8 @@ print("every claim below holds for these configs")
 # (RMSNorm in float32, SwiGLU, grouped-query attention) without changing its shape. The
 # learned-query line (Kosmos-2, Qwen-VL, MiniCPM-V) is a single biased cross-attention with no
 # residual and no feed-forward, an input projection from the vision encoder's width, and (for
-# Qwen-VL and MiniCPM-V, which builds on Qwen-VL's) the latents kept out of the keys and a 2-D sin-cos table added to the
-# keys instead; Kosmos-2 has no norm at all. Only Idefics2, Evolla and MiniCPM-V take a mask,
+# Qwen-VL and MiniCPM-V, which builds on Qwen-VL's) the latents kept out of the keys and a 2-D
+# sin-cos table added to the keys instead; Kosmos-2 has no norm at all. Only Idefics2, Evolla and MiniCPM-V take a mask,
 # for batches of different lengths.
 
 # %% [markdown]
