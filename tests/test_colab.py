@@ -1,5 +1,6 @@
 """The notebooks' Colab set-up cell (tools/sync_colab_cells.py): it stops with what to do when the
-install fails, does nothing outside Colab, and installs only what Colab lacks.
+install fails, does nothing outside Colab, and installs only what Colab lacks. Notebook 11's
+second set-up cell (the peers' packages beyond the extra, at constraints.txt's pins) likewise.
 
 The last test makes a venv with Colab's torch, numpy and matplotlib preinstalled (torch 2.13.0, the
 CPU build this project pins, numpy 2.0.2 and matplotlib 3.10.0, as on Colab) and asks pip what
@@ -14,6 +15,7 @@ import tomllib
 import types
 from pathlib import Path
 
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +59,68 @@ def test_set_up_cell_does_nothing_outside_colab(monkeypatch):
 
     monkeypatch.setattr(subprocess, "run", refuse)
     run_cell(SYNC.install_source())
+
+
+class PipRecorder:
+    """subprocess.run stand-in: records each pip command, answers with `returncode`."""
+
+    def __init__(self, returncode):
+        self.returncode, self.commands = returncode, []
+
+    def __call__(self, command, **kwargs):
+        self.commands.append(command)
+        return types.SimpleNamespace(returncode=self.returncode, stderr="pip: no network here")
+
+
+def constraints_pins():
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    return {line.split("#")[0].strip() for line in lines if "==" in line and not line.startswith("#")}
+
+
+@pytest.mark.parametrize("notebook_name", sorted(SYNC.PEER_INSTALLS))
+def test_peers_cell_on_colab_installs_constraints_pins_open_flamingo_without_its_deps(monkeypatch, notebook_name):
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    pip = PipRecorder(returncode=0)
+    monkeypatch.setattr(subprocess, "run", pip)
+    run_cell(SYNC.peers_source(notebook_name))
+    installs = [command[command.index("install") + 1 :] for command in pip.commands]
+    assert all(command[:3] == [sys.executable, "-m", "pip"] for command in pip.commands)
+    requirements = [argument for arguments in installs for argument in arguments if not argument.startswith("-")]
+    assert set(requirements) <= constraints_pins(), f"not constraints.txt's pins: {requirements}"
+    assert ["--quiet", "--no-deps", "open-flamingo==2.0.1"] in installs, installs
+    assert ["--quiet", "flamingo-pytorch==0.1.2", "einops-exts==0.0.4"] in installs, installs
+
+
+def test_peers_cell_raises_saying_what_to_do_when_an_install_fails(monkeypatch):
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(subprocess, "run", PipRecorder(returncode=1))
+    with pytest.raises(RuntimeError) as raised:
+        run_cell(SYNC.peers_source("11_family.ipynb"))
+    message = str(raised.value)
+    assert "Installing flamingo-pytorch==0.1.2 einops-exts==0.0.4 failed (pip exit status 1)" in message
+    assert "pip: no network here" in message, "pip's own error is not shown"
+    assert "run this cell again" in message and "\n!pip install --no-deps open-flamingo==2.0.1" in message
+
+
+def test_peers_cell_does_nothing_outside_colab(monkeypatch):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    pip = PipRecorder(returncode=0)
+    monkeypatch.setattr(subprocess, "run", pip)
+    run_cell(SYNC.peers_source("11_family.ipynb"))
+    assert pip.commands == [], "the peers cell ran a command outside Colab"
+
+
+def test_sync_puts_the_peers_cell_right_after_the_install_cell_and_only_where_needed():
+    notebook = nbformat.read(ROOT / "notebooks" / "11_family.ipynb", as_version=4)
+    assert not SYNC.synced(notebook, "11_family.ipynb"), "run python tools/sync_colab_cells.py"
+    install, peers = notebook.cells[1], notebook.cells[2]
+    assert install.source == SYNC.install_source() and peers.source == SYNC.peers_source("11_family.ipynb")
+    assert peers.metadata.tags == SYNC.INSTALL_TAGS == ["remove-cell"], "the website must leave it out too"
+    del notebook.cells[2]
+    assert SYNC.synced(notebook, "11_family.ipynb") and notebook.cells[2].source == peers.source
+    assert notebook.cells[2].metadata.tags == ["remove-cell"]
+    assert SYNC.synced(notebook, "10_gradients.ipynb"), "a notebook without peers keeps a peers cell"
+    assert not notebook.cells[2].source.startswith(SYNC.PEERS_MARKER)
 
 
 def test_colab_extra_is_what_the_notebooks_import_without_jupyter_or_the_tests_packages():

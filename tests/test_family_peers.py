@@ -1,8 +1,8 @@
 """The resampler family's peers in refimpl.interop (issue 12, section 2): Kosmos-2's and
 Evolla's real modules from transformers, and Qwen-VL's and MiniCPM-V's layout-faithful
-stand-ins (tests/family: their code ships only on the model hub), every parameter random
-(biases and norm weights away from their init; Qwen-VL's pos_embed stays the sin-cos table
-it must be). Each is reproduced by refimpl in float64 and float32, round-trips strictly,
+stand-ins (refimpl.interop.hub_standins: their code ships only on the model hub), every
+parameter random (biases and norm weights away from their init; Qwen-VL's pos_embed stays
+the sin-cos table it must be). Each is reproduced by refimpl in float64 and float32, round-trips strictly,
 runs through compare block by block (a planted bug named at its row) and through
 `python -m refimpl verify` on a file saved from the module.
 """
@@ -14,9 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from family.minicpm_v_resampler import Resampler as MiniCPMVResampler
-from family.qwen_vl_resampler import Resampler as QwenVLResampler
-from family.sincos import sincos_table
 from helpers import family_cases, randomise
 from hypothesis import given
 from hypothesis import strategies as st
@@ -29,6 +26,7 @@ import refimpl
 import refimpl.torch as rt
 from refimpl import interop
 from refimpl.interop import compare, compare_grads
+from refimpl.interop.hub_standins import MiniCPMVResampler, QwenVLResampler, sincos_table
 
 FLOAT64 = ("float64", "another implementation vs refimpl")
 POSITIONS64 = ("float64", "module with float32 sin-cos positions vs refimpl")

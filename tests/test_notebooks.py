@@ -74,6 +74,14 @@ def test_colab_badge_and_install_cell_use_the_repository_url(name):
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_needs_only_the_installed_package_not_a_clone(name):
+    sources = "\n".join(cell.source for cell in code_cells(read(name)))
+    assert "sys.path" not in sources and "tests/" not in sources and '"tests"' not in sources, (
+        f"{name} reaches into the repository: Colab has only the installed package"
+    )
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
 def test_kernelspec_is_python3(name):
     assert read(name).metadata.kernelspec.name == "python3"
 

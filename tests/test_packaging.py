@@ -73,3 +73,20 @@ def test_missing_package_messages_work_for_a_wheel_install():
         if re.search(r"pip install (-e|--editable)\b", line)
     ]
     assert not hints, f"install hints that only work in a clone: {hints}"
+
+
+def test_wheel_carries_every_refimpl_module_the_notebooks_import(dist):
+    """On Colab the notebooks have only the installed wheel: each refimpl module they import is in it."""
+    _, names = wheel_metadata(dist)
+    imported = {
+        module
+        for twin in (ROOT / "notebooks" / "py").glob("*.py")
+        for module in re.findall(r"^(?:from|import) (refimpl(?:\.\w+)*)", twin.read_text(), re.MULTILINE)
+    }
+    assert "refimpl.interop.hub_standins" in imported, "the search found no notebook import of a submodule"
+    missing = [
+        module
+        for module in sorted(imported)
+        if f"{module.replace('.', '/')}.py" not in names and f"{module.replace('.', '/')}/__init__.py" not in names
+    ]
+    assert not missing, f"the wheel lacks {missing}"

@@ -9,9 +9,9 @@ itself, so neither the build nor the pages need a network. Warnings are errors.
 
 The pages are built from copies, staged in docs/_build/source; the notebooks themselves are
 not changed. Each copy gets:
-  - its Colab badge and install cell as tools/sync_colab_cells.py writes them; the install cell
-    is tagged "remove-cell" (left out of the page) and the badge, an image from Colab's
-    servers, becomes a text link (the theme adds a Colab launch button as well);
+  - its Colab badge and install cell (and notebook 11's peers cell) as tools/sync_colab_cells.py
+    writes them; the set-up cells are tagged "remove-cell" (left out of the page) and the
+    badge, an image from Colab's servers, becomes a text link (the theme adds a Colab launch button as well);
   - its progress bars (tqdm's stderr stream) removed; any other stderr output stays;
   - after each exercise's check cell (`ex.check_<name>(<name>)`), the worked solution from
     refimpl/exercises/<module>.py, folded away (tagged "hide-input": a "Show the worked

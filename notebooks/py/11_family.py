@@ -3,12 +3,13 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/perceiver-resampler-course/perceiver-resampler-course/blob/v0.1.0/notebooks/11_family.ipynb)
 #
-# Runs on a laptop CPU in about 20 s. It needs the repository's development set-up (the
-# README's set-up line: `transformers`, `flamingo-pytorch` and `open-flamingo`) and a clone of
-# the repository, whose `tests/family` folder holds the stand-ins for Qwen-VL's and MiniCPM-V's
-# resamplers (their code ships only with their checkpoints on the model hub, so the tests carry
-# modules written from the published description, with exactly their state-dict layout); the
-# Colab install of the course package has neither. After it you will be able to say, for nine
+# Runs on a laptop CPU in about 20 s. Besides the course package it needs the peers' own
+# packages, `transformers`, `flamingo-pytorch` and `open-flamingo` (the README's set-up line
+# installs them; on Colab, `transformers` is there and the second set-up cell installs the
+# other two). Qwen-VL's and MiniCPM-V's resamplers ship only with their checkpoints on the
+# model hub, so the package carries stand-ins for them, `refimpl.interop.hub_standins`: our own
+# modules, written from the published description, with exactly their state-dict layout and
+# forward. After it you will be able to say, for nine
 # published resamplers (the Flamingo paper's, flamingo-pytorch, open_flamingo, IDEFICS,
 # Idefics2, Kosmos-2, Evolla, Qwen-VL and MiniCPM-V), which design choices each makes and which
 # `ResamplerConfig` switch each one is; count a member's parameters at its published size and
@@ -36,19 +37,37 @@ if "google.colab" in sys.modules:
             f"session first if it installed some packages). To install by hand: !pip install '{requirement}'"
         )
 
+# %% tags=["remove-cell"]
+# Colab set-up, this notebook's peers: what it needs beyond the course package (the peers' packages, pinned).
+# Elsewhere this does nothing: install as the README says.
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    for arguments in [["flamingo-pytorch==0.1.2", "einops-exts==0.0.4"], ["--no-deps", "open-flamingo==2.0.1"]]:
+        command = [sys.executable, "-m", "pip", "install", "--quiet", *arguments]
+        pip = subprocess.run(command, capture_output=True, text=True)
+        if pip.returncode != 0:
+            raise RuntimeError(
+                f"Installing {' '.join(arguments)} failed (pip exit status {pip.returncode}); its last words:\n"
+                f"{pip.stderr[-1500:]}\n"
+                "Check that this runtime is connected to the internet, then run this cell again. "
+                "To install by hand, in a cell:"
+                "\n!pip install flamingo-pytorch==0.1.2 einops-exts==0.0.4"
+                "\n!pip install --no-deps open-flamingo==2.0.1"
+            )
+
 # %% [markdown]
 # ## Set-up
 #
 # The peers are the installed packages (flamingo-pytorch, open-flamingo's `helpers.py`, the
 # `transformers` modules of IDEFICS, Idefics2, Kosmos-2 and Evolla) and the two stand-ins from
-# `tests/family`. Everything runs in float64 on one CPU thread.
+# `refimpl.interop.hub_standins`. Everything runs in float64 on one CPU thread.
 
 # %%
 import dataclasses
 import io
-import sys
 import warnings
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -58,17 +77,10 @@ from IPython.display import Markdown, display
 import refimpl
 from refimpl import interop, viz
 from refimpl.exercises import family as ex
+from refimpl.interop.hub_standins import MiniCPMVResampler, QwenVLResampler
 from refimpl.interop.open_flamingo import installed_helpers
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # transformers' progress bars, unused here
-# the stand-ins for the hub-only Qwen-VL and MiniCPM-V resamplers, in the repository's tests/family
-TESTS = Path.cwd().parent / "tests"
-assert (TESTS / "family" / "qwen_vl_resampler.py").exists(), (
-    "run this notebook from notebooks/ in a clone of the repository"
-)
-sys.path.insert(0, str(TESTS))
-from family.minicpm_v_resampler import Resampler as MiniCPMVResampler  # noqa: E402
-from family.qwen_vl_resampler import Resampler as QwenVLResampler  # noqa: E402
 from flamingo_pytorch import PerceiverResampler as FlamingoPytorchResampler  # noqa: E402
 from transformers import EvollaConfig, IdeficsConfig, Kosmos2Config  # noqa: E402
 from transformers.models.evolla.modeling_evolla import EvollaSequenceCompressorResampler  # noqa: E402

@@ -72,7 +72,8 @@ Outputs: open_flamingo (b, T, R, D) and flamingo-pytorch (b, times, R, D) are re
 Flamingo four put the latents among the keys (latents_in_kv=True) and normalise before each
 block and at the end; the later four make the choices in ResamplerConfig's second table.
 compare takes MiniCPM-V's tgt_sizes as its `mask`. Qwen-VL's and MiniCPM-V's code ships
-only with their checkpoints: refimpl knows them by layout (tests/family holds stand-ins).
+only with their checkpoints: refimpl knows them by layout (refimpl.interop.hub_standins
+holds our layout-faithful stand-ins for them).
 
 `compare(module, x, *, mask=None, spec=None)` runs one of these modules (or refimpl.torch's)
 and refimpl on the same input and prints, row by row, how far apart they are (the media after

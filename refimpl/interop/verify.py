@@ -20,7 +20,8 @@ a checkpoint file, run by its own peer's module?
 Qwen-VL's and MiniCPM-V's resamplers ship only with their checkpoints (their visual.py /
 resampler.py, trust_remote_code), in no package: verify stops after step 3 for them, unless
 the Python call gives `module_class`, a class with the peer's constructor and layout (the
-file's Resampler, or the layout-faithful ones in the tests), which step 4 then builds.
+file's Resampler, or the layout-faithful stand-ins in refimpl.interop.hub_standins), which
+step 4 then builds.
 
 Exit status (`main` in refimpl.__main__): 0 within the bounds (or, without the peer's
 package, shapes that fit), 1 not, 2 bad input (`VerifyError`, one line, no traceback).

@@ -1,5 +1,5 @@
 """The 2-D sin-cos table as Qwen-VL's and MiniCPM-V's own code builds it (the MAE recipe), in
-NumPy float32 as theirs does: written here from the description, independently of refimpl's
+NumPy float32 as theirs does: written from the description, independently of
 refimpl.sincos_2d, so that the tests compare two separate computations.
 
 For a grid of h rows and w columns and a width D (divisible by 4): a token at row r, column c
