@@ -96,7 +96,7 @@ def from_evolla(state_dict, *, heads, eps=LAYERNORM_EPS, prefix=""):
     Raises ValueError listing every missing, unexpected and mis-shaped key; a whole model's
     state dict without `prefix`, or another peer's, gets one line naming the prefix or the peer.
     """
-    _state_dict.check_holds_resampler(state_dict, "evolla", prefix)
+    _state_dict.check_holds_resampler(state_dict, NAME, prefix)
     state = _state_dict.read(state_dict, prefix)
     dim = _state_dict.size(state, ("latents", 1), ("layers.0.0.to_q.weight", 1), ("protein_projector.weight", 1))
     inner = _state_dict.size(state, ("layers.0.0.to_q.weight", 0), ("layers.0.0.to_out.weight", 1), default=None)

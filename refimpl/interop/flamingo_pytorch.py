@@ -91,7 +91,7 @@ def from_flamingo_pytorch(state_dict, *, heads, eps=1e-5, prefix=""):
     unexpected and mis-shaped key; a whole model's state dict without `prefix`, or another
     peer's, gets one line naming the prefix or the peer.
     """
-    _state_dict.check_holds_resampler(state_dict, "flamingo_pytorch", prefix)
+    _state_dict.check_holds_resampler(state_dict, NAME, prefix)
     state = _state_dict.read(state_dict, prefix)
     config = ResamplerConfig(
         **layer_sizes(state, heads),

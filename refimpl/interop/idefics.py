@@ -81,7 +81,7 @@ def from_idefics(state_dict, *, heads, eps=1e-5, prefix=""):
     Raises ValueError listing every missing, unexpected and mis-shaped key; a whole model's
     state dict without `prefix`, or another peer's, gets one line naming the prefix or the peer.
     """
-    _state_dict.check_holds_resampler(state_dict, "idefics", prefix)
+    _state_dict.check_holds_resampler(state_dict, NAME, prefix)
     state = _state_dict.read(state_dict, prefix)
     dim = _state_dict.size(state, ("latents", 1), ("layer_norm.weight", 0), ("blocks.0.0.q_proj.weight", 1))
     inner = _state_dict.size(state, ("blocks.0.0.q_proj.weight", 0), ("blocks.0.0.output_proj.weight", 1), default=None)

@@ -110,7 +110,7 @@ def from_idefics2(state_dict, *, heads, eps=1e-6, norm_dtype="float32", prefix="
     ValueError listing every missing, unexpected and mis-shaped key; a whole model's state
     dict without `prefix`, or another peer's, gets one line naming the prefix or the peer.
     """
-    _state_dict.check_holds_resampler(state_dict, "idefics2", prefix)
+    _state_dict.check_holds_resampler(state_dict, NAME, prefix)
     state = _state_dict.read(state_dict, prefix)
     dim = _state_dict.size(state, ("latents", 1), ("norm.weight", 0), ("layers.0.self_attn.q_proj.weight", 1))
     inner = _state_dict.size(

@@ -81,7 +81,7 @@ def from_kosmos2(state_dict, *, heads, prefix=""):
     unexpected and mis-shaped key; a whole model's state dict without `prefix`, or another
     peer's, gets one line naming the prefix or the peer.
     """
-    _state_dict.check_holds_resampler(state_dict, "kosmos2", prefix)
+    _state_dict.check_holds_resampler(state_dict, NAME, prefix)
     state = _state_dict.read(state_dict, prefix)
     dim = _state_dict.size(state, ("latent_query", 1), ("dense.weight", 0), ("x_attn.q_proj.weight", 1))
     inner = _state_dict.size(state, ("x_attn.q_proj.weight", 0), ("x_attn.out_proj.weight", 1), default=None)

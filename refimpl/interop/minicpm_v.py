@@ -97,7 +97,7 @@ def from_minicpm_v(state_dict, *, heads, eps=LAYERNORM_EPS, prefix=""):
     unexpected and mis-shaped key; a whole model's state dict without `prefix`, or another
     peer's, gets one line naming the prefix or the peer.
     """
-    _state_dict.check_holds_resampler(state_dict, "minicpm_v", prefix)
+    _state_dict.check_holds_resampler(state_dict, NAME, prefix)
     state = _state_dict.read(state_dict, prefix)
     sizes = mha_sizes(state, heads)
     config = ResamplerConfig(**sizes, out_dim=sizes["dim"], norm_eps=eps, **SWITCHES)

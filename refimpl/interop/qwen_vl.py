@@ -125,7 +125,7 @@ def from_qwen_vl(state_dict, *, heads, eps=LAYERNORM_EPS, prefix=""):
     a whole model's state dict without `prefix`, or another peer's, gets one line naming the
     prefix or the peer.
     """
-    _state_dict.check_holds_resampler(state_dict, "qwen_vl", prefix)
+    _state_dict.check_holds_resampler(state_dict, NAME, prefix)
     state = _state_dict.read(state_dict, prefix)
     config = ResamplerConfig(**mha_sizes(state, heads), pos_grid=_pos_grid(state), norm_eps=eps, **SWITCHES)
     layout = _layout(config)
