@@ -126,21 +126,29 @@ def check_grid(grid, x_shape, mask, config):
         raise ValueError(
             f"grid must be (h, w) or an int array (..., 2) with ... = x.shape[:-3] = {batch}; got shape {grid.shape}"
         ) from None
-    if (grid < 1).any():
-        raise ValueError(f"grid must hold sides h, w >= 1; got {np.unique(grid[grid < 1]).tolist()}")
-    sizes = grid[..., 0] * grid[..., 1]  # (...,) h*w
-    if (sizes > n_space).any():
-        raise ValueError(f"grid must have h*w <= S = {n_space} (x's tokens per frame); got h*w = {int(sizes.max())}")
-    if mask is None and (sizes != n_space).any():
-        raise ValueError(
-            f"grid must have h*w = S = {n_space} without a mask (tokens past h*w are padding); got h*w = "
-            f"{int(sizes.min())}"
-        )
+    check_grid_sides({(int(h), int(w)) for h, w in grid.reshape(-1, 2)}, n_space, masked=mask is not None)
     if mask is not None:
+        sizes = grid[..., 0] * grid[..., 1]  # (...,) h*w
         past = np.arange(n_space) >= sizes[..., None, None]  # (..., 1, S): tokens past h*w
         if (mask & past).any():
             raise ValueError("mask must mark the tokens past each image's h*w (grid) as padding (False); some are True")
     return grid
+
+
+def check_grid_sides(sides, n_space, *, masked):
+    """The checks of check_grid that read only the grid: sides, a collection of every image's
+    (h, w) as ints, against S = n_space tokens per frame, with or without a mask. Plain
+    Python on ints, so that torch.compile can trace it (refimpl.torch)."""
+    small = sorted({side for pair in sides for side in pair if side < 1})
+    if small:
+        raise ValueError(f"grid must hold sides h, w >= 1; got {small}")
+    sizes = [h * w for h, w in sides]
+    if sizes and max(sizes) > n_space:
+        raise ValueError(f"grid must have h*w <= S = {n_space} (x's tokens per frame); got h*w = {max(sizes)}")
+    if not masked and sizes and min(sizes) < n_space:
+        raise ValueError(
+            f"grid must have h*w = S = {n_space} without a mask (tokens past h*w are padding); got h*w = {min(sizes)}"
+        )
 
 
 def media_positions(config, grid, n_frames, n_space):

@@ -18,7 +18,10 @@ whose `.weight` is the transpose of refimpl's (in, out) array: refimpl "layers.0
 "layers.0.attn.bq" (config.attn_bias) is torch "layers.0.attn.wq.bias"; "media_proj.weight"
 and "out_proj.weight" keep their names, transposed. `from_refimpl` and `to_refimpl` move the
 weights both ways exactly. With config.positions, forward takes `grid` as
-refimpl.perceiver_resampler does; the positions are computed by refimpl.positions.
+refimpl.perceiver_resampler does; the positions are refimpl.positions' tables, built in torch.
+
+torch.compile(module, fullgraph=True) captures the whole forward pass in one graph for
+every config, in any mode; see PerceiverResampler for the two checks that then cannot raise.
 
 Axis letters: B batch (the leading axes, flattened), N = T*S media tokens, R latents,
 H heads, Hkv key/value heads, Dh head width, D width, F feed-forward width.
@@ -35,7 +38,7 @@ from . import _checks
 from .config import ResamplerConfig, check_config
 from .gated_xattn import GatedXattnConfig, gated_xattn_param_shapes, resolve_config
 from .params import ATTENTION_BIASES, PROJECTION_MATRICES, check_params, param_shapes
-from .resampler import positions_for
+from .positions import check_grid, check_grid_sides
 
 
 class Norm(nn.Module):
@@ -204,6 +207,11 @@ class PerceiverResampler(nn.Module):
       config.media_dim); mask bool (..., T, S) (resp. (..., I, T, S)), True = real token; grid
       with config.positions, as for refimpl.perceiver_resampler. Returns (..., R, D) (D =
       out_dim with config.out_dim) [and a list of the per-layer attention weights (..., H, R, N [+ R])].
+
+    Under torch.compile (fullgraph=True works for every config) the grid must be one (h, w)
+    pair of ints for the whole batch, and the items whose mask eager mode rejects come out as
+    NaN (see check_input; call it first for the error). A new batch size or S reuses the
+    graph (dynamic shapes); a new grid compiles a new one.
     """
 
     def __init__(self, config: ResamplerConfig):
@@ -236,8 +244,8 @@ class PerceiverResampler(nn.Module):
 
     def forward(self, x, mask=None, return_attention=False, grid=None):
         config = self.config
-        self.check_input(x, mask)
-        key_positions, query_positions = self.sincos_positions(x, mask, grid)
+        sides = self.check_input(x, mask, grid)
+        key_positions, query_positions = self.sincos_positions(x, sides)
         if config.media_dim is not None:
             x = self.media_proj(x)  # (..., T, S, D)
         *batch, n_frames, n_space, dim = x.shape
@@ -254,8 +262,6 @@ class PerceiverResampler(nn.Module):
             if config.latents_in_kv:
                 key_mask = torch.cat([key_mask, key_mask.new_ones(n_batch, config.num_latents)], dim=-1)
             key_mask = key_mask[:, None, :]  # (B, 1, N [+ R])
-        if key_positions is not None:
-            key_positions = key_positions.reshape(n_batch, n_frames * n_space, dim)  # (B, N, D)
         maps = []
         for layer, kv in zip(self.layers, self.media_keys_values(media, key_positions), strict=True):
             attended, weights = layer["attn"](kv, latents, key_mask, return_attention, query_positions)
@@ -269,17 +275,28 @@ class PerceiverResampler(nn.Module):
             latents = self.out_proj(latents)  # (B, R, Do)
             if config.out_norm:
                 latents = self.out_norm(latents)
+        if mask is not None and torch.compiler.is_compiling():
+            rejected = self.items_eager_would_reject(mask.reshape(n_batch, n_frames, n_space), sides)  # (B,)
+            latents = torch.where(rejected[:, None, None], torch.nan, latents)
         latents = latents.reshape(*batch, config.num_latents, config.out_width)  # (..., R, D or Do)
         if not return_attention:
             return latents
         return latents, [w.reshape(*batch, *w.shape[1:]) for w in maps]
 
-    def check_input(self, x, mask):
+    def check_input(self, x, mask, grid=None):
         """forward's arguments checked, with the messages of refimpl.perceiver_resampler:
         x a floating tensor of the module's dtype and device, of shape (..., [I,] T, S, D)
         that fits the config's tables; mask None or a bool tensor (..., [I,] T, S) on x's
-        device. Shapes and dtypes are known on the host; only where the latents are not
-        among the keys does checking that every item has a real token wait for the device."""
+        device; grid as refimpl.perceiver_resampler takes it. Returns every image's (h, w),
+        one pair per batch item (flattened) or a single pair for the whole batch, or None
+        without positions.
+
+        Shapes, dtypes and the grid are known on the host. Two checks read the mask's values:
+        that every item has a real token where the latents are not among the keys, and that
+        no token past an image's h*w is real. They wait for the device in eager mode; under
+        torch.compile they would stop the graph, so there the items they would reject come
+        out as NaN (items_eager_would_reject), and calling check_input before the compiled
+        module raises their errors."""
         expected = self.latents
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
@@ -293,22 +310,51 @@ class PerceiverResampler(nn.Module):
         if mask is not None:
             _check_bool_mask(mask, "True = real token", x.device)
         _checks.resampler_input(x.shape, None if mask is None else mask.shape, self.config)
+        compiling = torch.compiler.is_compiling()
         if not self.config.latents_in_kv:
-            empty = (
-                None if mask is None else ~mask.flatten(-2).any(dim=-1)
-            )  # (...), True where an item has no real token
-            _checks.resampler_items_have_tokens(tuple(x.shape), None if empty is None else empty.cpu().numpy())
-
-    def sincos_positions(self, x, mask, grid):
-        """The sin-cos positions for x's grid, as constant tensors in x's dtype and device:
-        keys (..., N, D) and queries (R, D), each None where config.positions has none
-        (refimpl.resampler.positions_for, with its checks of the grid)."""
-        if self.config.positions is None and grid is None:
-            return None, None
-        mask = None if mask is None else mask.detach().cpu().numpy()
+            empty = None
+            if mask is not None and not compiling:
+                empty = (~mask.flatten(-2).any(dim=-1)).cpu().numpy()  # (...), True where an item has no real token
+            _checks.resampler_items_have_tokens(tuple(x.shape), empty)
+        if self.config.positions is None or grid is None:
+            return check_grid(grid, x.shape, None, self.config)  # None, or the error for a grid out of place
+        if compiling:
+            return [_one_grid_pair(grid, x.shape[-2], mask is not None)]
         grid = grid.cpu().numpy() if isinstance(grid, torch.Tensor) else grid
-        found = positions_for(self.config, grid, tuple(x.shape), mask)
-        return tuple(None if p is None else torch.tensor(p, dtype=x.dtype, device=x.device) for p in found)
+        mask = None if mask is None else mask.cpu().numpy()
+        return [tuple(pair) for pair in check_grid(grid, tuple(x.shape), mask, self.config).reshape(-1, 2).tolist()]
+
+    def items_eager_would_reject(self, mask, sides):
+        """mask (B, T, S), sides from check_input -> (B,) bool: the items whose mask check_input
+        rejects in eager mode (no real token without the latents among the keys; a real token
+        past the image's h*w), computed on the device, as torch.compile needs."""
+        rejected = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)  # (B,)
+        if not self.config.latents_in_kv:
+            rejected = rejected | ~mask.flatten(1).any(dim=1)
+        if sides is not None:
+            sizes = torch.tensor([h * w for h, w in sides], device=mask.device)  # (B|1,) h*w
+            past = torch.arange(mask.shape[-1], device=mask.device) >= sizes[:, None, None]  # (B|1, 1, S)
+            rejected = rejected | (mask & past).flatten(1).any(dim=1)
+        return rejected
+
+    def sincos_positions(self, x, sides):
+        """The sin-cos positions for the images' grids (sides from check_input), as constant
+        tensors in x's dtype and device: keys (B|1, N, D), zero past each image's h*w, and
+        queries (R, D); each None where config.positions has none. The tables of
+        refimpl.positions, built in torch (sincos_table)."""
+        config = self.config
+        if sides is None:
+            return None, None
+        n_frames, n_space = x.shape[-3], x.shape[-2]
+        padded = {  # (S, D) per distinct grid
+            (h, w): F.pad(sincos_table(config, h, w, x.device), (0, 0, 0, n_space - h * w)) for h, w in set(sides)
+        }
+        keys = torch.stack([padded[pair] for pair in sides])  # (B|1, S, D)
+        keys = keys[:, None].expand(-1, n_frames, -1, -1).flatten(1, 2)  # (B|1, N, D), frame-major
+        queries = None
+        if config.positions == "keys_and_queries":
+            queries = sincos_2d(config.dim, config.pos_grid, config.pos_grid, x.device)  # (R, D)
+        return tuple(None if p is None else p.to(x.dtype) for p in (keys, queries))
 
     def media_keys_values(self, media, key_positions=None):
         """Every layer's keys and values of the media tokens, from one normalisation and one
@@ -363,6 +409,46 @@ class PerceiverResampler(nn.Module):
     def to_refimpl(self):
         """The parameters as refimpl's flat dict of float64 NumPy arrays."""
         return from_state_dict(self.state_dict())
+
+
+def _one_grid_pair(grid, n_space, masked):
+    """Under torch.compile: grid as one (h, w) pair of ints for the whole batch, checked
+    against S = n_space as refimpl.positions.check_grid_sides checks it."""
+    if isinstance(grid, (torch.Tensor, np.ndarray)) or len(grid) != 2 or not all(isinstance(s, int) for s in grid):
+        raise TypeError(
+            "grid must be one (h, w) pair of ints for the whole batch under torch.compile (a grid per "
+            f"image, an array (..., 2), needs eager mode); got {type(grid).__name__}"
+        )
+    check_grid_sides([tuple(grid)], n_space, masked=masked)
+    return tuple(grid)
+
+
+def sincos_2d(dim, h, w, device=None):
+    """refimpl.positions.sincos_2d in torch: the 2-D sin-cos table of an h x w grid, (h*w, dim)
+    float64; channels [:dim/2] encode the column c, [dim/2:] the row r of patch r*w + c, each
+    as [sin(p * omega), cos(p * omega)] with omega_k = 10000 ** (-k / (dim/4)), k < dim/4."""
+    omega = 10000.0 ** -(torch.arange(dim // 4, dtype=torch.float64, device=device) / (dim // 4))  # (dim/4,)
+    patch = torch.arange(h * w, device=device)  # (h*w,)
+
+    def encode(p):  # (h*w,) -> (h*w, dim/2)
+        angles = p[:, None] * omega  # (h*w, dim/4)
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+    return torch.cat([encode(patch % w), encode(patch // w)], dim=-1)
+
+
+def sincos_table(config, h, w, device=None):
+    """The key positions of an h x w image (h*w, D) float64, as refimpl.positions builds them:
+    sincos_2d(D, h, w), or with config.pos_grid the pos_grid x pos_grid table resized to h x w
+    by F.interpolate(mode="bicubic", align_corners=False) (refimpl.resize_positions)."""
+    if config.pos_grid is None:
+        return sincos_2d(config.dim, h, w, device)
+    side = config.pos_grid
+    table = sincos_2d(config.dim, side, side, device)  # (side*side, D)
+    if (h, w) == (side, side):
+        return table
+    image = table.T.reshape(1, config.dim, side, side)  # (1, D, side, side)
+    return F.interpolate(image, size=(h, w), mode="bicubic", align_corners=False)[0].flatten(1).T  # (h*w, D)
 
 
 class GatedXAttnDense(nn.Module):
