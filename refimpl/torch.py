@@ -210,8 +210,8 @@ class PerceiverResampler(nn.Module):
 
     Under torch.compile (fullgraph=True works for every config) the grid must be one (h, w)
     pair of ints for the whole batch, and the items whose mask eager mode rejects come out as
-    NaN (see check_input; call it first for the error). A new batch size or S reuses the
-    graph (dynamic shapes); a new grid compiles a new one.
+    NaN (see check_input; call it first for the error). After one recompile, new batch sizes
+    and S reuse the graph (dynamic shapes); a new grid compiles a new one.
     """
 
     def __init__(self, config: ResamplerConfig):
