@@ -164,8 +164,8 @@ FLOAT16_MAX = torch.finfo(torch.float16).max  # 65504
 def check_float16_output(out, module):
     """FloatingPointError if `out`, the float16 output of `module` (its class name, for the
     message), holds an inf or a NaN: float16's largest finite value is 65504, and a value on
-    the way that passes it becomes inf, then NaN in the next norm or softmax, never an error
-    on its own. The inputs may be finite float16 and still overflow inside (a large x through
+    the way that passes it becomes inf, then NaN in the next norm or softmax, and torch
+    raises nothing. The inputs may be finite float16 and still overflow inside (a large x through
     media_proj, a residual stream that grows). Outputs of other dtypes pass unchecked.
 
     Reading whether every entry is finite waits for the device (a host sync), so the check
@@ -235,6 +235,7 @@ class PerceiverResampler(nn.Module):
       config.media_dim); mask bool (..., T, S) (resp. (..., I, T, S)), True = real token; grid
       with config.positions, as for refimpl.perceiver_resampler. Returns (..., R, D) (D =
       out_dim with config.out_dim) [and a list of the per-layer attention weights (..., H, R, N [+ R])].
+      In float16, an eager call whose output is not finite raises FloatingPointError (check_float16_output).
     """
 
     def __init__(self, config: ResamplerConfig):
@@ -403,6 +404,7 @@ class GatedXAttnDense(nn.Module):
     forward(hidden (..., L, Dt), visual (..., Nv, Dv), mask bool (..., L, Nv) or None).
     A text token that may see no visual token (a blind row) is handled as
     config.blind_rows and config.zero_blind_ff say: by default it gets no attention output.
+    In float16, an eager call whose output is not finite raises FloatingPointError (check_float16_output).
     """
 
     FLAMINGO_SIZES = dict(heads=8, dim_head=64, ff_mult=4, norm_eps=1e-5)
