@@ -81,6 +81,12 @@ def backends():
                     ("bfloat16", "torch GPU vs float64 reference"),
                     _torch_runner("cuda", "bfloat16"),
                 ),
+                (
+                    "torch CUDA",
+                    "float16",
+                    ("float16", "torch GPU vs float64 reference"),
+                    _torch_runner("cuda", "float16"),
+                ),
             ]
     return rows
 

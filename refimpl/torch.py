@@ -3,14 +3,16 @@ reference, for the CPU and the GPU.
 
     import refimpl.torch
     module = refimpl.torch.PerceiverResampler.from_refimpl(config, params)   # float64, exact
-    module = module.to("cuda", torch.bfloat16)
+    module = module.to("cuda", torch.bfloat16)     # or float16 where the GPU has no bfloat16 (a T4)
     latents = module(x, mask=mask)                                           # (..., R, D)
 
 Every `ResamplerConfig` works, with the conventions of `refimpl.perceiver_resampler`:
 x (..., T, S, D) (or (..., I, T, S, D) with config.num_media_embeds), mask (..., T, S),
 True = real token, output (..., R, D). The attention runs through
 `F.scaled_dot_product_attention`, so on a GPU it uses the flash or memory-efficient
-kernels; `return_attention=True` takes an explicit path that forms the weights.
+kernels; `return_attention=True` takes an explicit path that forms the weights. In float16
+(largest finite value 65504) an eager forward raises FloatingPointError rather than return
+an output that overflowed to inf or NaN (check_float16_output).
 
 State-dict names are refimpl's parameter names; a projection `w*` becomes an nn.Linear
 whose `.weight` is the transpose of refimpl's (in, out) array: refimpl "layers.0.attn.wq"
@@ -51,12 +53,15 @@ class Norm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if kind == "layernorm" else None
 
     def normalize(self, x):
-        """The normalisation alone, without scale and shift: (x - mean) / std or x / rms, in x's dtype."""
+        """The normalisation alone, without scale and shift: (x - mean) / std or x / rms, in x's dtype.
+
+        Both through torch's fused norms, which accumulate a half-precision x in float32: a
+        mean of squares written out in float16 overflows (to a zero output) once |x| > 256."""
         h = x.float() if self.norm_dtype == "float32" else x
         if self.kind == "layernorm":
             h = F.layer_norm(h, h.shape[-1:], eps=self.eps)
         else:
-            h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+            h = F.rms_norm(h, h.shape[-1:], eps=self.eps)
         return h.to(x.dtype)
 
     def forward(self, x):
@@ -102,7 +107,7 @@ class CrossAttention(nn.Module):
         if return_weights:
             group = self.heads // self.kv_heads  # query head h reads key/value head h // group
             k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)  # (B, H, N, Dh)
-            scores = q @ k.transpose(-1, -2) * self.dim_head**-0.5  # (B, H, R, N)
+            scores = (q * self.dim_head**-0.5) @ k.transpose(-1, -2)  # (B, H, R, N), scaled first: no float16 overflow
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             weights = scores.softmax(dim=-1)
@@ -154,6 +159,32 @@ def _check_bool_mask(mask, meaning, device):
         raise TypeError(f"mask must be a bool tensor ({meaning}); got {got}")
     if mask.device != device:
         raise ValueError(f"mask must be on the device of the inputs, {device}; got {mask.device}")
+
+
+FLOAT16_MAX = torch.finfo(torch.float16).max  # 65504
+
+
+def check_float16_output(out, module):
+    """FloatingPointError if `out`, the float16 output of `module` (its class name, for the
+    message), holds an inf or a NaN: float16's largest finite value is 65504, and a value on
+    the way that passes it becomes inf, then NaN in the next norm or softmax, and torch
+    raises nothing. The inputs may be finite float16 and still overflow inside (a large x through
+    media_proj, a residual stream that grows). Outputs of other dtypes pass unchecked.
+
+    Reading whether every entry is finite waits for the device (a host sync), so the check
+    runs in eager mode only: it is skipped while torch.compile traces (a sync would break
+    the graph) and while a CUDA stream is capturing a graph (a sync is not allowed there).
+    """
+    if out.dtype != torch.float16 or torch.compiler.is_compiling():
+        return
+    if out.is_cuda and torch.cuda.is_current_stream_capturing():
+        return
+    if not torch.isfinite(out).all():
+        raise FloatingPointError(
+            f"{module} in float16 gave an output that is not finite (inf or NaN): a value on the way exceeded "
+            f"float16's largest finite value {FLOAT16_MAX:g} (or the input held inf or NaN); run the module in "
+            "bfloat16 (float32's range) or float32"
+        )
 
 
 def _replace_last_rows(kv, rows):
@@ -212,6 +243,8 @@ class PerceiverResampler(nn.Module):
     pair of ints for the whole batch, and the items whose mask eager mode rejects come out as
     NaN (see check_input; call it first for the error). After one recompile, new batch sizes
     and S reuse the graph (dynamic shapes); a new grid compiles a new one.
+
+    In float16, an eager call whose output is not finite raises FloatingPointError (check_float16_output).
     """
 
     def __init__(self, config: ResamplerConfig):
@@ -279,6 +312,7 @@ class PerceiverResampler(nn.Module):
             rejected = self.items_eager_would_reject(mask.reshape(n_batch, n_frames, n_space), sides)  # (B,)
             latents = torch.where(rejected[:, None, None], torch.nan, latents)
         latents = latents.reshape(*batch, config.num_latents, config.out_width)  # (..., R, D or Do)
+        check_float16_output(latents, "PerceiverResampler")
         if not return_attention:
             return latents
         return latents, [w.reshape(*batch, *w.shape[1:]) for w in maps]
@@ -457,6 +491,7 @@ class GatedXAttnDense(nn.Module):
     forward(hidden (..., L, Dt), visual (..., Nv, Dv), mask bool (..., L, Nv) or None).
     A text token that may see no visual token (a blind row) is handled as
     config.blind_rows and config.zero_blind_ff say: by default it gets no attention output.
+    In float16, an eager call whose output is not finite raises FloatingPointError (check_float16_output).
     """
 
     FLAMINGO_SIZES = dict(heads=8, dim_head=64, ff_mult=4, norm_eps=1e-5)
@@ -522,6 +557,7 @@ class GatedXAttnDense(nn.Module):
         if sees is not None and config.zero_blind_ff:
             fed = fed * sees
         out = out + torch.tanh(self.ff_gate) * fed
+        check_float16_output(out, "GatedXAttnDense")
         return out.reshape(*batch, *hidden.shape[-2:])
 
     def mean_of_values(self, context):

@@ -1,7 +1,9 @@
 """refimpl.torch is the same function as the NumPy reference: every variant, masks,
-attention maps, weights both ways; and, where CUDA exists, float32 and
-bfloat16 on the GPU against the float64 reference."""
+attention maps, weights both ways; float16 and bfloat16 on the CPU, and, where
+CUDA exists, float32, bfloat16 and float16 on the GPU, against the float64 reference; a float16
+overflow raises."""
 
+import functools
 import re
 
 import numpy as np
@@ -179,30 +181,129 @@ GPU_CONFIGS = {
 }
 
 
-@needs_cuda
-@pytest.mark.parametrize("variant", GPU_CONFIGS)
-@pytest.mark.parametrize(
-    ("dtype", "key", "weights_key"),
-    [
-        (torch.float32, ("float32", "torch GPU vs float64 reference"), ("float32", "torch GPU vs float64 reference")),
-        (
-            torch.bfloat16,
-            ("bfloat16", "torch GPU vs float64 reference"),
-            ("bfloat16", "torch GPU attention weights vs float64 reference"),
-        ),
-    ],
+def half_precision_row(dtype):
+    """(dtype, the key for its output, the key for its attention weights), for parametrize."""
+    name = str(dtype).removeprefix("torch.")
+    return pytest.param(
+        dtype,
+        (name, "torch GPU vs float64 reference"),
+        (name, "torch GPU attention weights vs float64 reference"),
+        id=name,
+    )
+
+
+HALF_PRECISION = [half_precision_row(torch.bfloat16), half_precision_row(torch.float16)]
+FLOAT32_GPU = pytest.param(
+    torch.float32,
+    ("float32", "torch GPU vs float64 reference"),
+    ("float32", "torch GPU vs float64 reference"),
+    id="float32",
 )
-def test_gpu_module_is_close_to_the_float64_reference(variant, dtype, key, weights_key):
+
+
+@functools.cache
+def reference_case(variant):
+    """(config, params, x, mask, output, attention weights) of the float64 reference for GPU_CONFIGS[variant]."""
     config = GPU_CONFIGS[variant]
     params = refimpl.init_resampler(config, seed=8)
     x = np.random.default_rng(8).standard_normal((4, 2, 100, 256))
     mask = np.random.default_rng(9).random(x.shape[:-1]) < 0.8
     expected, expected_maps = refimpl.perceiver_resampler(params, x, config, mask=mask, return_attention=True)
-    assert_close(run_torch(config, params, x, mask, dtype=dtype, device="cuda").float().cpu().numpy(), expected, key)
-    out, maps = run_torch(config, params, x, mask, dtype=dtype, device="cuda", return_attention=True)
+    return config, params, x, mask, expected, expected_maps
+
+
+def assert_close_to_the_reference(variant, dtype, key, weights_key, device):
+    """The module in dtype on device, both paths (fused attention; explicit weights), against the float64 reference."""
+    config, params, x, mask, expected, expected_maps = reference_case(variant)
+    assert_close(run_torch(config, params, x, mask, dtype=dtype, device=device).float().cpu().numpy(), expected, key)
+    out, maps = run_torch(config, params, x, mask, dtype=dtype, device=device, return_attention=True)
+    assert out.dtype == dtype
     assert_close(out.float().cpu().numpy(), expected, key)
     for ours, theirs in zip(maps, expected_maps, strict=True):
         assert_close(ours.float().cpu().numpy(), theirs, weights_key, what="attention weights")
+
+
+@needs_cuda
+@pytest.mark.parametrize("variant", GPU_CONFIGS)
+@pytest.mark.parametrize(("dtype", "key", "weights_key"), [FLOAT32_GPU, *HALF_PRECISION])
+def test_gpu_module_is_close_to_the_float64_reference(variant, dtype, key, weights_key):
+    assert_close_to_the_reference(variant, dtype, key, weights_key, "cuda")
+
+
+@pytest.mark.parametrize("variant", GPU_CONFIGS)
+@pytest.mark.parametrize(("dtype", "key", "weights_key"), HALF_PRECISION)
+def test_half_precision_on_the_cpu_is_within_the_gpu_bounds(variant, dtype, key, weights_key):
+    """torch's CPU computes float16 and bfloat16 too, rounding to the same bits as a GPU (in
+    another order of summation), so the GPU's bounds hold there, where CI runs them."""
+    assert_close_to_the_reference(variant, dtype, key, weights_key, "cpu")
+
+
+FLOAT16 = ("float16", "torch GPU vs float64 reference")
+
+
+def test_float16_rmsnorm_is_finite_and_right_for_inputs_whose_squares_overflow():
+    # |x| ~ 1000: x^2 ~ 1e6 is past float16's 65504, so a mean of squares in float16 is inf
+    # (and x / sqrt(inf) = 0); torch's fused rms_norm accumulates in float32
+    x = torch.from_numpy(1000 * np.random.default_rng(10).standard_normal((5, 24)))
+    assert torch.isinf(x.half().square()).any()
+    norm = rt.Norm(24, "rmsnorm", eps=1e-5)
+    assert_close(norm.normalize(x.half()).double().numpy(), norm.normalize(x).numpy(), FLOAT16)
+    config = refimpl.ResamplerConfig(dim=24, depth=2, heads=3, dim_head=8, num_latents=5, norm="rmsnorm")
+    params = refimpl.init_resampler(config, seed=10)
+    media = 1000 * np.random.default_rng(11).standard_normal((2, 1, 7, 24))
+    assert_close(
+        run_torch(config, params, media, None, dtype=torch.float16).double().numpy(),
+        refimpl.perceiver_resampler(params, media, config),
+        FLOAT16,
+    )
+
+
+def test_float16_attention_weights_are_finite_where_q_dot_k_passes_65504():
+    # q . k = 64 * 40 * 40 = 102400 is past float16's range; scaled by Dh^-0.5 = 1/8 first, 12800 is not.
+    # Equal scores, so the weights are uniform, 1/N exactly
+    attention = rt.CrossAttention(8, 8, heads=2, dim_head=64).half()
+    q, k = torch.full((1, 3, 128), 40.0, dtype=torch.float16), torch.full((1, 5, 128), 40.0, dtype=torch.float16)
+    v = torch.from_numpy(np.random.default_rng(15).standard_normal((1, 5, 128))).half()
+    with torch.no_grad():
+        out, weights = attention.attend(q, k, v, return_weights=True)
+    assert torch.isfinite(out).all()
+    np.testing.assert_array_equal(weights.float().numpy(), np.full((1, 2, 3, 5), np.float16(1 / 5)))
+
+
+FLOAT16_OVERFLOW = r"float16 gave an output that is not finite .* largest finite value 65504 .* bfloat16 .* or float32"
+
+
+def test_float16_resampler_raises_where_a_finite_input_overflows_inside():
+    config = refimpl.ResamplerConfig(dim=16, depth=1, heads=2, dim_head=8, num_latents=3, media_dim=12)
+    params = refimpl.init_resampler(config, seed=12)
+    x = np.full((2, 1, 5, 12), 30000.0)  # finite in float16; through media_proj, 12 * 30000 is not
+    params["media_proj.weight"] = np.ones((12, 16))
+    assert np.isfinite(run_torch(config, params, x, None).numpy()).all()  # float64 has the range
+    for return_attention in (False, True):
+        with pytest.raises(FloatingPointError, match=rf"PerceiverResampler in {FLOAT16_OVERFLOW}"):
+            run_torch(config, params, x, None, dtype=torch.float16, return_attention=return_attention)
+
+
+def test_float16_gated_block_raises_where_a_finite_input_overflows_inside():
+    params = refimpl.init_gated_xattn_dense(16, 8, heads=2, dim_head=4, gate=1.0, seed=13)
+    params["ff.w_out"] = 1e5 * params["ff.w_out"]  # finite in float16, up to 45000; the feed-forward output is not
+    rng = np.random.default_rng(13)
+    hidden, visual = rng.standard_normal((2, 5, 16)), rng.standard_normal((2, 6, 8))
+    module = rt.GatedXAttnDense.from_refimpl(params, heads=2)
+    with torch.no_grad():
+        assert torch.isfinite(module(torch.from_numpy(hidden), torch.from_numpy(visual))).all()
+        half = module.half()
+        with pytest.raises(FloatingPointError, match=rf"GatedXAttnDense in {FLOAT16_OVERFLOW}"):
+            half(torch.from_numpy(hidden).half(), torch.from_numpy(visual).half())
+
+
+def test_float16_module_compiles_to_one_graph_without_the_overflow_check():
+    config = refimpl.ResamplerConfig(dim=16, depth=1, heads=2, dim_head=4, num_latents=3)
+    module = rt.PerceiverResampler.from_refimpl(config, refimpl.init_resampler(config, seed=14), dtype=torch.float16)
+    x = torch.from_numpy(np.random.default_rng(14).standard_normal((2, 1, 5, 16))).half()
+    compiled = torch.compile(module, backend="aot_eager", fullgraph=True)  # a host sync would break the graph
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), module(x))
 
 
 @needs_cuda

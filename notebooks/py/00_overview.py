@@ -197,7 +197,7 @@ assert selfcheck() == 0, "a backend disagrees with the reference: see the table"
 # | 2 | cross-attention and heads; what it costs: $O(R \cdot N)$ against self-attention's $O(N^2)$ |
 # | 3 | Numba: the attention loop, the online softmax, parallel heads; speed and memory |
 # | 4 | the Perceiver Resampler in NumPy on real photographs and a short video |
-# | 5 | the same module in PyTorch, on the CPU and a GPU; bfloat16 and speed |
+# | 5 | the same module in PyTorch, on the CPU and a GPU; bfloat16, float16 and speed |
 # | 6 | a tiny resampler trained on the CPU on generated scenes of any size, and a video variant |
 # | 7 | what each latent of the trained model attends to, measured: entropy, collapse, mass on the objects |
 # | 8 | Flamingo's resampler ablation at toy scale: the resampler against simpler poolers |

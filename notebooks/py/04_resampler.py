@@ -737,4 +737,4 @@ print("open_flamingo defaults:", open_flamingo_count, "parameters")
 #   it reports; 60 to 67% of them are feed-forward weights.
 #
 # **Next.** Notebook 5 writes the same module in PyTorch, checks it against this one, and runs
-# it on a GPU in float32 and bfloat16.
+# it on a GPU in float32 and in 16 bits (bfloat16, or float16 on a GPU without it).

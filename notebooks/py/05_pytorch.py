@@ -7,8 +7,9 @@
 # Change runtime type > GPU) the GPU cells run too. After it you will be able to write the
 # resampler as a PyTorch `nn.Module`, copy the reference's weights into it exactly (the
 # transpose that `nn.Linear` needs included), show that it computes what `refimpl` computes to
-# 1e-12, run it on a GPU in float32 and bfloat16, say how large bfloat16's error is and why,
-# and time it against NumPy without fooling yourself.
+# 1e-12, run it on a GPU in float32 and in 16 bits (bfloat16, or float16 on a GPU without
+# bfloat16 such as Colab's T4), say how large each format's error is and why, and time it
+# against NumPy without fooling yourself.
 
 # %% tags=["remove-cell"]
 # Colab set-up: install the course package (v0.1.0); Colab's torch, numpy and matplotlib are kept.
@@ -505,10 +506,10 @@ print(f"float32 on {device}: relative error {err:.1e} (bound {refimpl.TOLERANCES
 assert err <= refimpl.TOLERANCES[key32]
 
 # %% [markdown]
-# ## bfloat16
+# ## bfloat16 and float16
 #
 # Half the bytes of float32, so half the memory traffic, and on a GPU the tensor cores'
-# bfloat16 rate, many times the float32 rate. Two 16-bit formats are common:
+# 16-bit rate, many times the float32 rate. Two 16-bit formats are common:
 #
 # | format | sign, exponent, stored fraction bits | significant bits | unit roundoff $u$ | largest finite |
 # |---|---|---|---|---|
@@ -543,36 +544,71 @@ print(f"largest relative rounding error over 100000 numbers of 40 decades: {roun
 assert 0.9 * 2.0**-8 < rounding <= 2.0**-8
 
 # %% [markdown]
-# ### The error per dtype
-#
-# The same module and input in float64, float32 and bfloat16, on the CPU and, where there is
-# one, on the GPU, each against the float64 reference. bfloat16 on the CPU is emulated and
-# slow, which is fine for this small input. The bounds come from `refimpl.TOLERANCES`; for
-# bfloat16 it is the GPU's bound, $2 \times 10^{-2}$, on either device, since the rounding is
-# the same 8 bits (the bound's margin covers the different orders of summation).
+# float16 is the other trade: 3 more significant bits ($u = 2^{-11}$, 8 times finer than
+# bfloat16's), but 5 exponent bits, so anything past 65504 overflows to inf, as 70000 did
+# above. Its tensor cores are older: NVIDIA GPUs have had them since Volta (compute capability
+# 7.0), bfloat16 ones only since Ampere (8.0: A100, H100, RTX 30xx). Colab's free T4 (Turing,
+# 7.5) has float16 tensor cores and no bfloat16 ones; torch still runs bfloat16 there, emulated
+# and slow, so `torch.cuda.is_bf16_supported()`, which counts emulation by default, says True
+# on a T4. `including_emulation=False` asks about the hardware. The GPU cells below use the
+# format the GPU has:
 
 # %%
-DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
+if device == "cuda":
+    half = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    capability = "{}.{}".format(*torch.cuda.get_device_capability())
+    reason = f"compute capability {capability}: " + (
+        "bfloat16 tensor cores (8.0 or later)" if half == torch.bfloat16 else "no bfloat16 tensor cores (before 8.0)"
+    )
+    print(f"16-bit dtype for the GPU cells: {str(half).removeprefix('torch.')} ({reason})")
+else:
+    half = None
+    print("16-bit dtype for the GPU cells: none (no GPU here; the error table below tries both on the CPU)")
+
+# %% [markdown]
+# ### The error per dtype
+#
+# The same module and input in float64, float32, float16 and bfloat16, on the CPU and, where
+# there is one, on the GPU, each against the float64 reference. The 16-bit formats are slow on
+# most CPUs, which is fine for this small input. The bounds come from `refimpl.TOLERANCES`;
+# for float16 and bfloat16 they are the GPU's bounds, $5 \times 10^{-3}$ and
+# $2 \times 10^{-2}$, on either device, since the rounding is to the same 11 or 8 bits (the
+# bounds' margin covers the different orders of summation).
+
+# %%
+DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 BOUND_KEYS = {
     ("cpu", "float64"): ("float64", "torch vs numpy"),
     ("cpu", "float32"): ("float32", "vs float64 reference"),
+    ("cpu", "float16"): ("float16", "torch GPU vs float64 reference"),
     ("cpu", "bfloat16"): ("bfloat16", "torch GPU vs float64 reference"),
     ("cuda", "float64"): ("float64", "torch vs numpy"),  # float64 on a GPU: the same math in another order
     ("cuda", "float32"): ("float32", "torch GPU vs float64 reference"),
+    ("cuda", "float16"): ("float16", "torch GPU vs float64 reference"),
     ("cuda", "bfloat16"): ("bfloat16", "torch GPU vs float64 reference"),
 }
 devices = ["cpu"] + (["cuda"] if device == "cuda" else [])
 errors = {}
+
+
+def ordered_by_precision(dev):
+    """Whether the errors on dev grow as the significant bits shrink, in DTYPES' order (53, 24, 11, 8)."""
+    values = [errors[dev, name] for name in DTYPES]
+    return all(smaller < larger for smaller, larger in zip(values, values[1:]))
+
+
 for dev in devices:
     for name, dtype in DTYPES.items():
         errors[dev, name] = refimpl.relative_error(run(ours, x, dev, dtype), reference)
         bound_here = refimpl.TOLERANCES[BOUND_KEYS[dev, name]]
         print(f"{dev:5} {name:9} relative error {errors[dev, name]:.1e}  (bound {bound_here:g})")
         assert errors[dev, name] <= bound_here, f"{dev} {name}: {errors[dev, name]:.1e} > {bound_here:g}"
-    assert errors[dev, "float64"] < errors[dev, "float32"] < errors[dev, "bfloat16"], "errors not ordered by precision"
+    assert ordered_by_precision(dev), "errors not ordered by precision"
+unit_roundoff = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+assert all(1 <= errors["cpu", name] / unit_roundoff[name] <= 5 for name in DTYPES)  # a small factor above u
+assert 4 <= errors["cpu", "bfloat16"] / errors["cpu", "float16"] <= 16  # float16's 3 more bits: about 8 times
 
 # %%
-unit_roundoff = {"float64": 2.0**-53, "float32": 2.0**-24, "bfloat16": 2.0**-8}
 fig, ax = plt.subplots(figsize=(6, 3.5))
 width = 0.8 / len(devices)
 for j, dev in enumerate(devices):
@@ -605,11 +641,35 @@ ax.legend(fontsize=8, loc="upper left")
 plt.show()
 
 # %% [markdown]
-# Each dtype lands a small factor (1 to 5) above its unit roundoff and far below its bound:
-# the error follows the number of significant bits, 53, 24 or 8, and the computation
-# amplifies it only mildly. bfloat16's few tenths of a percent are the price of its speed;
-# a model trained in bfloat16 expects them, and a check of a bfloat16 resampler against the
-# reference needs a bound of this size, not float32's.
+# Each dtype lands a small factor (1 to 5, on the CPU) above its unit roundoff and far below
+# its bound: the error follows the number of significant bits, 53, 24, 11 or 8, and the
+# computation amplifies it only mildly. bfloat16's few tenths of a percent are the price of its
+# speed; a model trained in bfloat16 expects them, and a check of a bfloat16 resampler against
+# the reference needs a bound of this size, not float32's. float16's error is about 8 times
+# smaller, as its 3 more bits say. Its risk is range, not precision: a value past 65504 on the
+# way becomes inf, and the next norm turns it into NaN, without an error. `refimpl.torch` checks
+# a float16 output and raises instead. Here the last layer's feed-forward output weights are
+# made $10^5$ times larger (still finite in float16), so its output passes 65504: our module
+# returns NaN, `refimpl.torch` raises, and in bfloat16 all is finite.
+
+# %%
+loud_params = params | {"layers.2.ff.w_out": 1e5 * params["layers.2.ff.w_out"]}
+assert np.abs(loud_params["layers.2.ff.w_out"]).max() < torch.finfo(torch.float16).max
+with torch.no_grad():
+    silent = load_refimpl(PerceiverResampler(config), loud_params).half()(torch.as_tensor(x, dtype=torch.float16))
+print(f"our module in float16: {torch.isnan(silent).sum().item()} of {silent.numel()} outputs NaN, no error")
+assert torch.isnan(silent).any()
+for dtype in (torch.float16, torch.bfloat16):
+    loud = refimpl.torch.PerceiverResampler.from_refimpl(config, loud_params, dtype=dtype)
+    try:
+        with torch.no_grad():
+            loud_out = loud(torch.as_tensor(x, dtype=dtype))
+    except FloatingPointError as error:
+        assert dtype == torch.float16, dtype
+        print(f"{str(dtype):15} FloatingPointError: {error}")
+    else:
+        assert dtype == torch.bfloat16 and torch.isfinite(loud_out).all(), dtype
+        print(f"{str(dtype):15} finite output, largest |value| {loud_out.abs().max().item():.2f}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -623,8 +683,8 @@ print(
     f"{all(errors[key] <= refimpl.TOLERANCES[BOUND_KEYS[key]] for key in errors)}"
 )
 print(
-    f"errors ordered float64 < float32 < bfloat16 on every device: "
-    f"{all(errors[d, 'float64'] < errors[d, 'float32'] < errors[d, 'bfloat16'] for d in devices)}"
+    f"errors ordered float64 < float32 < float16 < bfloat16 on every device: "
+    f"{all(ordered_by_precision(d) for d in devices)}"
 )
 
 # %% [markdown]
@@ -680,7 +740,8 @@ for name in ("our module, torch CPU", "refimpl.torch, CPU"):
     print(f"{name}: {ratio.min():.2f} to {ratio.max():.2f} times refimpl NumPy's time (measured here, not asserted)")
 
 # %% [markdown]
-# On a GPU, the same sizes in float32 and bfloat16 (skipped on the CPU). A GPU call only
+# On a GPU, the same sizes in float32 and in the 16-bit format picked above, `half` (bfloat16,
+# or float16 on a GPU without bfloat16 tensor cores; skipped on the CPU). A GPU call only
 # queues work, so each timed call ends with `torch.cuda.synchronize()`; without it the clock
 # would stop long before the GPU does.
 
@@ -701,7 +762,7 @@ if device == "cuda":
             samples.append(time.perf_counter() - start)
         return 1e3 * float(np.median(samples))
 
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in (torch.float32, half):
         for label, module in (("our module", ours32), ("refimpl.torch", lib32)):
             gpu_module = copy.deepcopy(module).to("cuda", dtype)
             name = f"{label}, CUDA {str(dtype).removeprefix('torch.')}"
@@ -735,18 +796,17 @@ plt.show()
 # On the CPU the torch modules usually come out ahead of `refimpl`'s NumPy, by a factor that
 # depends on the machine and moves between runs; a busy machine moves it a lot, and can turn it
 # round. These are measurements, so nothing asserts them. The run committed here was made on a
-# 2-core CPU that other jobs kept busy (load average about 10), where every time is tens of
-# times its value on a quiet machine: the cell prints 0.49 to 1.44 times NumPy's time for our
-# module and 0.21 to 1.94 for `refimpl.torch`, slower than NumPy at $S = 576$. An earlier run on
-# the same kind of CPU gave 0.47 to 0.82, and on the 16-core host of an H100 they took 0.1-0.2
-# times NumPy's time. `refimpl` is written to be read: it checks its arguments
-# and casts its float64 parameters to float32 on every call, and its elementwise steps
-# (norms, softmax, GELU) run on one core, as NumPy's always do, while its matrix products
-# use them all. With larger matrices the products dominate and the gap closes (the CPU
-# numbers below). The work grows with $S$, but far less than in proportion: the
-# latents' side of it (their queries, keys, values and feed-forward) does not depend on $S$.
-# (On a quiet machine the times follow; in the busy run above, the noise is larger than the
-# growth.)
+# 2-core CPU that other jobs kept busy (load average about 3): the cell prints 0.52 to 1.63
+# times NumPy's time for our module and 0.31 to 2.55 for `refimpl.torch`, both slower than
+# NumPy at $S = 256$ and about even with it at 576. An earlier run on the same kind of CPU gave
+# 0.47 to 0.82, and on the 16-core host of an H100 they took 0.1-0.2 times NumPy's time.
+# `refimpl` is written to be read: it checks its arguments and casts its float64 parameters to
+# float32 on every call, and its elementwise steps (norms, softmax, GELU) run on one core, as
+# NumPy's always do, while its matrix products use them all. With larger matrices the
+# products dominate and the gap closes (the CPU numbers below). The work grows with $S$, but
+# far less than in proportion: the latents' side of it (their queries, keys, values and
+# feed-forward) does not depend on $S$. (On a quiet machine the times follow; in the busy run
+# above, the noise is larger than the growth.)
 #
 # On a GPU, at this small size, a forward pass is a few dozen small kernels and takes about
 # as long as the CPU needs to launch them: the GPU waits for the CPU, and the GPU curves
@@ -790,9 +850,10 @@ plt.show()
 # - a strict `load_state_dict` and matching names turn weight copying from a source of silent
 #   bugs into a checked step;
 # - each dtype's error follows its unit roundoff $2^{-p}$, $p$ its significant bits (53, 24,
-#   8), amplified only a little by the resampler; bfloat16 keeps float32's range, so it
+#   11, 8), amplified only a little by the resampler; bfloat16 keeps float32's range, so it
 #   trades accuracy, not overflow, for speed, and its error of a few $10^{-3}$ needs its own
-#   bound;
+#   bound; float16 is 8 times more accurate but overflows past 65504, and is the 16-bit
+#   format of GPUs without bfloat16, such as Colab's T4;
 # - a GPU needs work large enough to hide its launch costs, and timing it needs
 #   `torch.cuda.synchronize()`.
 #
