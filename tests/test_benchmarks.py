@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import refimpl
 from refimpl import interop
@@ -110,6 +111,34 @@ def test_family_configs_are_what_each_peer_can_express(monkeypatch):
     for name, member in gpu_resampler.family(True).items():
         state = exporters[name](member.config, refimpl.init_resampler(member.config, seed=0))
         assert state, name
+
+
+def test_family_sizes_are_the_published_modules(monkeypatch):
+    """At full size, each member's config counts as many parameters as the real module (built
+    on the meta device: shapes, no memory), as notebook 11 counts them."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import gpu_resampler
+    from transformers import EvollaConfig, Kosmos2Config
+    from transformers.models.evolla.modeling_evolla import EvollaSequenceCompressorResampler
+    from transformers.models.idefics2.configuration_idefics2 import Idefics2PerceiverConfig
+    from transformers.models.idefics2.modeling_idefics2 import Idefics2PerceiverResampler
+    from transformers.models.kosmos2.modeling_kosmos2 import Kosmos2ImageToTextProjection
+
+    from refimpl.interop.hub_standins import MiniCPMVResampler, QwenVLResampler
+
+    with torch.device("meta"):
+        modules = {
+            "Kosmos-2": Kosmos2ImageToTextProjection(Kosmos2Config()),
+            "Evolla": EvollaSequenceCompressorResampler(EvollaConfig()),
+            "Qwen-VL": QwenVLResampler(grid_size=16, embed_dim=4096, num_heads=32, kv_dim=1664),
+            "MiniCPM-V": MiniCPMVResampler(num_queries=64, embed_dim=3584, num_heads=28, kv_dim=1152),
+            "Idefics2": Idefics2PerceiverResampler(Idefics2PerceiverConfig()),
+        }
+    for name, member in gpu_resampler.family(False).items():
+        ours = sum(math.prod(shape) for shape in refimpl.param_shapes(member.config).values())
+        # Qwen-VL's stand-in stores its fixed sin-cos table as a parameter; refimpl computes it
+        theirs = sum(p.numel() for key, p in modules[name].named_parameters() if key != "pos_embed")
+        assert ours == theirs, (name, ours, theirs)
 
 
 def test_a_wrong_dtype_is_refused_by_name(monkeypatch, capsys):
