@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Everything GPU-side in one call, for a lent GPU machine (see /work/.library/device/README.md),
 # sized to end within about 8 minutes: nvidia-smi, `python3 -m refimpl selfcheck` (its CUDA
-# rows), the CUDA tests, then benchmarks/gpu_resampler.py with its defaults. Each stage runs
-# under its own time limit (`timeout`), so that a slow test stage still leaves the benchmark
-# its time; the benchmark gets what is left of TOTAL_S (at least BENCH_MIN_S), and no compile
-# starts in its last 30%. Every stage's output, and a line with its exit status and seconds,
+# rows), the CUDA tests, benchmarks/gpu_resampler.py with its defaults, then
+# benchmarks/gpu_profile.py (eager only: where the time goes, kernel by kernel). Each stage
+# runs under its own time limit (`timeout`), so that a slow test stage still leaves the
+# benchmark its time; the benchmark gets what is left of TOTAL_S after PROFILE_S (at least
+# BENCH_MIN_S), and no compile starts in its last 30%. Every stage's output, and a line with its exit status and seconds,
 # goes to $OUT/gpu_check.log (default /tmp/gpu-check). Exit status 1 if any stage failed.
 #
 # The GPU image has torch, numpy, numba, pytest, hypothesis, einops and transformers, but not
@@ -21,6 +22,7 @@ set -uo pipefail
 OUT="${OUT:-/tmp/gpu-check}"
 SMOKE="${GPU_CHECK_SMOKE:-0}"
 TOTAL_S="${TOTAL_S:-470}"
+PROFILE_S="${PROFILE_S:-45}"
 BENCH_MIN_S="${BENCH_MIN_S:-240}"
 mkdir -p "$OUT"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -43,8 +45,9 @@ stage() {
   [ "$rc" -eq 0 ] || status=1
 }
 
-TESTS=(tests/test_torch_port.py tests/test_torch_family.py tests/test_selfcheck.py tests/test_interop.py)
-[ -f tests/test_torch_compile.py ] && TESTS+=(tests/test_torch_compile.py)
+# test_torch_compile.py: only its CUDA test (its CPU tests compile with inductor for minutes)
+TESTS=(tests/test_torch_port.py tests/test_torch_family.py tests/test_selfcheck.py tests/test_interop.py
+  tests/test_torch_compile.py::test_compiled_module_on_cuda_is_close_to_the_float64_reference)
 
 if [ "$SMOKE" = 1 ]; then
   echo "GPU_CHECK_SMOKE=1: a check of this script on the CPU, not a GPU result"
@@ -55,12 +58,15 @@ else
   stage nvidia-smi 30 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
   echo "C compiler for Triton's launchers: $(command -v gcc || command -v cc || echo none)"
   stage selfcheck 60 python3 -m refimpl selfcheck
-  stage tests 120 python3 -m pytest -q -p no:cacheprovider "${TESTS[@]}" -rs
+  stage tests 150 python3 -m pytest -q -p no:cacheprovider "${TESTS[@]}" -rs
   BENCH=()
 fi
-bench_s=$((TOTAL_S - SECONDS))
+bench_s=$((TOTAL_S - PROFILE_S - SECONDS))
 [ "$bench_s" -ge "$BENCH_MIN_S" ] || bench_s=$BENCH_MIN_S
 stage benchmark "$bench_s" bash -c 'cd benchmarks && exec python3 gpu_resampler.py "$@"' gpu_resampler.py \
   --compile-deadline-s $((bench_s * 7 / 10)) "${BENCH[@]}"
+PROFILE=(--eager-only)
+[ "$SMOKE" = 1 ] && PROFILE+=(--smoke)
+stage profile "$PROFILE_S" bash -c 'cd benchmarks && exec python3 gpu_profile.py "$@"' gpu_profile.py "${PROFILE[@]}"
 echo "gpu_check: exit $status, $SECONDS s in all"
 exit $status

@@ -8,7 +8,7 @@ Flamingo's configuration (D = 1024, depth 6, H = 8, Dh = 64, R = 64) in bfloat16
 torch.compile (fullgraph=True, mode "default"). For each it prints the kernels that take
 the most device time over `--calls` forward passes, per call: the device time, the share of
 the whole, and the number of launches, and the number of kernel launches per forward pass,
-which is what a CUDA graph or torch.compile's fusion removes.
+which is what a CUDA graph or torch.compile's fusion removes. --eager-only leaves compile out.
 """
 
 import argparse
@@ -54,6 +54,7 @@ def main():
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU, to check the script")
     parser.add_argument("--calls", type=int, default=5, help="forward passes profiled per case")
     parser.add_argument("--top", type=int, default=12, help="kernels listed per case")
+    parser.add_argument("--eager-only", action="store_true", help="no torch.compile (it compiles for a minute)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     device = "cpu" if args.smoke else "cuda"
@@ -68,13 +69,15 @@ def main():
     module = rt.PerceiverResampler.from_refimpl(
         config, refimpl.init_resampler(config, seed=0), dtype=dtype, device=device
     ).eval()
-    compiled = torch.compile(module, fullgraph=True, dynamic=False, backend=backend)
+    runs = {"eager": module}
+    if not args.eager_only:
+        runs[f"torch.compile ({backend})"] = torch.compile(module, fullgraph=True, dynamic=False, backend=backend)
     device_name = torch.cuda.get_device_name() if device == "cuda" else "CPU (smoke test)"
     print(f"Machine: {machine_line()}\nDevice: {device_name}; torch {torch.__version__}")
     print(f"D = {config.dim}, depth {config.depth}, H = {config.heads}, R = {config.num_latents}, {dtype}\n")
     for batch, tokens in shapes:
         x = torch.randn(batch, 1, 1, tokens, config.dim, device=device, dtype=dtype)
-        for name, run in (("eager", module), (f"torch.compile ({backend})", compiled)):
+        for name, run in runs.items():
             rows, launches, total_ms = kernel_table(lambda: run(x), device, args.calls, args.top)
             what = "kernel launches" if device == "cuda" else "top-level operators"
             print(f"### {batch} x {tokens}, {name}: {total_ms:.3f} ms of {device} time, {launches:.0f} {what} a call\n")

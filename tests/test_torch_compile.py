@@ -70,11 +70,12 @@ EVERY_SWITCH = {  # the two configs that turn every switch of SWITCHES on betwee
 }
 
 
-def compile_case(switches, seed=0, dtype=torch.float64, device="cpu"):
-    """(config, params, module, x, mask, grid) for D = 16, depth 2, 4 heads of width 4, R = 4:
+def compile_case(switches, seed=0, dtype=torch.float64, device="cpu", **sizes):
+    """(config, params, module, x, mask, grid) for D = 16, depth 2, 4 heads of width 4, R = 4
+    (`sizes` changes them):
     x (B = 2, [I = 2,] T = 2, S = 6, D) and a mask with the first token of every item real;
     with positions, grid (2, 3) and the mask then marks every token real."""
-    config = refimpl.ResamplerConfig(**(dict(dim=16, depth=2, heads=4, dim_head=4, num_latents=4) | switches))
+    config = refimpl.ResamplerConfig(**(dict(dim=16, depth=2, heads=4, dim_head=4, num_latents=4) | sizes | switches))
     params = refimpl.init_resampler(config, seed=seed)
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((2,) + ((2,) if config.num_media_embeds else ()) + (2, 6, config.media_width))
@@ -87,10 +88,12 @@ def compile_case(switches, seed=0, dtype=torch.float64, device="cpu"):
     return config, params, module, x, mask, grid
 
 
-def compiled_against_the_reference(switches, key=TORCH_FLOAT64, dtype=torch.float64, device="cpu", **compile_options):
-    """Compile the module of compile_case(switches) with fullgraph=True and compare its output,
-    with and without the mask, with refimpl.perceiver_resampler in float64 under `key`."""
-    config, params, module, x, mask, grid = compile_case(switches, dtype=dtype, device=device)
+def compiled_against_the_reference(
+    switches, key=TORCH_FLOAT64, dtype=torch.float64, device="cpu", sizes=None, **compile_options
+):
+    """Compile the module of compile_case(switches, **sizes) with fullgraph=True and compare its
+    output, with and without the mask, with refimpl.perceiver_resampler in float64 under `key`."""
+    config, params, module, x, mask, grid = compile_case(switches, dtype=dtype, device=device, **(sizes or {}))
     if config.norm_dtype is not None:  # float32 norms round differently in torch and NumPy
         key = max(key, ("float32", "vs float64 reference"), key=refimpl.TOLERANCES.get)
     torch._dynamo.reset()  # every test compiles afresh, without another test's graphs
@@ -185,18 +188,36 @@ def test_compiled_module_names_a_grid_per_image():
         compiled(torch.from_numpy(x), torch.from_numpy(mask), grid=np.array([[2, 3], [2, 3]]))
 
 
-CUDA_DTYPES = {
+LOW_PRECISION = {
     torch.float32: ("float32", "torch GPU vs float64 reference"),
     torch.float16: ("float16", "torch GPU vs float64 reference"),
     torch.bfloat16: ("bfloat16", "torch GPU vs float64 reference"),
 }
+CONFIGS = {"Flamingo": {}} | EVERY_SWITCH
+LOW_PRECISION_CASES = [  # (config, mode, dtype): every config, mode and dtype at least once, in few compiles
+    ("Flamingo", "default", torch.float32),
+    ("Flamingo", "reduce-overhead", torch.bfloat16),
+    ("Flamingo", "reduce-overhead", torch.float16),
+    ("Qwen-VL-like, every switch of the later resamplers", "reduce-overhead", torch.bfloat16),
+    ("Qwen-VL-like, every switch of the later resamplers", "default", torch.float16),
+    ("MiniCPM-V-like, the switches that turn blocks off", "reduce-overhead", torch.float16),
+    ("MiniCPM-V-like, the switches that turn blocks off", "default", torch.bfloat16),
+]
+LOW_PRECISION_SIZES = dict(dim=64, dim_head=16)  # norms over 16 entries or more: D = 16 leaves bfloat16 little room
+
+
+@pytest.mark.parametrize(("name", "dtype"), sorted({(n, d) for n, _, d in LOW_PRECISION_CASES}, key=str), ids=str)
+def test_compiled_module_in_16_and_32_bits_on_the_cpu_is_close_to_the_float64_reference(name, dtype):
+    compiled_against_the_reference(
+        CONFIGS[name], LOW_PRECISION[dtype], dtype=dtype, sizes=LOW_PRECISION_SIZES, backend="aot_eager"
+    )
 
 
 @needs_cuda
-@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
-@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
-@pytest.mark.parametrize("switches", [{}] + list(EVERY_SWITCH.values()), ids=["Flamingo"] + list(EVERY_SWITCH))
-def test_compiled_module_on_cuda_is_close_to_the_float64_reference(switches, mode, dtype):
+@pytest.mark.parametrize(("name", "mode", "dtype"), LOW_PRECISION_CASES, ids=str)
+def test_compiled_module_on_cuda_is_close_to_the_float64_reference(name, mode, dtype):
     if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported(including_emulation=False):
-        pytest.skip("this GPU has no bfloat16")
-    compiled_against_the_reference(switches, CUDA_DTYPES[dtype], dtype=dtype, device="cuda", mode=mode)
+        pytest.skip("this GPU has no bfloat16 tensor cores")
+    compiled_against_the_reference(
+        CONFIGS[name], LOW_PRECISION[dtype], dtype=dtype, device="cuda", sizes=LOW_PRECISION_SIZES, mode=mode
+    )
