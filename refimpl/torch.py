@@ -448,10 +448,11 @@ class PerceiverResampler(nn.Module):
 def _one_grid_pair(grid, n_space, masked):
     """Under torch.compile: grid as one (h, w) pair of ints for the whole batch, checked
     against S = n_space as refimpl.positions.check_grid_sides checks it."""
-    if isinstance(grid, (torch.Tensor, np.ndarray)) or len(grid) != 2 or not all(isinstance(s, int) for s in grid):
+    if not (isinstance(grid, (tuple, list)) and len(grid) == 2 and all(isinstance(side, int) for side in grid)):
+        got = repr(grid) if isinstance(grid, (tuple, list)) else type(grid).__name__
         raise TypeError(
             "grid must be one (h, w) pair of ints for the whole batch under torch.compile (a grid per "
-            f"image, an array (..., 2), needs eager mode); got {type(grid).__name__}"
+            f"image, an array (..., 2), needs eager mode); got {got}"
         )
     check_grid_sides([tuple(grid)], n_space, masked=masked)
     return tuple(grid)

@@ -178,14 +178,24 @@ def test_compiled_module_gives_nan_where_eager_raises_and_check_input_raises_fir
     assert_close(out[:1].numpy(), expected, TORCH_FLOAT64, what="the item eager accepts")
 
 
-def test_compiled_module_names_a_grid_per_image():
+COMPILED_GRID_ERRORS = {
+    "a grid per image": (np.array([[2, 3], [2, 3]]), r"grid must be one \(h, w\) pair of ints .* got ndarray"),
+    "nested lists": ([[2, 3], [2, 3]], r"grid must be one \(h, w\) pair of ints .* got \[\[2, 3\], \[2, 3\]\]"),
+    "a float side": ((2.0, 3), r"grid must be one \(h, w\) pair of ints .* got \(2\.0, 3\)"),
+    "a side below 1": ((0, 3), r"grid must hold sides h, w >= 1; got \[0\]"),
+    "more patches than tokens": ((3, 3), r"grid must have h\*w <= S = 6 \(x's tokens per frame\); got h\*w = 9"),
+}
+
+
+@pytest.mark.parametrize(("grid", "message"), COMPILED_GRID_ERRORS.values(), ids=COMPILED_GRID_ERRORS.keys())
+def test_compiled_module_names_a_grid_it_cannot_take(grid, message):
     _, _, module, x, mask, _ = compile_case(SWITCHES["positions=keys"])
     torch._dynamo.reset()
     compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
-    # under fullgraph=True dynamo re-raises the module's TypeError as its ObservedTypeError (a
-    # RuntimeError) with the module's message
-    with pytest.raises((TypeError, RuntimeError), match=r"grid must be one \(h, w\) pair of ints for the whole batch"):
-        compiled(torch.from_numpy(x), torch.from_numpy(mask), grid=np.array([[2, 3], [2, 3]]))
+    # under fullgraph=True dynamo raises the module's error wrapped in its own (Unsupported, a
+    # RuntimeError), with the module's message
+    with pytest.raises((TypeError, ValueError, RuntimeError), match=message):
+        compiled(torch.from_numpy(x), torch.from_numpy(mask), grid=grid)
 
 
 LOW_PRECISION = {
