@@ -23,7 +23,8 @@ weights both ways exactly. With config.positions, forward takes `grid` as
 refimpl.perceiver_resampler does; the positions are refimpl.positions' tables, built in torch.
 
 torch.compile(module, fullgraph=True) captures the whole forward pass in one graph for
-every config, in any mode; see PerceiverResampler for the two checks that then cannot raise.
+every config, in any mode, and so does a CUDA graph; see PerceiverResampler for the two
+checks that then cannot raise.
 
 Axis letters: B batch (the leading axes, flattened), N = T*S media tokens, R latents,
 H heads, Hkv key/value heads, Dh head width, D width, F feed-forward width.
@@ -164,6 +165,13 @@ def _check_bool_mask(mask, meaning, device):
 FLOAT16_MAX = torch.finfo(torch.float16).max  # 65504
 
 
+def may_not_wait_for_device(x):
+    """Whether a forward pass on x must not wait for the device (a host sync): while
+    torch.compile traces it (a sync would break the graph) or while a CUDA stream captures a
+    CUDA graph (a sync is not allowed there). The checks that read tensor values then defer."""
+    return torch.compiler.is_compiling() or (x.is_cuda and torch.cuda.is_current_stream_capturing())
+
+
 def check_float16_output(out, module):
     """FloatingPointError if `out`, the float16 output of `module` (its class name, for the
     message), holds an inf or a NaN: float16's largest finite value is 65504, and a value on
@@ -172,12 +180,10 @@ def check_float16_output(out, module):
     media_proj, a residual stream that grows). Outputs of other dtypes pass unchecked.
 
     Reading whether every entry is finite waits for the device (a host sync), so the check
-    runs in eager mode only: it is skipped while torch.compile traces (a sync would break
-    the graph) and while a CUDA stream is capturing a graph (a sync is not allowed there).
+    runs in eager mode only: it is skipped while torch.compile traces and while a CUDA graph
+    is captured (may_not_wait_for_device).
     """
-    if out.dtype != torch.float16 or torch.compiler.is_compiling():
-        return
-    if out.is_cuda and torch.cuda.is_current_stream_capturing():
+    if out.dtype != torch.float16 or may_not_wait_for_device(out):
         return
     if not torch.isfinite(out).all():
         raise FloatingPointError(
@@ -239,10 +245,11 @@ class PerceiverResampler(nn.Module):
       with config.positions, as for refimpl.perceiver_resampler. Returns (..., R, D) (D =
       out_dim with config.out_dim) [and a list of the per-layer attention weights (..., H, R, N [+ R])].
 
-    Under torch.compile (fullgraph=True works for every config) the grid must be one (h, w)
-    pair of ints for the whole batch, and the items whose mask eager mode rejects come out as
-    NaN (see check_input; call it first for the error). After one recompile, new batch sizes
-    and S reuse the graph (dynamic shapes); a new grid compiles a new one.
+    Under torch.compile (fullgraph=True works for every config) and while a CUDA graph is
+    captured, the grid must be one (h, w) pair of ints for the whole batch, and the items
+    whose mask eager mode rejects come out as NaN (see check_input; call it first for the
+    error). Compiled, after one recompile, new batch sizes and S reuse the graph (dynamic
+    shapes); a new grid compiles a new one.
 
     In float16, an eager call whose output is not finite raises FloatingPointError (check_float16_output).
     """
@@ -308,7 +315,7 @@ class PerceiverResampler(nn.Module):
             latents = self.out_proj(latents)  # (B, R, Do)
             if config.out_norm:
                 latents = self.out_norm(latents)
-        if mask is not None and torch.compiler.is_compiling():
+        if mask is not None and may_not_wait_for_device(x):
             rejected = self.items_eager_would_reject(mask.reshape(n_batch, n_frames, n_space), sides)  # (B,)
             latents = torch.where(rejected[:, None, None], torch.nan, latents)
         latents = latents.reshape(*batch, config.num_latents, config.out_width)  # (..., R, D or Do)
@@ -328,9 +335,9 @@ class PerceiverResampler(nn.Module):
         Shapes, dtypes and the grid are known on the host. Two checks read the mask's values:
         that every item has a real token where the latents are not among the keys, and that
         no token past an image's h*w is real. They wait for the device in eager mode; under
-        torch.compile they would stop the graph, so there the items they would reject come
-        out as NaN (items_eager_would_reject), and calling check_input before the compiled
-        module raises their errors."""
+        torch.compile or a CUDA graph's capture they may not (may_not_wait_for_device), so
+        there the grid must be one (h, w) pair of ints, the items they would reject come out
+        as NaN (items_eager_would_reject), and calling check_input first raises their errors."""
         expected = self.latents
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor; got {type(x).__name__}")
@@ -344,30 +351,31 @@ class PerceiverResampler(nn.Module):
         if mask is not None:
             _check_bool_mask(mask, "True = real token", x.device)
         _checks.resampler_input(x.shape, None if mask is None else mask.shape, self.config)
-        compiling = torch.compiler.is_compiling()
+        deferred = may_not_wait_for_device(x)
         if not self.config.latents_in_kv:
             empty = None
-            if mask is not None and not compiling:
+            if mask is not None and not deferred:
                 empty = (~mask.flatten(-2).any(dim=-1)).cpu().numpy()  # (...), True where an item has no real token
             _checks.resampler_items_have_tokens(tuple(x.shape), empty)
         if self.config.positions is None or grid is None:
             return check_grid(grid, x.shape, None, self.config)  # None, or the error for a grid out of place
-        if compiling:
+        if deferred:
             return [_one_grid_pair(grid, x.shape[-2], mask is not None)]
         grid = grid.cpu().numpy() if isinstance(grid, torch.Tensor) else grid
         mask = None if mask is None else mask.cpu().numpy()
         return [tuple(pair) for pair in check_grid(grid, tuple(x.shape), mask, self.config).reshape(-1, 2).tolist()]
 
     def items_eager_would_reject(self, mask, sides):
-        """mask (B, T, S), sides from check_input -> (B,) bool: the items whose mask check_input
-        rejects in eager mode (no real token without the latents among the keys; a real token
-        past the image's h*w), computed on the device, as torch.compile needs."""
+        """mask (B, T, S), sides from check_input without a host sync (one (h, w) pair, or
+        None) -> (B,) bool: the items whose mask check_input rejects in eager mode (no real
+        token without the latents among the keys; a real token past the grid's h*w), computed
+        on the device, with no copy from the host (which a CUDA graph's capture forbids)."""
         rejected = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)  # (B,)
         if not self.config.latents_in_kv:
             rejected = rejected | ~mask.flatten(1).any(dim=1)
         if sides is not None:
-            sizes = torch.tensor([h * w for h, w in sides], device=mask.device)  # (B|1,) h*w
-            past = torch.arange(mask.shape[-1], device=mask.device) >= sizes[:, None, None]  # (B|1, 1, S)
+            ((h, w),) = sides
+            past = torch.arange(mask.shape[-1], device=mask.device) >= h * w  # (S,) tokens past h*w
             rejected = rejected | (mask & past).flatten(1).any(dim=1)
         return rejected
 
@@ -446,13 +454,13 @@ class PerceiverResampler(nn.Module):
 
 
 def _one_grid_pair(grid, n_space, masked):
-    """Under torch.compile: grid as one (h, w) pair of ints for the whole batch, checked
-    against S = n_space as refimpl.positions.check_grid_sides checks it."""
+    """Under torch.compile or a CUDA graph's capture: grid as one (h, w) pair of ints for the
+    whole batch, checked against S = n_space as refimpl.positions.check_grid_sides checks it."""
     if not (isinstance(grid, (tuple, list)) and len(grid) == 2 and all(isinstance(side, int) for side in grid)):
         got = repr(grid) if isinstance(grid, (tuple, list)) else type(grid).__name__
         raise TypeError(
-            "grid must be one (h, w) pair of ints for the whole batch under torch.compile (a grid per "
-            f"image, an array (..., 2), needs eager mode); got {got}"
+            "grid must be one (h, w) pair of ints for the whole batch under torch.compile or a CUDA graph's "
+            f"capture (a grid per image, an array (..., 2), needs eager mode); got {got}"
         )
     check_grid_sides([tuple(grid)], n_space, masked=masked)
     return tuple(grid)

@@ -157,25 +157,84 @@ REJECTED_BY_EAGER = {
 }
 
 
-@pytest.mark.parametrize(("switches", "spoil", "message"), REJECTED_BY_EAGER.values(), ids=REJECTED_BY_EAGER.keys())
-def test_compiled_module_gives_nan_where_eager_raises_and_check_input_raises_first(switches, spoil, message):
-    config, params, module, x, mask, grid = compile_case(switches)
+def spoiled_case(switches, spoil, dtype=torch.float64, device="cpu"):
+    """compile_case(switches) with a good mask and a spoiled one (item 1 as eager rejects it)."""
+    config, params, module, x, mask, grid = compile_case(switches, dtype=dtype, device=device)
     grid = (2, 2) if grid is not None else None  # h*w = 4 < S = 6: tokens 4 and 5 are padding
     mask = torch.from_numpy(mask)
     if grid is not None:
         mask[..., 4:] = False
-    spoil(mask)  # item 1 goes wrong; item 0 stays right
+    spoiled = mask.clone()
+    spoil(spoiled)  # item 1 goes wrong; item 0 stays right
+    return config, params, module, x, mask, spoiled, grid
+
+
+def deferring(module):
+    """module as it runs while a CUDA graph is captured: eager, but never waiting for the device
+    (refimpl.torch.may_not_wait_for_device says True), which a CPU cannot capture for real."""
+
+    def run(*args, **kwargs):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(rt, "may_not_wait_for_device", lambda x: True)
+            return module(*args, **kwargs)
+
+    return run
+
+
+@pytest.mark.parametrize("how", ["compiled", "deferring"])
+@pytest.mark.parametrize(("switches", "spoil", "message"), REJECTED_BY_EAGER.values(), ids=REJECTED_BY_EAGER.keys())
+def test_without_a_host_sync_items_eager_rejects_are_nan_and_check_input_raises_first(switches, spoil, message, how):
+    config, params, module, x, _, mask, grid = spoiled_case(switches, spoil)
     x = torch.from_numpy(x)
     with pytest.raises(ValueError, match=message):
         module(x, mask, grid=grid)
     with pytest.raises(ValueError, match=message):
         module.check_input(x, mask, grid)
     torch._dynamo.reset()
+    run = torch.compile(module, backend="aot_eager", fullgraph=True) if how == "compiled" else deferring(module)
     with torch.no_grad():
-        out = torch.compile(module, backend="aot_eager", fullgraph=True)(x, mask, grid=grid)
+        out = run(x, mask, grid=grid)
     assert torch.isnan(out[1]).all()
     expected = refimpl.perceiver_resampler(params, x[:1].numpy(), config, mask=mask[:1].numpy(), grid=grid)
     assert_close(out[:1].numpy(), expected, TORCH_FLOAT64, what="the item eager accepts")
+
+
+def test_deferring_module_skips_the_float16_overflow_check():
+    config, params, _, x, _, _ = compile_case({})
+    loud = params | {"layers.1.ff.w_out": 1e5 * params["layers.1.ff.w_out"]}  # finite in float16
+    module = rt.PerceiverResampler.from_refimpl(config, loud, dtype=torch.float16)
+    x = torch.as_tensor(x, dtype=torch.float16)
+    with torch.no_grad(), pytest.raises(FloatingPointError, match="float16"):
+        module(x)
+    with torch.no_grad():
+        out = deferring(module)(x)
+    assert not torch.isfinite(out).all()
+
+
+@needs_cuda
+@pytest.mark.parametrize(
+    ("switches", "spoil"), [case[:2] for case in REJECTED_BY_EAGER.values()], ids=REJECTED_BY_EAGER.keys()
+)
+def test_cuda_graph_captures_the_module_and_replays_a_spoiled_mask_as_nan(switches, spoil):
+    config, params, module, x, mask, spoiled, grid = spoiled_case(switches, spoil, torch.float32, "cuda")
+    static_x, static_mask = torch.as_tensor(x, dtype=torch.float32, device="cuda"), mask.cuda()
+    with torch.no_grad():
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            module(static_x, static_mask, grid=grid)  # warm up outside the graph (eager: it checks the mask)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = module(static_x, static_mask, grid=grid)
+        for replayed in (mask, spoiled):
+            static_mask.copy_(replayed)
+            graph.replay()
+            torch.cuda.synchronize()
+            out = static_out.double().cpu()
+            expected = refimpl.perceiver_resampler(params, x[:1], config, mask=replayed[:1].numpy(), grid=grid)
+            assert_close(out[:1].numpy(), expected, LOW_PRECISION[torch.float32], what="item 0")
+            assert torch.isnan(out[1]).all() == (replayed is spoiled)
 
 
 COMPILED_GRID_ERRORS = {
