@@ -45,9 +45,10 @@ stage() {
   [ "$rc" -eq 0 ] || status=1
 }
 
-# test_torch_compile.py: only its CUDA test (its CPU tests compile with inductor for minutes)
+# test_torch_compile.py: only its CUDA tests (its CPU tests compile with inductor for minutes)
 TESTS=(tests/test_torch_port.py tests/test_torch_family.py tests/test_selfcheck.py tests/test_interop.py
-  tests/test_torch_compile.py::test_compiled_module_on_cuda_is_close_to_the_float64_reference)
+  tests/test_torch_compile.py::test_compiled_module_on_cuda_is_close_to_the_float64_reference
+  tests/test_torch_compile.py::test_cuda_graph_captures_the_module_and_replays_a_spoiled_mask_as_nan)
 
 if [ "$SMOKE" = 1 ]; then
   echo "GPU_CHECK_SMOKE=1: a check of this script on the CPU, not a GPU result"
